@@ -1,0 +1,258 @@
+// Token estimators (SPEC §3 token_count, §7 FLEETLM_TOKEN_ESTIMATOR).
+//
+// Specs:
+//   tiktoken:<model>     model → encoding exactly as @dqbd/tiktoken's
+//                        encoding_for_model maps it (gpt-4o, gpt-4o-mini, o1… →
+//                        o200k_base; gpt-4, gpt-3.5-turbo… → cl100k_base; …)
+//   tiktoken:<encoding>  o200k_base, cl100k_base (also p50k_base, p50k_edit,
+//                        r50k_base, gpt2)
+//   chars:<N>            ceil(text.length / N), N an integer ≥ 1: a cheap
+//                        heuristic (length in UTF-16 code units)
+// Default: tiktoken:gpt-4o (= o200k_base).
+//
+// Reference semantics: a text's count is
+//   new Tiktoken(<encoding>).encode(text, [], []).length            (@dqbd/tiktoken)
+// i.e. with no special token allowed AND none disallowed, so special-token
+// text such as "<|endoftext|>" typed by a user is counted as the ordinary
+// text it is ("<|endoftext|>" = 7 o200k tokens), never as the 1 control token
+// and never an error (tiktoken's default encode(text) would THROW on it). This
+// equals encode_ordinary(text). Lone surrogates: the string crosses into wasm
+// as UTF-8 (TextEncoder), which turns each lone surrogate into U+FFFD, so a
+// lone surrogate counts exactly like U+FFFD; the fast path agrees (it also
+// UTF-8-encodes with TextEncoder, and both regexes classify U+FFFD and a lone
+// surrogate as "other"). Tests pin both behaviours.
+//
+// Fast path. gpt-tokenizer (pure JS) counts English/code 4–10× faster than the
+// wasm reference, but is slower on text dominated by non-ASCII pieces (CJK,
+// emoji: its byte-level merge path is costly), and its JS regex classes differ
+// from the reference's Rust regex on a few code points:
+//   - U+0085 and U+FEFF: JS `\s` vs Rust White_Space;
+//   - letters/marks added in Unicode 17.0: V8 (Node 20's ICU, Unicode 17.0)
+//     knows them, the wasm's Rust tables (Unicode 16.0) do not;
+//   - U+017F (ſ): Rust's `(?i:'s)` matches "'ſ", JS's `'[sS]` does not (no
+//     count difference found, guarded anyway).
+// So a text goes to gpt-tokenizer only when (1) at most 1/10 of its UTF-16
+// units are non-ASCII, (2) it contains none of DIVERGENT below, and (3) the
+// runtime's Unicode version is the one DIVERGENT was computed for; everything
+// else goes to @dqbd/tiktoken. test/unit/tokens.test.ts proves fast count ===
+// reference count on the corpus (test/fixtures/tokens) and on a Unicode sample;
+// test/fixtures/tokens/unicode-scan.ts --full re-derives DIVERGENT (minutes).
+// The versions of both libraries are pinned in package.json; re-run the full
+// scan when either changes.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+export interface TokenEstimator {
+  /** The spec it was created from, e.g. "tiktoken:gpt-4o". */
+  readonly name: string;
+  countText(text: string): number;
+  /** Resolved tiktoken encoding (tiktoken specs only). */
+  readonly encoding?: string;
+  /** "gpt-tokenizer+tiktoken" (routed), "tiktoken" (reference only) or "chars". */
+  readonly backend?: string;
+}
+
+export const DEFAULT_ESTIMATOR_SPEC = 'tiktoken:gpt-4o';
+
+export type TiktokenEncodingName = 'gpt2' | 'r50k_base' | 'p50k_base' | 'p50k_edit' | 'cl100k_base' | 'o200k_base';
+
+const ENCODINGS: ReadonlySet<string> = new Set<TiktokenEncodingName>([
+  'gpt2',
+  'r50k_base',
+  'p50k_base',
+  'p50k_edit',
+  'cl100k_base',
+  'o200k_base',
+]);
+
+/** Encodings with a proven gpt-tokenizer fast path. */
+const FAST_ENCODINGS: ReadonlySet<string> = new Set<TiktokenEncodingName>(['cl100k_base', 'o200k_base']);
+
+export type EstimatorSpec =
+  | { kind: 'tiktoken'; spec: string; encoding: TiktokenEncodingName }
+  | { kind: 'chars'; spec: string; perToken: number };
+
+const SPEC_HELP = 'expected tiktoken:<model> (e.g. tiktoken:gpt-4o), tiktoken:<encoding> (o200k_base, cl100k_base) or chars:<N> (N an integer >= 1)';
+
+type TiktokenModule = typeof import('@dqbd/tiktoken');
+type Tiktoken = import('@dqbd/tiktoken').Tiktoken;
+type GptTokenizerEncoding = typeof import('gpt-tokenizer/encoding/o200k_base');
+
+let tiktokenModule: TiktokenModule | null = null;
+function tiktoken(): TiktokenModule {
+  // Loaded on first use (instantiates the wasm; ranks are loaded per encoding).
+  tiktokenModule ??= require('@dqbd/tiktoken') as TiktokenModule;
+  return tiktokenModule;
+}
+
+/** Parses and validates a spec without loading any vocabulary. Throws Error. */
+export function parseEstimatorSpec(spec: string): EstimatorSpec {
+  if (typeof spec !== 'string') throw new Error(`token estimator spec must be a string; ${SPEC_HELP}`);
+  const s = spec.trim();
+  const colon = s.indexOf(':');
+  const kind = colon < 0 ? s : s.slice(0, colon);
+  const arg = colon < 0 ? '' : s.slice(colon + 1);
+  if (kind === 'tiktoken' && arg !== '') {
+    if (ENCODINGS.has(arg)) return { kind: 'tiktoken', spec: s, encoding: arg as TiktokenEncodingName };
+    const tk = tiktoken();
+    let encoding: string;
+    try {
+      encoding = tk.get_encoding_name_for_model(arg as Parameters<TiktokenModule['get_encoding_name_for_model']>[0]);
+    } catch {
+      throw new Error(`unknown token estimator "${s}": "${arg}" is neither a model known to @dqbd/tiktoken nor an encoding; ${SPEC_HELP}`);
+    }
+    if (!ENCODINGS.has(encoding)) throw new Error(`unknown token estimator "${s}": model maps to unsupported encoding ${encoding}`);
+    return { kind: 'tiktoken', spec: s, encoding: encoding as TiktokenEncodingName };
+  }
+  if (kind === 'chars' && /^[1-9][0-9]{0,8}$/.test(arg)) {
+    return { kind: 'chars', spec: s, perToken: Number(arg) };
+  }
+  throw new Error(`unknown token estimator "${s}"; ${SPEC_HELP}`);
+}
+
+// ---------------------------------------------------------------------------
+// Fast-path routing
+
+/**
+ * Code points whose pre-tokenization differs between gpt-tokenizer 3.4.0 (V8
+ * regex, Unicode 17.0) and @dqbd/tiktoken 1.0.22 (Rust regex, Unicode 16.0),
+ * found by test/fixtures/tokens/unicode-scan.ts --full over all of planes 0–3
+ * and 14 in 12 contexts, for both o200k_base and cl100k_base (union), plus
+ * U+017F (see header).
+ */
+export const DIVERGENT_SOURCE =
+  '[\\u0085\\u017F\\u088F\\u0C5C\\u0CDC\\u1ACF-\\u1ADD\\u1AE0-\\u1AEB\\uA7CE\\uA7CF\\uA7D2\\uA7D4\\uA7F1\\uFEFF' +
+  '\\u{10940}-\\u{10959}\\u{10EC5}-\\u{10EC7}\\u{10EFA}\\u{10EFB}\\u{11B60}-\\u{11B67}\\u{11DB0}-\\u{11DDB}' +
+  '\\u{11DE0}-\\u{11DE9}\\u{16EA0}-\\u{16EB8}\\u{16EBB}-\\u{16ED3}\\u{16FF2}-\\u{16FF6}\\u{187F8}-\\u{187FF}' +
+  '\\u{18D09}-\\u{18D1E}\\u{18D80}-\\u{18DF2}\\u{1E6C0}-\\u{1E6DE}\\u{1E6E0}-\\u{1E6F5}\\u{1E6FE}\\u{1E6FF}' +
+  '\\u{2B73A}-\\u{2B73F}\\u{2CEA2}-\\u{2CEAD}\\u{323B0}-\\u{33479}]';
+const DIVERGENT = new RegExp(DIVERGENT_SOURCE, 'u');
+
+/** The runtime Unicode version DIVERGENT is valid for (process.versions.unicode). */
+export const FAST_PATH_UNICODE = '17.0';
+
+/** Whether this runtime may use the gpt-tokenizer fast path at all. */
+export function fastPathSupported(): boolean {
+  return process.versions.unicode === FAST_PATH_UNICODE;
+}
+
+/** Above this share of non-ASCII UTF-16 units the reference is faster (bench/tokens.ts). */
+export const FAST_MAX_NON_ASCII = 0.1;
+
+/**
+ * True when `text` may be counted by gpt-tokenizer: mostly ASCII and free of
+ * DIVERGENT code points. (Correctness only needs the DIVERGENT part; the
+ * ASCII share is a speed choice.)
+ */
+export function fastPathEligible(text: string): boolean {
+  const limit = Math.floor(text.length * FAST_MAX_NON_ASCII);
+  let nonAscii = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) > 0x7f && ++nonAscii > limit) return false;
+  }
+  return nonAscii === 0 || !DIVERGENT.test(text);
+}
+
+// ---------------------------------------------------------------------------
+// Backends (loaded once per encoding per thread)
+
+const referenceCache = new Map<string, Tiktoken>();
+/** The @dqbd/tiktoken encoder for `encoding` (shared; do not free()). */
+export function referenceEncoder(encoding: TiktokenEncodingName): Tiktoken {
+  let enc = referenceCache.get(encoding);
+  if (enc === undefined) {
+    enc = tiktoken().get_encoding(encoding);
+    referenceCache.set(encoding, enc);
+  }
+  return enc;
+}
+
+/** The reference count: @dqbd/tiktoken encode(text, [], []).length. */
+export function referenceCount(encoding: TiktokenEncodingName, text: string): number {
+  return referenceEncoder(encoding).encode(text, [], []).length;
+}
+
+const fastCache = new Map<string, GptTokenizerEncoding>();
+/** gpt-tokenizer's API for `encoding` (cl100k_base / o200k_base only). */
+export function fastEncoder(encoding: TiktokenEncodingName): GptTokenizerEncoding {
+  if (!FAST_ENCODINGS.has(encoding)) throw new Error(`no fast path for ${encoding}`);
+  let enc = fastCache.get(encoding);
+  if (enc === undefined) {
+    enc = require(`gpt-tokenizer/cjs/encoding/${encoding}`) as GptTokenizerEncoding;
+    fastCache.set(encoding, enc);
+  }
+  return enc;
+}
+
+/** gpt-tokenizer options equivalent to tiktoken's encode(text, [], []). */
+export const FAST_ENCODE_OPTIONS = Object.freeze({
+  allowedSpecial: new Set<string>(),
+  disallowedSpecial: new Set<string>(),
+});
+
+// ---------------------------------------------------------------------------
+
+export interface CreateEstimatorOptions {
+  /** Use the gpt-tokenizer fast path where proven equal (default true). */
+  fastPath?: boolean;
+}
+
+/**
+ * Builds the estimator for `spec`; throws Error with a clear message for an
+ * unknown spec. Loads the vocabularies now (boot), not on the first request:
+ * o200k_base costs ~0.6 s and ~135 MB RSS for both backends.
+ */
+export function createEstimator(spec: string, opts: CreateEstimatorOptions = {}): TokenEstimator {
+  const parsed = parseEstimatorSpec(spec);
+  if (parsed.kind === 'chars') {
+    const n = parsed.perToken;
+    return {
+      name: parsed.spec,
+      backend: 'chars',
+      countText: (text: string) => Math.ceil(text.length / n),
+    };
+  }
+  const encoding = parsed.encoding;
+  const ref = referenceEncoder(encoding);
+  const useFast = (opts.fastPath ?? true) && FAST_ENCODINGS.has(encoding) && fastPathSupported();
+  if (!useFast) {
+    return {
+      name: parsed.spec,
+      encoding,
+      backend: 'tiktoken',
+      countText: (text: string) => (text.length === 0 ? 0 : ref.encode(text, [], []).length),
+    };
+  }
+  const fast = fastEncoder(encoding);
+  const options = FAST_ENCODE_OPTIONS;
+  return {
+    name: parsed.spec,
+    encoding,
+    backend: 'gpt-tokenizer+tiktoken',
+    countText: (text: string) => {
+      if (text.length === 0) return 0;
+      return fastPathEligible(text) ? fast.countTokens(text, options) : ref.encode(text, [], []).length;
+    },
+  };
+}
+
+/** The `text` of a message part, if it is an object with a string `text` field. */
+export function partText(part: unknown): string | undefined {
+  if (typeof part !== 'object' || part === null) return undefined;
+  const text = (part as { text?: unknown }).text;
+  return typeof text === 'string' ? text : undefined;
+}
+
+/**
+ * SPEC §3: sum over the parts that are objects with a string `text` field of
+ * est.countText(text), each part counted on its own; other parts count 0.
+ */
+export function countMessageTokens(est: TokenEstimator, parts: unknown[]): number {
+  let total = 0;
+  for (const part of parts) {
+    const text = partText(part);
+    if (text !== undefined) total += est.countText(text);
+  }
+  return total;
+}

@@ -1,0 +1,1166 @@
+// bench/append: append throughput and latency of our server, Redis Streams and
+// PostgreSQL under the same load, in one run, so the ratios are comparable.
+//
+//   npm run bench                                  # everything, 20 s per phase
+//   node dist/bench/append.js --only=redis,pg --duration=10
+//   node dist/bench/append.js --only=ours --skip-1m --skip-fixed
+//
+// Load (every target): 64 requests in flight over keep-alive connections,
+// 300-byte messages spread over 1,000 conversations at random.
+//   ours:  wrk -t1 -c64 with bench/lua/append.lua (POST /v1/conversations/bench-N/messages)
+//   Redis: redis-server --appendonly yes --appendfsync always; redis-benchmark -c 64 XADD
+//   PG:    postgres with synchronous_commit=on, fsync=on; pgbench -c 64 -j 2 (INSERT + per-conversation seq)
+// Then, at a fixed rate (default 10,000/s, open loop, latency from the scheduled
+// send time): bench/openloop.js for ours and Redis, pgbench -R for PostgreSQL.
+// Our server only: fill to 1,000,000 messages, RSS; SIGTERM, restart on the same
+// data dir, time to GET /health/ready == 200 and to the first 201 append.
+//
+// Every process is started on a free loopback port in a temp dir and stopped by
+// PID at the end, also on error and SIGINT. Results: bench/results/append-latest.md
+// (and .json next to it).
+//
+// Options (argv --name=value, or env BENCH_NAME):
+//   --duration=20        seconds per measured phase
+//   --warmup=5           seconds of warm-up load before each measured phase
+//   --only=ours,redis,pg targets to run
+//   --rate=10000         fixed-rate phase rate (appends/s); --fixed-duration=<duration>
+//   --skip-fixed         skip the fixed-rate phases
+//   --skip-1m            skip the fill to --messages (1,000,000) (restart still runs)
+//   --skip-restart       skip the restart phase
+//   --messages=1000000   total messages for the fill phase
+//   --connections=64 --conversations=1000
+//   --server=dist/runtime/main.js   entry point of our server
+//   --out=bench/results/append-latest.md
+//   --tmp=<dir>          parent of the temp dirs (default: os.tmpdir())
+//   --keep               keep the temp dirs
+//   --gen-nice=-10       niceness of the load generators (default -10 as root, else 0): on a
+//                        2-core box they must not queue behind the server's threads
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  DEFAULT_TEXT,
+  appendBody,
+  partsJson,
+  CpuMeter,
+  MemSampler,
+  closeHttpAgent,
+  dirBytes,
+  fmtInt,
+  fmtMiB,
+  fmtMs,
+  fmtPct,
+  freePort,
+  fsType,
+  httpRequest,
+  installCleanupHandlers,
+  isStopping,
+  log,
+  machineInfo,
+  onExit,
+  percentileSorted,
+  pool,
+  runMeasured,
+  runSync,
+  sleep,
+  spawnTracked,
+  stopAll,
+  stopTracked,
+  tailLog,
+  treeMem,
+  waitHttpReady,
+  which,
+  type Measured,
+  type Tracked,
+} from './lib.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+// ---------------------------------------------------------------- options
+
+type Target = 'ours' | 'redis' | 'pg';
+
+interface Options {
+  duration: number;
+  warmup: number;
+  only: Set<Target>;
+  rate: number;
+  fixedDuration: number;
+  skipFixed: boolean;
+  skip1m: boolean;
+  skipRestart: boolean;
+  messages: number;
+  connections: number;
+  conversations: number;
+  server: string;
+  out: string;
+  tmp: string;
+  keep: boolean;
+  /** niceness of the load generators (negative = ahead of the servers for CPU; needs root) */
+  genNice: number;
+}
+
+function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
+  const kv = new Map<string, string>();
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('BENCH_') && v !== undefined) kv.set(k.slice(6).toLowerCase().replace(/_/g, '-'), v);
+  }
+  for (const a of argv) {
+    const m = /^--([^=]+)(?:=(.*))?$/.exec(a);
+    if (!m) throw new Error(`unknown argument ${a} (see the header of bench/append.ts)`);
+    kv.set(m[1], m[2] ?? 'true');
+  }
+  const known = new Set([
+    'duration', 'warmup', 'only', 'rate', 'fixed-duration', 'skip-fixed', 'skip-1m', 'skip-restart', 'messages',
+    'connections', 'conversations', 'server', 'out', 'tmp', 'keep', 'tmpdir', 'gen-nice',
+  ]);
+  for (const k of kv.keys()) {
+    if (!known.has(k) && argv.some((a) => a.startsWith(`--${k}`))) throw new Error(`unknown option --${k}`);
+  }
+  const num = (k: string, d: number) => {
+    const v = kv.get(k);
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${k} must be a positive number, got ${v}`);
+    return n;
+  };
+  const bool = (k: string) => ['1', 'true', 'yes', 'on'].includes((kv.get(k) ?? '').toLowerCase());
+  const only = new Set<Target>();
+  for (const t of (kv.get('only') ?? 'ours,redis,pg').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const norm = t === 'postgres' || t === 'postgresql' ? 'pg' : t === 'fleetlm' ? 'ours' : t;
+    if (norm !== 'ours' && norm !== 'redis' && norm !== 'pg') throw new Error(`--only: unknown target ${t} (ours, redis, pg)`);
+    only.add(norm);
+  }
+  const duration = num('duration', 20);
+  return {
+    duration,
+    warmup: kv.has('warmup') ? Number(kv.get('warmup')) : Math.min(5, Math.max(1, Math.round(duration / 4))),
+    only,
+    rate: num('rate', 10_000),
+    fixedDuration: num('fixed-duration', duration),
+    skipFixed: bool('skip-fixed'),
+    skip1m: bool('skip-1m'),
+    skipRestart: bool('skip-restart'),
+    messages: num('messages', 1_000_000),
+    connections: num('connections', 64),
+    conversations: num('conversations', 1000),
+    server: path.resolve(ROOT, kv.get('server') ?? 'dist/runtime/main.js'),
+    out: path.resolve(ROOT, kv.get('out') ?? 'bench/results/append-latest.md'),
+    tmp: kv.get('tmp') ?? kv.get('tmpdir') ?? os.tmpdir(),
+    keep: bool('keep'),
+    genNice: kv.has('gen-nice') ? Number(kv.get('gen-nice')) : process.getuid?.() === 0 ? -10 : 0,
+  };
+}
+
+// ---------------------------------------------------------------- results
+
+interface LoadResult {
+  target: Target;
+  name: string;
+  durability: string;
+  generator: string;
+  durationS: number;
+  /** successful appends */
+  ok: number;
+  errors: number;
+  errorDetail: string;
+  /** successful appends per second */
+  throughput: number;
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms?: number;
+  maxMs?: number;
+  serverCpuPct: number;
+  genCpuPct: number;
+  /** peak memory of the server during the phase: RSS (single process) or PSS sum (process tree) */
+  serverMem: number;
+  serverMemKind: string;
+  /** achieved rate for fixed-rate runs */
+  offered?: number;
+  /** fixed rate: latency from the actual send (excludes the generator's send lag) */
+  svcP50Ms?: number;
+  svcP99Ms?: number;
+}
+
+interface OursExtra {
+  storedMessages: number;
+  fillThroughput?: number;
+  fillErrors?: number;
+  rssAfterFill?: number;
+  hwmAfterFill?: number;
+  dataDirBytes?: number;
+  shutdownMs?: number;
+  shutdownKilled?: boolean;
+  readyMs?: number;
+  firstAppendMs?: number;
+  rssAfterRestart?: number;
+  storedAtRestart?: number;
+}
+
+interface Report {
+  startedAt: string;
+  command: string;
+  options: Options;
+  machine: Record<string, string>;
+  versions: Record<string, string>;
+  fs: string;
+  closed: LoadResult[];
+  fixed: LoadResult[];
+  ours?: OursExtra;
+  failures: Record<string, string>;
+}
+
+// ---------------------------------------------------------------- tools
+
+function pgBinDir(): string | null {
+  let best: { v: number[]; dir: string } | null = null;
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync('/usr/lib/postgresql');
+  } catch {
+    return null;
+  }
+  for (const e of entries) {
+    const dir = path.join('/usr/lib/postgresql', e, 'bin');
+    if (!fs.existsSync(path.join(dir, 'postgres'))) continue;
+    const v = e.split('.').map((x) => Number(x) || 0);
+    if (!best || v[0] > best.v[0] || (v[0] === best.v[0] && (v[1] ?? 0) > (best.v[1] ?? 0))) best = { v, dir };
+  }
+  return best?.dir ?? null;
+}
+
+function ensureTools(opts: Options): void {
+  const missing: string[] = [];
+  if (opts.only.has('ours') && !which('wrk')) missing.push('wrk');
+  if (opts.only.has('redis') && (!which('redis-server') || !which('redis-benchmark') || !which('redis-cli'))) missing.push('redis');
+  if (opts.only.has('pg') && !pgBinDir()) missing.push('postgresql');
+  if (!missing.length) return;
+  const script = path.join(ROOT, 'scripts', 'bench-deps.sh');
+  log(`missing ${missing.join(', ')}: running ${script}`);
+  runSync('bash', [script]);
+}
+
+function version(cmd: string, args: string[], re: RegExp): string {
+  try {
+    const out = runSyncLoose(cmd, args);
+    const m = re.exec(out);
+    return m ? m[1] : out.trim().split('\n')[0];
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Like runSync but returns output even on a non-zero exit (wrk --version exits 1). */
+function runSyncLoose(cmd: string, args: string[]): string {
+  try {
+    return runSync(cmd, args);
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** uid/gid to run PostgreSQL as (it refuses root). */
+function pgUser(): { uid: number; gid: number; name: string } | null {
+  if (process.getuid?.() !== 0) return null; // not root: run as ourselves
+  const find = (name: string) => {
+    const line = fs
+      .readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${name}:`));
+    if (!line) return null;
+    const f = line.split(':');
+    return { uid: Number(f[2]), gid: Number(f[3]), name };
+  };
+  let u = find('postgres');
+  if (!u) {
+    runSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres']);
+    u = find('postgres');
+  }
+  if (!u) throw new Error('no postgres user and useradd failed');
+  return u;
+}
+
+function asPg(user: ReturnType<typeof pgUser>, cmd: string, args: string[]): [string, string[]] {
+  if (!user) return [cmd, args];
+  return ['setpriv', ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', '--', cmd, ...args]];
+}
+
+// ---------------------------------------------------------------- wrk
+
+interface WrkParsed {
+  requests: number;
+  durationS: number;
+  status201: number;
+  other2xx: number;
+  non2xx: number;
+  socketErrors: number;
+  socketDetail: string;
+  samples: string[];
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  rps: number;
+}
+
+function parseWrkUnit(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
+}
+
+export function parseWrk(out: string): WrkParsed {
+  const b = new Map<string, string>();
+  const samples: string[] = [];
+  for (const line of out.split('\n')) {
+    const m = /^BENCH (\S+) (.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1] === 'sample_error') samples.push(m[2]);
+    else b.set(m[1], m[2]);
+  }
+  const n = (k: string) => Number(b.get(k) ?? NaN);
+  // Fallbacks from wrk's own --latency text.
+  const dist = (p: string) => {
+    const m = new RegExp(`^\\s*${p.replace('.', '\\.')}%\\s+(\\S+)`, 'm').exec(out);
+    return m ? parseWrkUnit(m[1]) : NaN;
+  };
+  const rpsM = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const us = (k: string, fb: number) => (b.has(k) ? n(k) / 1000 : fb);
+  const socketErrors = ['errors_connect', 'errors_read', 'errors_write', 'errors_timeout'].reduce((s, k) => s + (n(k) || 0), 0);
+  return {
+    requests: n('requests'),
+    durationS: n('duration_us') / 1e6,
+    status201: n('status201'),
+    other2xx: n('status2xx_other'),
+    non2xx: n('status_non2xx'),
+    socketErrors,
+    socketDetail: sock ? sock[0] : '',
+    samples,
+    meanMs: us('lat_mean_us', NaN),
+    p50Ms: us('lat_p50_us', dist('50')),
+    p99Ms: us('lat_p99_us', dist('99')),
+    p999Ms: us('lat_p99.9_us', NaN),
+    maxMs: us('lat_max_us', NaN),
+    rps: rpsM ? Number(rpsM[1]) : NaN,
+  };
+}
+
+async function runWrk(
+  ctx: Ctx,
+  port: number,
+  seconds: number,
+  limit = 0,
+  timeoutMs?: number,
+): Promise<{ m: Measured; w: WrkParsed }> {
+  const lua = path.join(ROOT, 'bench', 'lua', 'append.lua');
+  const args = [
+    '-t1',
+    `-c${ctx.opts.connections}`,
+    `-d${Math.ceil(seconds)}s`,
+    '--latency',
+    '--timeout',
+    '10s',
+    '-s',
+    lua,
+    `http://127.0.0.1:${port}`,
+    '--',
+    String(ctx.opts.conversations),
+    DEFAULT_TEXT,
+    String(limit),
+    'bench-',
+  ];
+  const m = await runMeasured('wrk', 'wrk', args, {
+    timeoutMs: timeoutMs ?? (seconds + 60) * 1000,
+    tmpDir: ctx.tmp,
+    nice: ctx.opts.genNice,
+    interruptWhen: limit > 0 ? /^BENCH limit_reached$/m : undefined,
+  });
+  if (m.code !== 0) throw new Error(`wrk exited ${m.code}: ${m.stderr.slice(-2000)}\n${m.stdout.slice(-2000)}`);
+  const w = parseWrk(m.stdout);
+  if (!Number.isFinite(w.status201)) throw new Error(`could not parse wrk output:\n${m.stdout}\n${m.stderr}`);
+  return { m, w };
+}
+
+// ---------------------------------------------------------------- openloop
+
+interface OpenLoopResult {
+  completed: number;
+  ok: number;
+  errors: number;
+  notSent: number;
+  unanswered: number;
+  statusCounts: Record<string, number>;
+  achievedRate: number;
+  latencyMs: { mean: number; p50: number | string; p99: number | string; p999: number | string; max: number | string };
+  serviceLatencyMs: { p50: number | string; p99: number | string; max: number | string };
+  maxSendLagMs: number;
+  sendLagMs?: { p50: number | string; p99: number | string; max: number | string };
+  cpu: { pct: number };
+}
+
+const toNum = (v: number | string): number => (typeof v === 'number' ? v : Number(v));
+
+async function runOpenLoop(ctx: Ctx, proto: 'http' | 'resp' | 'pg', port: number): Promise<{ m: Measured; r: OpenLoopResult }> {
+  const script = path.join(ROOT, 'dist', 'bench', 'openloop.js');
+  const args = [
+    script,
+    `--proto=${proto}`,
+    `--port=${port}`,
+    `--rate=${ctx.opts.rate}`,
+    `--duration=${ctx.opts.fixedDuration}`,
+    `--warmup=2`,
+    `--connections=${ctx.opts.connections}`,
+    `--conversations=${ctx.opts.conversations}`,
+    `--drain=10`,
+  ];
+  const m = await runMeasured('openloop', process.execPath, args, {
+    timeoutMs: (ctx.opts.fixedDuration + 60) * 1000,
+    tmpDir: ctx.tmp,
+    nice: ctx.opts.genNice,
+  });
+  if (m.code !== 0) throw new Error(`openloop exited ${m.code}: ${m.stderr.slice(-2000)}`);
+  const r = JSON.parse(m.stdout.trim().split('\n').pop()!) as OpenLoopResult;
+  return { m, r };
+}
+
+function statusSummary(counts: Record<string, number>): string {
+  return Object.entries(counts)
+    .filter(([k]) => k !== '201')
+    .map(([k, v]) => `${v}×${k}`)
+    .join(', ');
+}
+
+function openLoopToResult(
+  base: Pick<LoadResult, 'target' | 'name' | 'durability'>,
+  ctx: Ctx,
+  m: Measured,
+  r: OpenLoopResult,
+  cpu: { pct: number },
+  mem: { value: number; kind: string },
+  okStatus: string,
+): LoadResult {
+  const bad = r.completed - (r.statusCounts[okStatus] ?? 0) + r.notSent + r.unanswered + (r.statusCounts.conn_lost ?? 0);
+  const detail = [
+    statusSummary(Object.fromEntries(Object.entries(r.statusCounts).filter(([k]) => k !== okStatus).map(([k, v]) => [k, v]))),
+    r.notSent ? `${r.notSent} not sent (in-flight cap)` : '',
+    r.unanswered ? `${r.unanswered} unanswered after drain` : '',
+    r.sendLagMs ? `generator send lag p99 ${fmtMs(toNum(r.sendLagMs.p99))}, max ${fmtMs(toNum(r.sendLagMs.max))}` : `max send lag ${fmtMs(r.maxSendLagMs)}`,
+  ]
+    .filter(Boolean)
+    .join('; ');
+  return {
+    ...base,
+    generator: `bench/openloop.js (${ctx.opts.connections} conns, pipelined)`,
+    durationS: ctx.opts.fixedDuration,
+    ok: r.statusCounts[okStatus] ?? 0,
+    errors: bad,
+    errorDetail: detail,
+    throughput: r.achievedRate,
+    offered: ctx.opts.rate,
+    meanMs: r.latencyMs.mean,
+    p50Ms: toNum(r.latencyMs.p50),
+    p99Ms: toNum(r.latencyMs.p99),
+    p999Ms: toNum(r.latencyMs.p999),
+    maxMs: toNum(r.latencyMs.max),
+    svcP50Ms: toNum(r.serviceLatencyMs.p50),
+    svcP99Ms: toNum(r.serviceLatencyMs.p99),
+    serverCpuPct: cpu.pct,
+    genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+    serverMem: mem.value,
+    serverMemKind: mem.kind,
+  };
+}
+
+// ---------------------------------------------------------------- context
+
+interface Ctx {
+  opts: Options;
+  tmp: string;
+  report: Report;
+}
+
+function mkTmp(ctx: Ctx, name: string): string {
+  const d = path.join(ctx.tmp, name);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+
+// ---------------------------------------------------------------- our server
+
+async function startOurs(ctx: Ctx, dataDir: string, port: number, logFile: string): Promise<Tracked> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    FLEETLM_RAFT_DATA_DIR: dataDir,
+    NODE_ENV: process.env.NODE_ENV ?? 'production',
+  };
+  return spawnTracked('server', process.execPath, [ctx.opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
+}
+
+async function postOne(port: number, conv: number): Promise<number> {
+  const r = await httpRequest(port, 'POST', `/v1/conversations/bench-${conv}/messages`, appendBody(), 10_000);
+  return r.status;
+}
+
+async function benchOurs(ctx: Ctx): Promise<void> {
+  const { opts, report } = ctx;
+  if (!fs.existsSync(opts.server)) throw new Error(`${path.relative(ROOT, opts.server)} does not exist (npm run build)`);
+  const dir = mkTmp(ctx, 'ours');
+  const dataDir = path.join(dir, 'data');
+  fs.mkdirSync(dataDir);
+  const port = await freePort();
+  const logFile = path.join(dir, 'server.log');
+  const name = 'fleetlm (this repo)';
+  const durability = 'server default (single node)';
+  const extra: OursExtra = { storedMessages: 0 };
+  report.ours = extra;
+
+  log(`ours: starting ${path.relative(ROOT, opts.server)} on :${port}, data ${dataDir}`);
+  let srv = await startOurs(ctx, dataDir, port, logFile);
+  try {
+    const readyMs = await waitHttpReady(port, '/health/ready', 120_000, srv);
+    log(`ours: ready after ${fmtMs(readyMs)}; creating ${opts.conversations} conversations`);
+    const created = await pool(16, opts.conversations, async (i) => {
+      const r = await httpRequest(port, 'PUT', `/v1/conversations/bench-${i}`, '{}');
+      return r.status;
+    });
+    const badCreate = created.filter((s) => s < 200 || s >= 300);
+    if (badCreate.length) throw new Error(`PUT /v1/conversations: ${badCreate.length} non-2xx (e.g. ${badCreate[0]})`);
+
+    if (opts.warmup > 0) {
+      log(`ours: warm-up ${opts.warmup} s`);
+      const { w } = await runWrk(ctx, port, opts.warmup);
+      extra.storedMessages += w.status201;
+    }
+
+    log(`ours: wrk -t1 -c${opts.connections} for ${opts.duration} s`);
+    const cpu = new CpuMeter(srv.pid);
+    const mem = new MemSampler(srv.pid);
+    const { m, w } = await runWrk(ctx, port, opts.duration);
+    const c = cpu.read();
+    mem.stop();
+    extra.storedMessages += w.status201;
+    const errors = w.other2xx + w.non2xx + w.socketErrors;
+    report.closed.push({
+      target: 'ours',
+      name,
+      durability,
+      generator: `wrk -t1 -c${opts.connections} (Lua)`,
+      durationS: w.durationS,
+      ok: w.status201,
+      errors,
+      errorDetail: [
+        w.other2xx ? `${w.other2xx} 2xx other than 201` : '',
+        w.non2xx ? `${w.non2xx} non-2xx` : '',
+        w.socketErrors ? w.socketDetail : '',
+        ...w.samples.slice(0, 3),
+      ]
+        .filter(Boolean)
+        .join('; '),
+      throughput: w.status201 / w.durationS,
+      meanMs: w.meanMs,
+      p50Ms: w.p50Ms,
+      p99Ms: w.p99Ms,
+      p999Ms: w.p999Ms,
+      maxMs: w.maxMs,
+      serverCpuPct: c.pct,
+      genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+      serverMem: mem.peakRss,
+      serverMemKind: 'peak RSS',
+    });
+    log(`ours: ${fmtInt(w.status201 / w.durationS)}/s p50 ${fmtMs(w.p50Ms)} p99 ${fmtMs(w.p99Ms)} errors ${errors}`);
+
+    if (!opts.skipFixed) {
+      log(`ours: fixed rate ${opts.rate}/s for ${opts.fixedDuration} s`);
+      const cpu2 = new CpuMeter(srv.pid);
+      const mem2 = new MemSampler(srv.pid);
+      const { m: m2, r } = await runOpenLoop(ctx, 'http', port);
+      const c2 = cpu2.read();
+      mem2.stop();
+      // Warm-up requests of openloop are stored too; count what we know succeeded.
+      extra.storedMessages += (r.statusCounts['201'] ?? 0) + Math.round(2 * opts.rate);
+      report.fixed.push(openLoopToResult({ target: 'ours', name, durability }, ctx, m2, r, c2, { value: mem2.peakRss, kind: 'peak RSS' }, '201'));
+      log(`ours: fixed rate p50 ${fmtMs(toNum(r.latencyMs.p50))} p99 ${fmtMs(toNum(r.latencyMs.p99))}`);
+    }
+
+    if (!opts.skip1m) {
+      const remaining = opts.messages - extra.storedMessages;
+      if (remaining > 0) {
+        log(`ours: filling to ${fmtInt(opts.messages)} messages (${fmtInt(remaining)} more)`);
+        const t0 = performance.now();
+        const { w: wf } = await runWrk(ctx, port, 7200, remaining, 7200_000);
+        const s = (performance.now() - t0) / 1000;
+        extra.storedMessages += wf.status201;
+        extra.fillThroughput = wf.status201 / s;
+        extra.fillErrors = wf.other2xx + wf.non2xx + wf.socketErrors;
+      }
+      await sleep(2000);
+      const mm = treeMem(srv.pid);
+      extra.rssAfterFill = mm.rss;
+      extra.hwmAfterFill = mm.hwm;
+      log(`ours: ${fmtInt(extra.storedMessages)} messages stored, RSS ${fmtMiB(mm.rss)}, peak ${fmtMiB(mm.hwm)}`);
+    }
+
+    if (!opts.skipRestart) {
+      closeHttpAgent();
+      extra.dataDirBytes = dirBytes(dataDir);
+      log('ours: SIGTERM');
+      const stop = await stopTracked(srv, 120_000, 'SIGTERM');
+      extra.shutdownMs = stop.ms;
+      extra.shutdownKilled = stop.killed;
+      extra.dataDirBytes = Math.max(extra.dataDirBytes, dirBytes(dataDir));
+      extra.storedAtRestart = extra.storedMessages;
+      log(`ours: stopped in ${fmtMs(stop.ms)}${stop.killed ? ' (SIGKILL needed)' : ''}; restarting`);
+      const t0 = performance.now();
+      srv = await startOurs(ctx, dataDir, port, logFile);
+      await waitHttpReady(port, '/health/ready', 600_000, srv, 5);
+      extra.readyMs = performance.now() - t0;
+      const deadline = Date.now() + 120_000;
+      for (;;) {
+        let st = 0;
+        try {
+          st = await postOne(port, 0);
+        } catch {
+          /* retry */
+        }
+        if (st === 201) break;
+        if (Date.now() > deadline) throw new Error(`no 201 append within 120 s of restart (last ${st})`);
+        await sleep(5);
+      }
+      extra.firstAppendMs = performance.now() - t0;
+      await sleep(1000);
+      extra.rssAfterRestart = treeMem(srv.pid).rss;
+      log(`ours: ready after ${fmtMs(extra.readyMs)}, first append after ${fmtMs(extra.firstAppendMs)}`);
+    }
+  } catch (e) {
+    throw new Error(`${(e as Error).message}${tailLog(srv)}`);
+  } finally {
+    closeHttpAgent();
+    await stopTracked(srv, 60_000);
+  }
+}
+
+// ---------------------------------------------------------------- Redis
+
+function redisCli(port: number, args: string[]): string {
+  return runSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args]).trim();
+}
+
+function redisCount(port: number, conversations: number): number {
+  const lua = `local n=0 for i=0,${conversations - 1} do n=n+redis.call('XLEN', string.format('conv:%012d', i)) end return n`;
+  return Number(redisCli(port, ['EVAL', lua, '0']));
+}
+
+interface RbParsed {
+  rps: number;
+  avg: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export function parseRedisBenchmarkCsv(out: string): RbParsed {
+  const lines = out.trim().split('\n').filter((l) => l.startsWith('"'));
+  const header = (lines[0] ?? '').split(',').map((s) => s.replace(/"/g, ''));
+  const row = lines[lines.length - 1] ?? '';
+  // The test name (first field) can contain commas inside quotes: take the numeric tail.
+  const cells = row.match(/"([^"]*)"/g)?.map((s) => s.slice(1, -1)) ?? [];
+  const get = (k: string) => {
+    const i = header.indexOf(k);
+    if (i < 0) return NaN;
+    const fromEnd = header.length - i;
+    return Number(cells[cells.length - fromEnd]);
+  };
+  return { rps: get('rps'), avg: get('avg_latency_ms'), p50: get('p50_latency_ms'), p99: get('p99_latency_ms'), max: get('max_latency_ms') };
+}
+
+async function benchRedis(ctx: Ctx): Promise<void> {
+  const { opts, report } = ctx;
+  const dir = mkTmp(ctx, 'redis');
+  const port = await freePort();
+  const version = ctx.report.versions.redis;
+  const name = `Redis ${version} Streams (XADD)`;
+  const durability = 'appendonly yes, appendfsync always';
+  log(`redis: starting redis-server on :${port}, dir ${dir}`);
+  const srv = spawnTracked(
+    'redis-server',
+    'redis-server',
+    [
+      '--port', String(port),
+      '--bind', '127.0.0.1',
+      '--appendonly', 'yes',
+      '--appendfsync', 'always',
+      '--save', '',
+      '--dir', dir,
+      '--daemonize', 'no',
+      '--maxclients', '1000',
+    ],
+    { logFile: path.join(dir, 'redis.log'), stopSignal: 'SIGTERM' },
+  );
+  try {
+    const t0 = Date.now();
+    for (;;) {
+      if (!srv.alive()) throw new Error(`redis-server exited${tailLog(srv)}`);
+      try {
+        if (redisCli(port, ['PING']) === 'PONG') break;
+      } catch {
+        /* not yet */
+      }
+      if (Date.now() - t0 > 30_000) throw new Error('redis-server not answering PING after 30 s');
+      await sleep(50);
+    }
+    const cmd = ['XADD', 'conv:__rand_int__', '*', 'role', 'user', 'parts', partsJson()];
+    const rb = async (n: number) => {
+      const m = await runMeasured(
+        'redis-benchmark',
+        'redis-benchmark',
+        ['-h', '127.0.0.1', '-p', String(port), '-c', String(opts.connections), '-n', String(n), '-r', String(opts.conversations), '--csv', ...cmd],
+        { timeoutMs: Math.max(120_000, (opts.duration * 5 + 60) * 1000), tmpDir: ctx.tmp, nice: ctx.opts.genNice },
+      );
+      if (m.code !== 0) throw new Error(`redis-benchmark exited ${m.code}: ${m.stderr.slice(-2000)}`);
+      return { m, p: parseRedisBenchmarkCsv(m.stdout) };
+    };
+    // Warm-up doubles as calibration: redis-benchmark takes a count, not a duration.
+    const warmN = 20_000;
+    const { p: wp, m: wm } = await rb(warmN);
+    let rate = wp.rps;
+    if (opts.warmup > 1 && Number.isFinite(rate)) {
+      const more = Math.round(rate * Math.max(0, opts.warmup - wm.wallS));
+      if (more > 1000) rate = (await rb(more)).p.rps;
+    }
+    if (!Number.isFinite(rate) || rate <= 0) throw new Error('redis-benchmark warm-up produced no rate');
+    const n = Math.max(10_000, Math.round(rate * opts.duration));
+    const before = redisCount(port, opts.conversations);
+    log(`redis: redis-benchmark -c ${opts.connections} -n ${n} (≈${opts.duration} s at ${fmtInt(rate)}/s)`);
+    const cpu = new CpuMeter(srv.pid);
+    const mem = new MemSampler(srv.pid);
+    const { m, p } = await rb(n);
+    const c = cpu.read();
+    mem.stop();
+    const stored = redisCount(port, opts.conversations) - before;
+    const errors = n - stored;
+    // redis-benchmark's rps is over its own wall time; use the stored count over that time.
+    const runS = n / p.rps;
+    report.closed.push({
+      target: 'redis',
+      name,
+      durability,
+      generator: `redis-benchmark -c ${opts.connections}`,
+      durationS: runS,
+      ok: stored,
+      errors,
+      errorDetail: errors ? `${errors} XADDs not stored` : '',
+      throughput: stored / runS,
+      meanMs: p.avg,
+      p50Ms: p.p50,
+      p99Ms: p.p99,
+      maxMs: p.max,
+      serverCpuPct: c.pct,
+      genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+      serverMem: mem.peakRss,
+      serverMemKind: 'peak RSS',
+    });
+    log(`redis: ${fmtInt(p.rps)}/s p50 ${fmtMs(p.p50)} p99 ${fmtMs(p.p99)} (server CPU ${fmtPct(c.pct)}, generator ${fmtPct((100 * (m.userS + m.sysS)) / m.wallS)})`);
+
+    if (!opts.skipFixed) {
+      log(`redis: fixed rate ${opts.rate}/s for ${opts.fixedDuration} s`);
+      const cpu2 = new CpuMeter(srv.pid);
+      const mem2 = new MemSampler(srv.pid);
+      const { m: m2, r } = await runOpenLoop(ctx, 'resp', port);
+      const c2 = cpu2.read();
+      mem2.stop();
+      report.fixed.push(openLoopToResult({ target: 'redis', name, durability }, ctx, m2, r, c2, { value: mem2.peakRss, kind: 'peak RSS' }, '201'));
+      log(`redis: fixed rate p50 ${fmtMs(toNum(r.latencyMs.p50))} p99 ${fmtMs(toNum(r.latencyMs.p99))}`);
+    }
+  } finally {
+    await stopTracked(srv, 60_000);
+  }
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+interface PgbParsed {
+  tps: number;
+  processed: number;
+  failed: number;
+  avgMs: number;
+  lagAvgMs: number;
+}
+
+export function parsePgbench(out: string): PgbParsed {
+  const num = (re: RegExp) => {
+    const m = re.exec(out);
+    return m ? Number(m[1]) : NaN;
+  };
+  return {
+    tps: num(/^tps = ([\d.]+)/m),
+    processed: num(/number of transactions actually processed: (\d+)/),
+    failed: num(/number of failed transactions: (\d+)/) || 0,
+    avgMs: num(/latency average = ([\d.]+) ms/),
+    lagAvgMs: num(/rate limit schedule lag: avg ([\d.]+)/),
+  };
+}
+
+/** Per-transaction latencies (ms, ascending) from pgbench --log files; with -R they include schedule lag. */
+function readPgbenchLogs(dir: string): { lat: Float64Array; failed: number } {
+  const vals: number[] = [];
+  let failed = 0;
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.startsWith('pgb')) continue;
+    const text = fs.readFileSync(path.join(dir, f), 'utf8');
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      const fields = line.split(' ');
+      const t = fields[2];
+      if (t === undefined) continue;
+      if (!/^\d+$/.test(t)) {
+        failed++;
+        continue;
+      }
+      vals.push(Number(t) / 1000);
+    }
+    fs.rmSync(path.join(dir, f));
+  }
+  return { lat: Float64Array.from(vals).sort(), failed };
+}
+
+async function benchPg(ctx: Ctx): Promise<void> {
+  const { opts, report } = ctx;
+  const bin = pgBinDir();
+  if (!bin) throw new Error('no PostgreSQL under /usr/lib/postgresql (scripts/bench-deps.sh)');
+  const pgbench = fs.existsSync(path.join(bin, 'pgbench')) ? path.join(bin, 'pgbench') : which('pgbench');
+  const psql = fs.existsSync(path.join(bin, 'psql')) ? path.join(bin, 'psql') : which('psql');
+  if (!pgbench || !psql) throw new Error('pgbench/psql not found');
+  const user = pgUser();
+  const dir = mkTmp(ctx, 'pg');
+  const data = path.join(dir, 'data');
+  const sock = path.join(dir, 'sock');
+  const logs = path.join(dir, 'logs');
+  fs.mkdirSync(sock);
+  fs.mkdirSync(logs);
+  fs.chmodSync(ctx.tmp, 0o755);
+  fs.chmodSync(dir, 0o755);
+  if (user) {
+    fs.chownSync(sock, user.uid, user.gid);
+    fs.chownSync(dir, user.uid, user.gid);
+  }
+  const port = await freePort();
+  const version = ctx.report.versions.postgres;
+  const name = `PostgreSQL ${version} (INSERT)`;
+  const durability = 'synchronous_commit=on, fsync=on';
+  const pgEnv = { ...process.env, LC_ALL: 'C', LANG: 'C', HOME: dir };
+
+  log(`pg: initdb ${data}`);
+  const [icmd, iargs] = asPg(user, path.join(bin, 'initdb'), [
+    '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions',
+  ]);
+  runSync(icmd, iargs, { cwd: dir, env: pgEnv });
+  const [pcmd, pargs] = asPg(user, path.join(bin, 'postgres'), [
+    '-D', data,
+    '-p', String(port),
+    '-k', sock,
+    '-c', 'listen_addresses=127.0.0.1',
+    '-c', 'synchronous_commit=on',
+    '-c', 'fsync=on',
+    '-c', 'max_connections=200',
+  ]);
+  log(`pg: starting postgres on :${port}`);
+  const logFile = path.join(dir, 'postgres.log');
+  fs.writeFileSync(logFile, '');
+  if (user) fs.chownSync(logFile, user.uid, user.gid);
+  // setpriv execs postgres, so the tracked PID is the postmaster; SIGINT = fast shutdown.
+  const srv = spawnTracked('postgres', pcmd, pargs, { cwd: dir, env: pgEnv, logFile, stopSignal: 'SIGINT' });
+  const conn = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres'];
+  const sql = (q: string) => runSync(psql, [...conn, '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-qAt', '-c', q], { env: pgEnv }).trim();
+  try {
+    const t0 = Date.now();
+    for (;;) {
+      if (!srv.alive()) throw new Error(`postgres exited${tailLog(srv)}`);
+      try {
+        if (sql('SELECT 1') === '1') break;
+      } catch {
+        /* starting */
+      }
+      if (Date.now() - t0 > 60_000) throw new Error(`postgres not ready after 60 s${tailLog(srv)}`);
+      await sleep(100);
+    }
+    sql(`CREATE TABLE conversations (id text PRIMARY KEY, last_seq bigint NOT NULL DEFAULT 0);
+         CREATE TABLE messages (
+           conversation_id text NOT NULL,
+           seq bigint NOT NULL,
+           role text NOT NULL,
+           parts jsonb NOT NULL,
+           inserted_at timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (conversation_id, seq));
+         INSERT INTO conversations (id) SELECT 'bench-' || g FROM generate_series(0, ${opts.conversations - 1}) g;`);
+    // One transaction per append: take the next per-conversation seq (row lock,
+    // like a per-conversation log) and insert the message.
+    const script = path.join(dir, 'append.sql');
+    const lit = partsJson().replace(/'/g, "''");
+    fs.writeFileSync(
+      script,
+      `\\set c random(0, ${opts.conversations - 1})\n` +
+        `WITH s AS (UPDATE conversations SET last_seq = last_seq + 1 WHERE id = 'bench-' || :c RETURNING id, last_seq) ` +
+        `INSERT INTO messages (conversation_id, seq, role, parts) SELECT id, last_seq, 'user', '${lit}'::jsonb FROM s;\n`,
+    );
+    const jobs = Math.min(2, os.availableParallelism());
+    const pgb = async (seconds: number, extra: string[], tag: string) => {
+      const prefix = path.join(logs, 'pgb');
+      const m = await runMeasured(
+        'pgbench',
+        pgbench,
+        [...conn, '-n', '-c', String(opts.connections), '-j', String(jobs), '-M', 'prepared', '-T', String(Math.ceil(seconds)), '-f', script, '--log', `--log-prefix=${prefix}`, ...extra, 'postgres'],
+        { timeoutMs: (seconds + 120) * 1000, tmpDir: ctx.tmp, env: pgEnv, cwd: dir, nice: opts.genNice },
+      );
+      if (m.code !== 0) throw new Error(`pgbench (${tag}) exited ${m.code}: ${m.stderr.slice(-2000)}`);
+      const p = parsePgbench(m.stdout);
+      const l = readPgbenchLogs(logs);
+      return { m, p, l };
+    };
+    const count = () => Number(sql('SELECT count(*) FROM messages'));
+
+    if (opts.warmup > 0) {
+      log(`pg: warm-up ${opts.warmup} s`);
+      await pgb(opts.warmup, [], 'warm-up');
+    }
+    const before = count();
+    log(`pg: pgbench -c ${opts.connections} -j ${jobs} -T ${opts.duration}`);
+    const cpu = new CpuMeter(srv.pid);
+    const mem = new MemSampler(srv.pid);
+    const { m, p, l } = await pgb(opts.duration, [], 'closed loop');
+    const c = cpu.read();
+    mem.stop();
+    const stored = count() - before;
+    const errors = p.failed + l.failed + Math.max(0, p.processed - stored);
+    report.closed.push({
+      target: 'pg',
+      name,
+      durability,
+      generator: `pgbench -c ${opts.connections} -j ${jobs} -M prepared`,
+      durationS: opts.duration,
+      ok: stored,
+      errors,
+      errorDetail: errors ? `${p.failed} failed transactions; ${stored} rows for ${p.processed} processed` : '',
+      throughput: p.tps,
+      meanMs: p.avgMs,
+      p50Ms: percentileSorted(l.lat, 50),
+      p99Ms: percentileSorted(l.lat, 99),
+      p999Ms: percentileSorted(l.lat, 99.9),
+      maxMs: l.lat.length ? l.lat[l.lat.length - 1] : NaN,
+      serverCpuPct: c.pct,
+      genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+      serverMem: mem.peakPss,
+      serverMemKind: 'peak PSS, all processes',
+    });
+    log(`pg: ${fmtInt(p.tps)}/s p50 ${fmtMs(percentileSorted(l.lat, 50))} p99 ${fmtMs(percentileSorted(l.lat, 99))} (server CPU ${fmtPct(c.pct)}, generator ${fmtPct((100 * (m.userS + m.sysS)) / m.wallS)})`);
+
+    if (!opts.skipFixed) {
+      log(`pg: fixed rate ${opts.rate}/s for ${opts.fixedDuration} s`);
+      const cpu2 = new CpuMeter(srv.pid);
+      const mem2 = new MemSampler(srv.pid);
+      const { m: m2, r } = await runOpenLoop(ctx, 'pg', port);
+      const c2 = cpu2.read();
+      mem2.stop();
+      report.fixed.push(
+        openLoopToResult({ target: 'pg', name, durability }, ctx, m2, r, c2, { value: mem2.peakPss, kind: 'peak PSS, all processes' }, '201'),
+      );
+      log(`pg: fixed rate p50 ${fmtMs(toNum(r.latencyMs.p50))} p99 ${fmtMs(toNum(r.latencyMs.p99))}`);
+    }
+  } finally {
+    await stopTracked(srv, 60_000);
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return 'n/a';
+  return `${(a / b).toFixed(2)}×`;
+}
+
+function renderMarkdown(r: Report): string {
+  const o = r.options;
+  const L: string[] = [];
+  const m = r.machine;
+  L.push('## Append', '');
+  L.push(`Generated ${r.startedAt} by \`${r.command}\`.`, '');
+  L.push(
+    `Machine: ${m.nproc} × ${m.cpu}, ${m.memory} RAM, ${m.kernel}, Node ${m.node}. ` +
+      `Data directories on ${r.fs}. ` +
+      `Tools: wrk ${r.versions.wrk}, Redis ${r.versions.redis}, PostgreSQL ${r.versions.postgres}. ` +
+      `Server and load generator share the machine; CPU is % of one core (max ${Number(m.nproc) * 100}%).`,
+    '',
+  );
+  L.push(
+    `Load: ${o.connections} requests in flight on keep-alive connections, 300-byte JSON append bodies ` +
+      `(Redis and PostgreSQL store the same 265-byte parts JSON plus role), ` +
+      `${fmtInt(o.conversations)} conversations picked at random, ${o.duration} s per phase after ${o.warmup} s of warm-up. ` +
+      `Load generators run at nice ${o.genNice} so they are not starved by the server's threads.`,
+    '',
+  );
+  if (r.closed.length) {
+    L.push(`### Closed loop (${o.connections} in flight)`, '');
+    L.push('| target | durability | generator | appends/s | p50 | p99 | p99.9 | errors | server CPU | server memory | generator CPU |');
+    L.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const x of r.closed) {
+      L.push(
+        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} |`,
+      );
+    }
+    L.push('');
+  }
+  const ours = (list: LoadResult[]) => list.find((x) => x.target === 'ours');
+  const other = (list: LoadResult[], t: Target) => list.find((x) => x.target === t);
+  const ratioRows = (list: LoadResult[], title: string) => {
+    const a = ours(list);
+    if (!a) return;
+    const rows: string[] = [];
+    for (const [t, label] of [['redis', 'ours / Redis'], ['pg', 'ours / PostgreSQL']] as const) {
+      const b = other(list, t);
+      if (!b) continue;
+      rows.push(
+        `| ${label} | ${ratio(a.throughput, b.throughput)} | ${ratio(a.p50Ms, b.p50Ms)} | ${ratio(a.p99Ms, b.p99Ms)} | ${ratio(a.serverCpuPct / a.throughput, b.serverCpuPct / b.throughput)} |`,
+      );
+    }
+    if (!rows.length) return;
+    L.push(`### Ratios, ${title}`, '');
+    L.push('| | appends/s (higher is better) | p50 (lower is better) | p99 (lower is better) | server CPU per append |');
+    L.push('|---|---:|---:|---:|---:|');
+    L.push(...rows, '');
+  };
+  ratioRows(r.closed, 'closed loop');
+  if (r.fixed.length) {
+    L.push(`### Fixed rate: ${fmtInt(o.rate)} appends/s for ${o.fixedDuration} s (open loop)`, '');
+    L.push(
+      'Latency is measured from each request\'s scheduled send time (no coordinated omission); ' +
+        'requests never answered count as infinitely slow.',
+      '',
+    );
+    L.push('| target | generator | achieved/s | p50 | p99 | p99.9 | max | p50 / p99 from actual send | errors | server CPU | server memory | generator CPU |');
+    L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const x of r.fixed) {
+      L.push(
+        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} |`,
+      );
+    }
+    L.push('');
+    ratioRows(r.fixed, 'fixed rate');
+  }
+  const e = r.ours;
+  if (e && (e.rssAfterFill !== undefined || e.readyMs !== undefined)) {
+    L.push('### fleetlm: memory and restart', '');
+    L.push('| measure | value |', '|---|---:|');
+    L.push(`| messages stored | ${fmtInt(e.storedMessages)} |`);
+    if (e.fillThroughput !== undefined) L.push(`| fill rate (wrk, ${o.connections} in flight) | ${fmtInt(e.fillThroughput)}/s, ${fmtInt(e.fillErrors)} errors |`);
+    if (e.rssAfterFill !== undefined) L.push(`| RSS after ${fmtInt(e.storedMessages)} messages | ${fmtMiB(e.rssAfterFill)} |`);
+    if (e.hwmAfterFill !== undefined) L.push(`| peak RSS (VmHWM) | ${fmtMiB(e.hwmAfterFill)} |`);
+    if (e.dataDirBytes !== undefined) L.push(`| data dir size | ${fmtMiB(e.dataDirBytes)} |`);
+    if (e.shutdownMs !== undefined) L.push(`| SIGTERM → exit | ${fmtMs(e.shutdownMs)}${e.shutdownKilled ? ' (needed SIGKILL)' : ''} |`);
+    if (e.readyMs !== undefined) L.push(`| restart → GET /health/ready 200 (${fmtInt(e.storedAtRestart)} messages) | ${fmtMs(e.readyMs)} |`);
+    if (e.firstAppendMs !== undefined) L.push(`| restart → first 201 append | ${fmtMs(e.firstAppendMs)} |`);
+    if (e.rssAfterRestart !== undefined) L.push(`| RSS after restart | ${fmtMiB(e.rssAfterRestart)} |`);
+    L.push('');
+  }
+  const fails = Object.entries(r.failures);
+  if (fails.length) {
+    L.push('### Not measured', '');
+    for (const [t, msg] of fails) L.push(`- ${t}: ${msg.split('\n')[0]}`);
+    L.push('');
+  }
+  L.push('### Method', '');
+  L.push(
+    '- Every server is started by the bench on a free 127.0.0.1 port with a fresh data directory and stopped by PID at the end.',
+    '- fleetlm: `wrk -t1` with `bench/lua/append.lua` (requests pre-built, one random conversation per request); ' +
+      'only 201 counts as success, every other status or socket error is an error. Latency percentiles come from wrk.',
+    '- Redis: `redis-benchmark -c N -r 1000 XADD conv:__rand_int__ * role user parts <json>`, run for ≈ the phase duration ' +
+      '(count calibrated by the warm-up); errors = XADDs sent − stream entries added. Percentiles from redis-benchmark.',
+    '- PostgreSQL: `pgbench -M prepared` with one transaction per append: ' +
+      '`UPDATE conversations SET last_seq = last_seq + 1 … RETURNING` feeding an `INSERT` into `messages (conversation_id, seq, role, parts jsonb)`, ' +
+      'primary key (conversation_id, seq). Percentiles from pgbench\'s per-transaction `--log`.',
+    '- Fixed rate: `bench/openloop.js` for all three (Node, raw sockets, constant inter-send interval, pipelined on the least-loaded of N ' +
+      'keep-alive connections: HTTP/1.1, RESP, or the PostgreSQL extended protocol with the same UPDATE…INSERT prepared once; 2 s warm-up). ' +
+      'Its own send lag (Node timers have 1 ms granularity, as wrk2\'s do, so ≈0.5 ms on average; plus GC and CPU contention) is charged to ' +
+      'the target and reported; the "from actual send" column excludes it but is subject to coordinated omission.',
+    '- Server CPU: utime+stime (+ reaped children) of the server\'s process tree from /proc over the phase. ' +
+      'Generator CPU: user+sys of the generator process from bash `times`. Memory sampled every 0.5 s from /proc (VmRSS; PSS for multi-process PostgreSQL).',
+    '',
+  );
+  return L.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  installCleanupHandlers();
+  const opts = parseOptions(process.argv.slice(2), process.env);
+  ensureTools(opts);
+  fs.mkdirSync(opts.tmp, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(opts.tmp, 'fleetlm-bench-'));
+  fs.chmodSync(tmp, 0o755);
+  onExit(() => {
+    if (opts.keep) log(`kept ${tmp}`);
+    else fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  const pgb = pgBinDir();
+  const npmCmd = process.env.npm_lifecycle_event ? `npm run ${process.env.npm_lifecycle_event} -- ` : '';
+  const report: Report = {
+    startedAt: new Date().toISOString(),
+    command: `${npmCmd ? npmCmd + process.argv.slice(2).join(' ') : ['node', path.relative(ROOT, process.argv[1] ?? ''), ...process.argv.slice(2)].join(' ')}`.trim(),
+    options: opts,
+    machine: machineInfo(),
+    versions: {
+      wrk: which('wrk') ? version('wrk', ['--version'], /wrk (?:debian\/)?(\d\S*)/) : 'n/a',
+      redis: which('redis-server') ? version('redis-server', ['--version'], /v=(\S+)/) : 'n/a',
+      postgres: pgb ? version(path.join(pgb, 'postgres'), ['--version'], /\(PostgreSQL\) (\S+)/) : 'n/a',
+    },
+    fs: fsType(tmp),
+    closed: [],
+    fixed: [],
+    failures: {},
+  };
+  const ctx: Ctx = { opts, tmp, report };
+  log(`temp dir ${tmp} on ${report.fs}; targets ${[...opts.only].join(',')}; ${opts.duration} s per phase`);
+
+  const steps: Array<[Target, (c: Ctx) => Promise<void>]> = [
+    ['ours', benchOurs],
+    ['redis', benchRedis],
+    ['pg', benchPg],
+  ];
+  for (const [t, f] of steps) {
+    if (!opts.only.has(t)) continue;
+    if (isStopping()) break;
+    try {
+      await f(ctx);
+    } catch (e) {
+      const msg = (e as Error).message;
+      report.failures[t] = msg;
+      if (isStopping()) break;
+      log(`${t} FAILED: ${msg}`);
+    }
+  }
+
+  if (isStopping()) return 130; // interrupted: keep the previous results file
+  const md = renderMarkdown(report);
+  fs.mkdirSync(path.dirname(opts.out), { recursive: true });
+  fs.writeFileSync(opts.out, md + '\n');
+  fs.writeFileSync(opts.out.replace(/\.md$/, '') + '.json', JSON.stringify(report, (_k, v) => (v instanceof Set ? [...v] : typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  process.stdout.write(md + '\n');
+  log(`wrote ${path.relative(ROOT, opts.out)}`);
+  return Object.keys(report.failures).length ? 1 : 0;
+}
+
+main()
+  .catch((e) => {
+    log(`error: ${(e as Error).stack ?? e}`);
+    return 1;
+  })
+  .then(async (code) => {
+    await stopAll();
+    process.exit(code);
+  });

@@ -1,0 +1,609 @@
+// Helpers for the benchmark orchestrators: child processes tracked by PID and
+// stopped on exit/error/signal, /proc based CPU and memory accounting, free
+// loopback ports, small HTTP client helpers and percentile math.
+import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+
+/** 237 characters: the JSON append body around it is exactly 300 bytes. */
+export const DEFAULT_TEXT = (
+  'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. '.repeat(3)
+).slice(0, 237);
+
+/** The HTTP append body used by every generator. */
+export function appendBody(text: string = DEFAULT_TEXT): string {
+  return JSON.stringify({ message: { role: 'user', parts: [{ type: 'text', text }] } });
+}
+
+/** The parts JSON stored by the Redis and PostgreSQL variants. */
+export function partsJson(text: string = DEFAULT_TEXT): string {
+  return JSON.stringify([{ type: 'text', text }]);
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+let clkTck = 0;
+/** Clock ticks per second for /proc/<pid>/stat times. */
+export function clockTicks(): number {
+  if (clkTck) return clkTck;
+  try {
+    clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    clkTck = 100;
+  }
+  return clkTck;
+}
+
+export function log(msg: string): void {
+  const t = new Date().toISOString().slice(11, 19);
+  process.stderr.write(`[bench ${t}] ${msg}\n`);
+}
+
+// ---------------------------------------------------------------- processes
+
+export interface Tracked {
+  name: string;
+  pid: number;
+  child: ChildProcess;
+  /** Resolves when the process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  alive: () => boolean;
+  /** Kill the whole process group rather than the PID (load generators). */
+  group: boolean;
+  /** Signal used for a clean stop. */
+  stopSignal: NodeJS.Signals;
+  logFile?: string;
+}
+
+const tracked = new Set<Tracked>();
+
+export interface SpawnTrackedOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Append stdout+stderr to this file; otherwise they are piped to the caller. */
+  logFile?: string;
+  group?: boolean;
+  stopSignal?: NodeJS.Signals;
+}
+
+/** Spawn a child in its own process group and remember its PID for cleanup. */
+export function spawnTracked(name: string, cmd: string, args: string[], o: SpawnTrackedOptions = {}): Tracked {
+  if (stoppingAll) throw new Error(`not starting ${name}: shutting down`);
+  let stdio: SpawnOptions['stdio'] = ['ignore', 'pipe', 'pipe'];
+  let fd: number | undefined;
+  if (o.logFile) {
+    fd = fs.openSync(o.logFile, 'a');
+    stdio = ['ignore', fd, fd];
+  }
+  const child = spawn(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, stdio, detached: true });
+  if (fd !== undefined) fs.closeSync(fd);
+  let done = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      done = true;
+      resolve({ code, signal });
+    });
+    child.once('error', (err) => {
+      done = true;
+      log(`${name}: spawn error: ${err.message}`);
+      resolve({ code: -1, signal: null });
+    });
+  });
+  if (child.pid === undefined) {
+    // spawn failed synchronously (ENOENT is reported via 'error').
+  }
+  const t: Tracked = {
+    name,
+    pid: child.pid ?? -1,
+    child,
+    exited,
+    alive: () => !done,
+    group: o.group ?? false,
+    stopSignal: o.stopSignal ?? 'SIGTERM',
+    logFile: o.logFile,
+  };
+  tracked.add(t);
+  void exited.then(() => tracked.delete(t));
+  return t;
+}
+
+function signalTracked(t: Tracked, sig: NodeJS.Signals): void {
+  if (!t.alive() || t.pid <= 0) return;
+  try {
+    if (t.group) process.kill(-t.pid, sig);
+    else process.kill(t.pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+/** Stop one tracked process: its stop signal, then SIGKILL after timeoutMs. Returns ms taken. */
+export async function stopTracked(t: Tracked, timeoutMs = 30_000, sig?: NodeJS.Signals): Promise<{ ms: number; killed: boolean }> {
+  const t0 = performance.now();
+  if (!t.alive()) return { ms: 0, killed: false };
+  signalTracked(t, sig ?? t.stopSignal);
+  const timer = sleep(timeoutMs).then(() => 'timeout' as const);
+  const r = await Promise.race([t.exited.then(() => 'exited' as const), timer]);
+  if (r === 'timeout') {
+    log(`${t.name} (pid ${t.pid}) did not exit in ${timeoutMs} ms; SIGKILL`);
+    signalTracked(t, 'SIGKILL');
+    await Promise.race([t.exited, sleep(5000)]);
+    return { ms: performance.now() - t0, killed: true };
+  }
+  return { ms: performance.now() - t0, killed: false };
+}
+
+/** Stop everything still running that this process started (newest first). */
+export async function stopAll(): Promise<void> {
+  const all = [...tracked].reverse();
+  await Promise.all(all.map((t) => stopTracked(t, 15_000)));
+}
+
+let handlersInstalled = false;
+let stoppingAll = false;
+/** True once a signal or fatal error started the shutdown: start nothing new. */
+export function isStopping(): boolean {
+  return stoppingAll;
+}
+const exitHooks: Array<() => void> = [];
+/** Run synchronously on exit (temp dir removal etc.). */
+export function onExit(f: () => void): void {
+  exitHooks.push(f);
+}
+function runExitHooks(): void {
+  while (exitHooks.length) {
+    const f = exitHooks.pop()!;
+    try {
+      f();
+    } catch {
+      /* ignore */
+    }
+  }
+}
+
+/** On SIGINT/SIGTERM/SIGHUP or an uncaught error: stop the children, clean up, exit. */
+export function installCleanupHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  let stopping = false;
+  const bail = (why: string, code: number) => {
+    if (stopping) {
+      // Second signal: kill hard.
+      for (const t of tracked) signalTracked(t, 'SIGKILL');
+      process.exit(code);
+    }
+    stopping = true;
+    stoppingAll = true;
+    log(`${why}: stopping ${tracked.size} child process(es)`);
+    void stopAll().finally(() => {
+      runExitHooks();
+      process.exit(code);
+    });
+  };
+  process.on('SIGINT', () => bail('SIGINT', 130));
+  process.on('SIGTERM', () => bail('SIGTERM', 143));
+  process.on('SIGHUP', () => bail('SIGHUP', 129));
+  process.on('uncaughtException', (e) => {
+    log(`uncaught: ${e.stack ?? e}`);
+    bail('uncaught exception', 1);
+  });
+  process.on('unhandledRejection', (e) => {
+    log(`unhandled rejection: ${(e as Error)?.stack ?? e}`);
+    bail('unhandled rejection', 1);
+  });
+  process.on('exit', () => {
+    // Last resort (process.exit elsewhere): no waiting possible, just signal.
+    for (const t of tracked) signalTracked(t, 'SIGKILL');
+    runExitHooks();
+  });
+}
+
+export interface Measured {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  wallS: number;
+  /** CPU of the command and its children (bash `times`), seconds. */
+  userS: number;
+  sysS: number;
+}
+
+function parseBashTime(s: string): number {
+  const m = /^(\d+)m([\d.]+)s$/.exec(s.trim());
+  return m ? Number(m[1]) * 60 + Number(m[2]) : NaN;
+}
+
+/**
+ * Run a command to completion and measure its CPU: it runs under bash, whose
+ * `times` builtin prints the user/sys time of its waited-for children.
+ */
+export async function runMeasured(
+  name: string,
+  cmd: string,
+  args: string[],
+  o: {
+    cwd?: string;
+    env?: NodeJS.ProcessEnv;
+    timeoutMs: number;
+    tmpDir: string;
+    nice?: number;
+    /** Send SIGINT to the command once its stdout matches (it should then exit cleanly). */
+    interruptWhen?: RegExp;
+  },
+): Promise<Measured> {
+  const timesFile = path.join(o.tmpDir, `times-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+  const script = '"$@"; rc=$?; times > "$BENCH_TIMES_FILE"; exit $rc';
+  const env = { ...(o.env ?? process.env), BENCH_TIMES_FILE: timesFile };
+  // `nice` execs bash, so the tracked PID stays the process group leader.
+  const bashArgs = ['-c', script, 'bash', cmd, ...args];
+  const [c0, a0] = o.nice ? ['nice', ['-n', String(o.nice), 'bash', ...bashArgs]] : ['bash', bashArgs];
+  const t = spawnTracked(name, c0, a0, { cwd: o.cwd, env, group: true, stopSignal: 'SIGINT' });
+  let stdout = '';
+  let stderr = '';
+  let interrupted = false;
+  t.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+    if (o.interruptWhen && !interrupted && o.interruptWhen.test(stdout)) {
+      interrupted = true;
+      try {
+        process.kill(-t.pid, 'SIGINT');
+      } catch {
+        /* gone */
+      }
+    }
+  });
+  t.child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const t0 = performance.now();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    log(`${name}: timed out after ${o.timeoutMs} ms, stopping it`);
+    void stopTracked(t, 5000);
+  }, o.timeoutMs);
+  const { code } = await t.exited;
+  clearTimeout(timer);
+  const wallS = (performance.now() - t0) / 1000;
+  let userS = NaN;
+  let sysS = NaN;
+  try {
+    const lines = fs.readFileSync(timesFile, 'utf8').trim().split('\n');
+    const kids = (lines[1] ?? '').trim().split(/\s+/);
+    userS = parseBashTime(kids[0] ?? '');
+    sysS = parseBashTime(kids[1] ?? '');
+    fs.rmSync(timesFile, { force: true });
+  } catch {
+    /* killed before `times` ran */
+  }
+  if (timedOut) stderr += `\n[bench] ${name} timed out after ${o.timeoutMs} ms`;
+  return { code, stdout, stderr, wallS, userS, sysS };
+}
+
+/** Run a short command, throwing with its output on failure. */
+export function runSync(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+  }
+}
+
+export function which(cmd: string): string | null {
+  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    const p = path.join(dir, cmd);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------- /proc
+
+interface Stat {
+  ppid: number;
+  utime: number;
+  stime: number;
+  cutime: number;
+  cstime: number;
+}
+
+function readStat(pid: number): Stat | null {
+  let s: string;
+  try {
+    s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // comm may contain spaces/parens: fields start after the last ')'.
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  // f[0]=state(3) f[1]=ppid(4) ... f[11]=utime(14) f[12]=stime(15) f[13]=cutime(16) f[14]=cstime(17)
+  return { ppid: Number(f[1]), utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+}
+
+/** The PID and all its live descendants. */
+export function treePids(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = readStat(Number(e));
+    if (!st) continue;
+    const list = children.get(st.ppid) ?? [];
+    list.push(Number(e));
+    children.set(st.ppid, list);
+  }
+  const out: number[] = [];
+  const stack = [root];
+  while (stack.length) {
+    const p = stack.pop()!;
+    out.push(p);
+    for (const c of children.get(p) ?? []) stack.push(c);
+  }
+  return out;
+}
+
+/**
+ * CPU seconds used so far by a process tree: every live member's own time plus
+ * the time of children it has reaped (cutime/cstime), so short-lived workers
+ * (e.g. PostgreSQL backends) are counted exactly once.
+ */
+export function treeCpuSeconds(root: number): number {
+  let ticks = 0;
+  for (const p of treePids(root)) {
+    const st = readStat(p);
+    if (st) ticks += st.utime + st.stime + st.cutime + st.cstime;
+  }
+  return ticks / clockTicks();
+}
+
+export interface Mem {
+  /** Sum of VmRSS over the tree, bytes. */
+  rss: number;
+  /** Sum of Pss over the tree (shared pages split), bytes. */
+  pss: number;
+  /** VmHWM (peak RSS) of the root process, bytes. */
+  hwm: number;
+  procs: number;
+}
+
+function statusKb(pid: number, field: string): number {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(s);
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function pssBytes(pid: number): number {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const m = /^Pss:\s+(\d+) kB/m.exec(s);
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function treeMem(root: number): Mem {
+  const pids = treePids(root);
+  let rss = 0;
+  let pss = 0;
+  for (const p of pids) {
+    rss += statusKb(p, 'VmRSS');
+    pss += pssBytes(p);
+  }
+  return { rss, pss, hwm: statusKb(root, 'VmHWM'), procs: pids.length };
+}
+
+/** Samples a tree's memory periodically and keeps the peaks. */
+export class MemSampler {
+  peakRss = 0;
+  peakPss = 0;
+  last: Mem | null = null;
+  private timer: NodeJS.Timeout;
+  constructor(private readonly pid: number, intervalMs = 500) {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), intervalMs);
+  }
+  private sample(): void {
+    const m = treeMem(this.pid);
+    if (m.procs === 0 || (m.rss === 0 && m.hwm === 0)) return;
+    this.last = m;
+    this.peakRss = Math.max(this.peakRss, m.rss);
+    this.peakPss = Math.max(this.peakPss, m.pss);
+  }
+  stop(): Mem | null {
+    clearInterval(this.timer);
+    this.sample();
+    return this.last;
+  }
+}
+
+/** Measures a server tree's CPU over an interval. */
+export class CpuMeter {
+  private readonly c0: number;
+  private readonly t0: number;
+  constructor(private readonly pid: number) {
+    this.c0 = treeCpuSeconds(pid);
+    this.t0 = performance.now();
+  }
+  /** { seconds of CPU, percent of one core over the wall interval } */
+  read(): { cpuS: number; pct: number; wallS: number } {
+    const cpuS = treeCpuSeconds(this.pid) - this.c0;
+    const wallS = (performance.now() - this.t0) / 1000;
+    return { cpuS, pct: (100 * cpuS) / wallS, wallS };
+  }
+}
+
+// ---------------------------------------------------------------- network
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+
+export function httpRequest(
+  port: number,
+  method: string,
+  urlPath: string,
+  body?: string,
+  timeoutMs = 5000,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: http.OutgoingHttpHeaders = {};
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = Buffer.byteLength(body);
+    }
+    const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, headers, agent, timeout: timeoutMs }, (res) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (data += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Drop pooled keep-alive sockets (before stopping a server). */
+export function closeHttpAgent(): void {
+  agent.destroy();
+}
+
+/** Poll until GET path returns 200. Returns ms waited, or throws on timeout / process exit. */
+export async function waitHttpReady(
+  port: number,
+  urlPath: string,
+  timeoutMs: number,
+  proc?: Tracked,
+  intervalMs = 10,
+): Promise<number> {
+  const t0 = performance.now();
+  let last = '';
+  while (performance.now() - t0 < timeoutMs) {
+    if (proc && !proc.alive()) throw new Error(`${proc.name} exited before ${urlPath} was ready${tailLog(proc)}`);
+    try {
+      const r = await httpRequest(port, 'GET', urlPath, undefined, 1000);
+      if (r.status === 200) return performance.now() - t0;
+      last = `HTTP ${r.status} ${r.body.slice(0, 200)}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await sleep(intervalMs);
+  }
+  throw new Error(`${urlPath} on :${port} not ready after ${timeoutMs} ms (last: ${last})${proc ? tailLog(proc) : ''}`);
+}
+
+export function tailLog(proc: Tracked, lines = 20): string {
+  if (!proc.logFile) return '';
+  try {
+    const s = fs.readFileSync(proc.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    return `\n--- last lines of ${proc.logFile} ---\n${s}`;
+  } catch {
+    return '';
+  }
+}
+
+/** Run async jobs with bounded concurrency. */
+export async function pool<T>(n: number, count: number, job: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(count);
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      out[i] = await job(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, count) }, worker));
+  return out;
+}
+
+// ---------------------------------------------------------------- stats & formatting
+
+/** Nearest-rank percentile of an ascending array (p in 0..100). */
+export function percentileSorted(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+export function fmtMs(ms: number | undefined | null): string {
+  if (ms === undefined || ms === null || Number.isNaN(ms)) return 'n/a';
+  if (!Number.isFinite(ms)) return '∞';
+  if (ms < 1) return `${ms.toFixed(3)} ms`;
+  if (ms < 10) return `${ms.toFixed(2)} ms`;
+  if (ms < 1000) return `${ms.toFixed(1)} ms`;
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
+export function fmtInt(n: number | undefined | null): string {
+  if (n === undefined || n === null || Number.isNaN(n)) return 'n/a';
+  return Math.round(n).toLocaleString('en-US');
+}
+
+export function fmtMiB(bytes: number | undefined | null): string {
+  if (bytes === undefined || bytes === null || Number.isNaN(bytes) || bytes === 0) return 'n/a';
+  return `${(bytes / 1048576).toFixed(0)} MiB`;
+}
+
+export function fmtPct(p: number | undefined | null): string {
+  if (p === undefined || p === null || Number.isNaN(p)) return 'n/a';
+  return `${p.toFixed(0)}%`;
+}
+
+export function machineInfo(): Record<string, string> {
+  let cpu = 'unknown';
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) cpu = m[1].trim();
+  } catch {
+    /* ignore */
+  }
+  return {
+    nproc: String(os.availableParallelism()),
+    cpu,
+    memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+  };
+}
+
+/** Filesystem type of the directory (fsync cost depends on it). */
+export function fsType(dir: string): string {
+  try {
+    const out = execFileSync('df', ['-T', dir], { encoding: 'utf8' }).trim().split('\n');
+    const f = (out[1] ?? '').split(/\s+/);
+    return `${f[1] ?? '?'} (${f[0] ?? '?'})`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function dirBytes(dir: string): number {
+  try {
+    return Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split(/\s+/)[0]) || 0;
+  } catch {
+    return 0;
+  }
+}

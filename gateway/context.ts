@@ -1,0 +1,64 @@
+// What route handlers get: a way to reach the workers and the node's config.
+import type { Config } from '../runtime/config.js';
+import type { TokenEstimator } from '../actors/tokens.js';
+import type { CpuPool } from '../runtime/cpu-pool.js';
+import type { Dispatcher, WorkerReply } from './dispatch.js';
+import type { ReqOp } from '../runtime/wire.js';
+import type { HttpResponse } from './http.js';
+import { ReplyKind } from '../runtime/replies.js';
+import type { WireError } from '../actors/errors.js';
+import { AppError } from '../actors/errors.js';
+import { wireToHttp } from './http-errors.js';
+
+export interface GatewayContext {
+  config: Config;
+  estimator: TokenEstimator;
+  pool: CpuPool | null;
+  isReady(): boolean;
+  /** One request to the owning worker, its reply as an HTTP response. */
+  send(op: ReqOp, group: number, payload: Uint8Array): Promise<HttpResponse>;
+  /** One request to every worker; the raw Ok bodies, or throws the first error. */
+  broadcastRead(op: ReqOp, payload: Uint8Array): Promise<Uint8Array[]>;
+}
+
+const STATUS_OF: Record<ReplyKind, number> = {
+  [ReplyKind.Error]: 500,
+  [ReplyKind.Ok]: 200,
+  [ReplyKind.Created]: 201,
+  [ReplyKind.NoContent]: 204,
+};
+
+function parseWire(body: Uint8Array): WireError {
+  return JSON.parse(Buffer.from(body).toString('utf8')) as WireError;
+}
+
+export function replyToHttp(r: WorkerReply): HttpResponse {
+  if (r.kind === ReplyKind.Error) return wireToHttp(parseWire(r.body));
+  return { status: STATUS_OF[r.kind], body: r.body };
+}
+
+export function makeContext(
+  config: Config,
+  estimator: TokenEstimator,
+  pool: CpuPool | null,
+  dispatcher: Pick<Dispatcher, 'request' | 'broadcast'>,
+  isReady: () => boolean,
+): GatewayContext {
+  return {
+    config,
+    estimator,
+    pool,
+    isReady,
+    send: async (op, group, payload) => replyToHttp(await dispatcher.request(op, group, payload)),
+    broadcastRead: async (op, payload) => {
+      const replies = await dispatcher.broadcast(op, payload);
+      for (const r of replies) {
+        if (r.kind === ReplyKind.Error) {
+          const w = parseWire(r.body);
+          throw new AppError(w.code, w.message, w.detail);
+        }
+      }
+      return replies.map((r) => r.body);
+    },
+  };
+}

@@ -1,0 +1,96 @@
+// Main-thread side of the worker protocol: reqId → pending map with a
+// deadline and an in-flight cap; frames for each worker are batched and
+// posted once per event-loop turn. Every request is answered exactly once.
+import type { Runtime } from '../runtime/index.js';
+import type { MainCommand } from '../runtime/worker.js';
+import { FrameBuffer, ReqOp, readReplies } from '../runtime/wire.js';
+import { ReplyKind } from '../runtime/replies.js';
+import { AppError, overloaded, unavailable } from '../actors/errors.js';
+import { workerOfGroup } from '../runtime/placement.js';
+import { limits } from '../runtime/limits.js';
+
+export interface WorkerReply {
+  kind: ReplyKind;
+  body: Uint8Array;
+}
+
+interface Pending {
+  resolve: (r: WorkerReply) => void;
+  reject: (e: AppError) => void;
+  deadlineMs: number;
+}
+
+const SWEEP_MS = 200;
+
+export class Dispatcher {
+  private readonly pending = new Map<number, Pending>();
+  private readonly outboxes: FrameBuffer[];
+  private nextReqId = 1;
+  private flushScheduled = false;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(private readonly runtime: Runtime) {
+    this.outboxes = runtime.workers.map(() => new FrameBuffer());
+    runtime.onReplies = (buf) => readReplies(buf, (reqId, kind, body) => this.settle(reqId, kind, body));
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Sends one request to the worker owning `group` (or worker `worker` when given). */
+  request(op: ReqOp, group: number, payload: Uint8Array, worker?: number): Promise<WorkerReply> {
+    if (this.pending.size >= limits.requestsInFlightMax) return Promise.reject(overloaded('node request queue'));
+    const w = worker ?? workerOfGroup(group, this.runtime.partitions, this.runtime.workers.length);
+    const reqId = this.nextReqId;
+    this.nextReqId = this.nextReqId >= 0xfffffffe ? 1 : this.nextReqId + 1;
+    this.outboxes[w].request(reqId, op, group, payload);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.set(reqId, { resolve, reject, deadlineMs: Date.now() + limits.requestDeadlineMs });
+    });
+  }
+
+  /** The same request to every worker (cluster-wide reads such as listing). */
+  broadcast(op: ReqOp, payload: Uint8Array): Promise<WorkerReply[]> {
+    return Promise.all(this.runtime.workers.map((_, w) => this.request(op, 0xffff, payload, w)));
+  }
+
+  /** Fails everything still waiting (shutdown). */
+  failAll(message: string): void {
+    clearInterval(this.sweeper);
+    for (const p of this.pending.values()) p.reject(unavailable(message));
+    this.pending.clear();
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    for (let w = 0; w < this.outboxes.length; w++) {
+      const box = this.outboxes[w];
+      if (box.length === 0) continue;
+      const buf = box.take();
+      this.runtime.workers[w].postMessage({ type: 'requests', buf } satisfies MainCommand, [buf]);
+    }
+  }
+
+  private settle(reqId: number, kind: ReplyKind, body: Uint8Array): void {
+    const p = this.pending.get(reqId);
+    if (p === undefined) return; // answered already (deadline passed)
+    this.pending.delete(reqId);
+    p.resolve({ kind, body });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [reqId, p] of this.pending) {
+      if (p.deadlineMs > now) continue;
+      this.pending.delete(reqId);
+      p.reject(unavailable('the request did not complete in time; its outcome is unknown, retry with an idempotency key'));
+    }
+  }
+}

@@ -1,0 +1,41 @@
+// Prometheus metrics of the gateway (SPEC §7). Label values come from closed
+// sets so a client cannot blow up cardinality.
+import client from 'prom-client';
+
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry });
+
+const KNOWN_ROLES = new Set(['user', 'assistant', 'system', 'tool', 'developer', 'function']);
+export const roleLabel = (role: string) => (KNOWN_ROLES.has(role) ? role : 'other');
+
+export const metrics = {
+  appendTotal: new client.Counter({
+    name: 'fleet_lm_messages_append_total',
+    help: 'Messages appended (acknowledged), by role and API surface',
+    labelNames: ['role', 'source'] as const,
+    registers: [registry],
+  }),
+  tokenCount: new client.Histogram({
+    name: 'fleet_lm_messages_token_count',
+    help: 'Token count of appended messages',
+    buckets: [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144],
+    registers: [registry],
+  }),
+  appendLatency: new client.Histogram({
+    name: 'fleet_lm_append_latency_ms',
+    help: 'Append latency inside the node, from a complete request body to the durable acknowledgement',
+    buckets: [0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 500, 1000, 5000],
+    registers: [registry],
+  }),
+  httpRequests: new client.Counter({
+    name: 'fleet_lm_http_requests_total',
+    help: 'HTTP requests answered, by status class',
+    labelNames: ['status'] as const,
+    registers: [registry],
+  }),
+  inFlight: new client.Gauge({
+    name: 'fleet_lm_requests_in_flight',
+    help: 'Requests waiting for a shard worker',
+    registers: [registry],
+  }),
+};

@@ -1,0 +1,95 @@
+// dispatch(): match the path, check method, id and auth, run the handler, and
+// turn any error into its response in one place.
+import { timingSafeEqual } from 'node:crypto';
+import type { HttpRequest, HttpResponse } from './http.js';
+import type { GatewayContext } from './context.js';
+import { AppError, invalid } from '../actors/errors.js';
+import { checkId } from '../actors/commands.js';
+import { toHttp } from './http-errors.js';
+import * as conv from './routes/conversations.js';
+import * as health from './routes/health.js';
+
+type Handler = (ctx: GatewayContext, req: HttpRequest, id: string) => Promise<HttpResponse> | HttpResponse;
+type Methods = Partial<Record<string, Handler>>;
+
+const OPS: Record<string, Methods> = {
+  '/health/live': { GET: () => health.live() },
+  '/health/ready': { GET: (ctx) => health.ready(ctx) },
+  '/healthz': { GET: (ctx, req) => health.healthz(ctx, req) },
+  '/metrics': { GET: () => health.metricsText() },
+};
+
+const COLLECTION: Methods = { GET: (ctx, req) => conv.listConversations(ctx, req) };
+
+/** Routes under /v1/conversations/:id, keyed by the rest of the path. */
+const CONVERSATION: Record<string, Methods> = {
+  '': {
+    GET: (ctx, _req, id) => conv.getConversation(ctx, id),
+    PUT: (ctx, req, id) => conv.putConversation(ctx, req, id),
+    DELETE: (ctx, _req, id) => conv.deleteConversation(ctx, id),
+  },
+  '/messages': {
+    GET: (ctx, req, id) => conv.replay(ctx, req, id),
+    POST: (ctx, req, id) => conv.appendMessage(ctx, req, id, 'conversations'),
+  },
+  '/tail': { GET: (ctx, req, id) => conv.tail(ctx, req, id) },
+};
+
+const notFoundRoute = () => new AppError('not_found', 'no such route');
+
+function methodNotAllowed(methods: Methods): HttpResponse {
+  const allow = Object.keys(methods).join(', ');
+  return {
+    status: 405,
+    headers: { allow },
+    body: JSON.stringify({ error: 'method_not_allowed', message: `allowed methods: ${allow}` }),
+  };
+}
+
+function decodeId(raw: string): string {
+  let id = raw;
+  if (raw.includes('%')) {
+    try {
+      id = decodeURIComponent(raw);
+    } catch {
+      throw invalid('invalid_id', 'id is not valid percent-encoding');
+    }
+  }
+  return checkId(id);
+}
+
+function authorize(ctx: GatewayContext, req: HttpRequest): void {
+  const key = ctx.config.apiKey;
+  if (key === null) return;
+  const auth = req.header('authorization');
+  const m = /^Bearer\s+(.+)$/i.exec(auth);
+  const given = Buffer.from(m ? m[1].trim() : '');
+  const want = Buffer.from(key);
+  if (given.length !== want.length || !timingSafeEqual(given, want)) {
+    throw new AppError('unauthorized', 'missing or invalid bearer token');
+  }
+}
+
+function route(req: HttpRequest): { methods: Methods; id: string } {
+  const ops = OPS[req.path];
+  if (ops) return { methods: ops, id: '' };
+  if (req.path === '/v1/conversations' || req.path === '/v1/conversations/') return { methods: COLLECTION, id: '' };
+  const m = /^\/v1\/conversations\/([^/]*)(\/[a-z]+)?\/?$/.exec(req.path);
+  if (m === null) throw notFoundRoute();
+  const methods = CONVERSATION[m[2] ?? ''];
+  if (methods === undefined) throw notFoundRoute();
+  return { methods, id: m[1] };
+}
+
+export async function dispatch(ctx: GatewayContext, req: HttpRequest): Promise<HttpResponse> {
+  try {
+    const { methods, id } = route(req);
+    const handler = methods[req.method];
+    if (handler === undefined) return methodNotAllowed(methods);
+    if (req.path.startsWith('/v1/')) authorize(ctx, req);
+    const checkedId = methods === COLLECTION || OPS[req.path] ? '' : decodeId(id);
+    return await handler(ctx, req, checkedId);
+  } catch (err) {
+    return toHttp(err);
+  }
+}

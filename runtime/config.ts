@@ -1,0 +1,123 @@
+// Configuration from the environment (SPEC §7). FLEETLM_* names win over their
+// FASTPACA_* aliases. A bad value throws ConfigError naming the variable; the
+// entry point prints that one line and exits.
+import os from 'node:os';
+import crypto from 'node:crypto';
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Config {
+  port: number;
+  opsPort: number | null;
+  host: string;
+  nodeName: string;
+  dataDir: string;
+  workers: number;
+  maxBodyBytes: number;
+  tokenEstimator: string;
+  streamMaxConnections: number;
+  apiKey: string | null;
+  tailKeep: number;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Texts longer than this are counted on the CPU pool, not the main thread. */
+  poolTextChars: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Value of FLEETLM_<suffix>, else FASTPACA_<suffix>, with the name it came from. */
+function aliased(env: Env, suffix: string): [string, string | undefined] {
+  const primary = `FLEETLM_${suffix}`;
+  if (env[primary] !== undefined) return [primary, env[primary]];
+  const alias = `FASTPACA_${suffix}`;
+  if (env[alias] !== undefined) return [alias, env[alias]];
+  return [primary, undefined];
+}
+
+function first(env: Env, names: string[]): [string, string | undefined] {
+  for (const n of names) if (env[n] !== undefined) return [n, env[n]];
+  return [names[0], undefined];
+}
+
+export function parseInteger(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
+  if (raw === undefined || raw === '') return dflt;
+  if (!/^[0-9]+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got ${JSON.stringify(raw)}`);
+  const n = Number(raw.trim());
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `must be between ${min} and ${max}, got ${raw}`);
+  }
+  return n;
+}
+
+export function parseBoolean(name: string, raw: string | undefined, dflt: boolean): boolean {
+  if (raw === undefined || raw === '') return dflt;
+  const v = raw.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(name, `must be true or false, got ${JSON.stringify(raw)}`);
+}
+
+function refuseUnsupported(env: Env): void {
+  // Asked-for features this build cannot honour stop boot rather than being ignored.
+  const [clusterVar, cluster] = first(env, ['CLUSTER_NODES', 'FASTPACA_CLUSTER_SEED']);
+  if (cluster && cluster.split(',').filter((s) => s.trim()).length > 1) {
+    throw new ConfigError(clusterVar, 'multi-node clusters are not available in this build yet; unset it for a single node');
+  }
+  for (const name of ['NATS_URL', 'DNS_CLUSTER_QUERY']) {
+    if (env[name]) throw new ConfigError(name, 'clustering is not available in this build yet; unset it for a single node');
+  }
+  const [archName, arch] = aliased(env, 'ARCHIVER_ENABLED');
+  if (parseBoolean(archName, arch, false)) {
+    throw new ConfigError(archName, 'the Postgres archive is not available in this build yet');
+  }
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  refuseUnsupported(env);
+  const [nodeVar, nodeName] = first(env, ['NODE_NAME', 'FASTPACA_NODE_NAME']);
+  if (nodeName !== undefined && !/^[A-Za-z0-9_.@:-]{1,64}$/.test(nodeName)) {
+    throw new ConfigError(nodeVar, `must be 1-64 chars of [A-Za-z0-9_.@:-], got ${JSON.stringify(nodeName)}`);
+  }
+  const [dataVar, dataDir] = aliased(env, 'RAFT_DATA_DIR');
+  if (dataDir !== undefined && dataDir.trim() === '') throw new ConfigError(dataVar, 'must not be empty');
+  const [estVar, estimator] = aliased(env, 'TOKEN_ESTIMATOR');
+  if (estimator !== undefined && estimator.trim() === '') throw new ConfigError(estVar, 'must not be empty');
+  const [levelVar, level] = aliased(env, 'LOG_LEVEL');
+  const logLevel = (level ?? 'info').trim().toLowerCase();
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) {
+    throw new ConfigError(levelVar, `must be one of debug, info, warn, error, got ${JSON.stringify(level)}`);
+  }
+  const [keyVar, apiKey] = aliased(env, 'API_KEY');
+  if (apiKey !== undefined && apiKey.length > 0 && apiKey.length < 8) {
+    throw new ConfigError(keyVar, 'must be at least 8 characters');
+  }
+  const int = (suffix: string, dflt: number, min: number, max: number) => {
+    const [name, raw] = aliased(env, suffix);
+    return parseInteger(name, raw, dflt, min, max);
+  };
+  // Validated now so a typo stops boot even before the archive exists.
+  int('ARCHIVE_FLUSH_INTERVAL_MS', 5000, 1, 3_600_000);
+  int('ARCHIVER_BATCH_SIZE', 5000, 1, 1_000_000);
+  parseInteger('DB_POOL_SIZE', env.DB_POOL_SIZE, 10, 1, 1000);
+  const [opsVar, ops] = aliased(env, 'OPS_PORT');
+  return {
+    port: parseInteger('PORT', env.PORT, 4000, 0, 65535),
+    opsPort: ops === undefined || ops === '' ? null : parseInteger(opsVar, ops, 0, 0, 65535),
+    host: env.HOST ?? '0.0.0.0',
+    nodeName: nodeName ?? `node-${crypto.randomBytes(4).toString('hex')}`,
+    dataDir: dataDir ?? './data',
+    workers: int('WORKERS', Math.max(1, os.availableParallelism()), 1, 64),
+    maxBodyBytes: int('MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
+    streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),
+    apiKey: apiKey ? apiKey : null,
+    tailKeep: int('TAIL_KEEP', 1000, 1, 100_000_000),
+    logLevel: logLevel as Config['logLevel'],
+    poolTextChars: int('POOL_TEXT_CHARS', 16_384, 256, 64 * 1024 * 1024),
+  };
+}

@@ -1,0 +1,31 @@
+// Every bound in one place (STYLE: "limit everything"). Relationships between
+// them are asserted at load so a bad edit fails at boot, not at 3 a.m.
+import { assert } from './assert.js';
+
+export const limits = {
+  groupCount: 256,
+  conversationIdBytesMax: 128,
+  idempotencyKeyCharsMax: 256,
+  /** Idempotency keys remembered per conversation (SPEC: >= 10,000 or 24 h). */
+  idempotencyKeysPerConversation: 10_000,
+  idempotencyKeyRetentionMs: 24 * 3600 * 1000,
+  queryLimitMax: 1000,
+  /** Requests waiting for an answer from the workers, per node. */
+  requestsInFlightMax: 65_536,
+  /** Deadline for one request inside the node; past it the client gets 503. */
+  requestDeadlineMs: 10_000,
+  /** Bytes of log entries one synced write may carry; more waits for the next turn. */
+  writeBatchBytesMax: 16 * 1024 * 1024,
+  /** Committed entries handed to apply per group per turn. */
+  applyBytesMax: 4 * 1024 * 1024,
+  /** Conversation actors kept in memory per worker (LRU beyond). */
+  actorsCachedMax: 200_000,
+  /** Recent message records kept in memory per worker for tail reads. */
+  messageCacheBytesMax: 32 * 1024 * 1024,
+  jsonDepthMax: 64,
+};
+
+assert(limits.queryLimitMax >= 100, 'default page size must fit the max');
+assert(limits.writeBatchBytesMax >= 2 * 1024 * 1024, 'one max-size body must fit a write batch');
+assert(limits.applyBytesMax >= 2 * 1024 * 1024, 'one max-size entry must fit an apply turn');
+assert(limits.conversationIdBytesMax < 256, 'ids are length-prefixed with one byte');

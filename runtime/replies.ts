@@ -1,0 +1,46 @@
+// Reply kinds a worker sends back with a JSON body; the gateway maps them to
+// HTTP (Error bodies are WireError JSON, mapped by gateway/http-errors.ts).
+import type { ApplyResult } from '../actors/conversation.js';
+import { recordJson } from '../actors/conversation.js';
+import { toWire } from '../actors/errors.js';
+
+export const enum ReplyKind {
+  Error = 0,
+  Ok = 1,
+  Created = 2,
+  NoContent = 3,
+}
+
+export interface Reply {
+  kind: ReplyKind;
+  body: string;
+}
+
+export function errorReply(err: unknown): Reply {
+  return { kind: ReplyKind.Error, body: JSON.stringify(toWire(err)) };
+}
+
+export function applyReply(res: ApplyResult): Reply {
+  switch (res.kind) {
+    case 'record':
+      return { kind: ReplyKind.Ok, body: recordJson(res.record) };
+    case 'appended': {
+      const dup = res.duplicate ? ',"duplicate":true' : '';
+      return {
+        kind: ReplyKind.Created,
+        body: `{"seq":${res.seq},"version":${res.version},"token_count":${res.tokenCount}${dup}}`,
+      };
+    }
+    case 'deleted':
+      return { kind: ReplyKind.NoContent, body: '' };
+    case 'error':
+      return errorReply(res.error);
+  }
+}
+
+/** `{"messages":[…]}` from stored message record texts, without re-encoding them. */
+export function messagesBody(records: Buffer[]): string {
+  let out = '{"messages":[';
+  for (let i = 0; i < records.length; i++) out += (i ? ',' : '') + records[i].toString('utf8');
+  return out + ']}';
+}

@@ -1,0 +1,99 @@
+// Frames between the main thread and shard workers. Each direction batches
+// every frame of one event-loop turn into one buffer and one postMessage
+// (the buffer is transferred, not copied).
+//   request: reqId:u32 | op:u8 | group:u16 | len:u32 | payload
+//   reply:   reqId:u32 | status:u16 | len:u32 | body (JSON, utf8)
+
+export const enum ReqOp {
+  Propose = 1,
+  GetRecord = 2,
+  Tail = 3,
+  Replay = 4,
+  List = 5,
+}
+
+export const REQ_HEADER_BYTES = 11;
+export const REPLY_HEADER_BYTES = 10;
+
+/** Growable byte buffer that hands out its content for transfer. */
+export class FrameBuffer {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  private pos = 0;
+
+  get length(): number {
+    return this.pos;
+  }
+
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  request(reqId: number, op: ReqOp, group: number, payload: Uint8Array): void {
+    this.reserve(REQ_HEADER_BYTES + payload.length);
+    const b = this.buf;
+    b.writeUInt32BE(reqId, this.pos);
+    b[this.pos + 4] = op;
+    b.writeUInt16BE(group, this.pos + 5);
+    b.writeUInt32BE(payload.length, this.pos + 7);
+    b.set(payload, this.pos + REQ_HEADER_BYTES);
+    this.pos += REQ_HEADER_BYTES + payload.length;
+  }
+
+  reply(reqId: number, status: number, body: string): void {
+    const len = Buffer.byteLength(body);
+    this.reserve(REPLY_HEADER_BYTES + len);
+    const b = this.buf;
+    b.writeUInt32BE(reqId, this.pos);
+    b.writeUInt16BE(status, this.pos + 4);
+    b.writeUInt32BE(len, this.pos + 6);
+    b.write(body, this.pos + REPLY_HEADER_BYTES, 'utf8');
+    this.pos += REPLY_HEADER_BYTES + len;
+  }
+
+  /** The frames written so far as a standalone ArrayBuffer; the buffer starts empty again. */
+  take(): ArrayBuffer {
+    const out = new ArrayBuffer(this.pos);
+    new Uint8Array(out).set(this.buf.subarray(0, this.pos));
+    this.pos = 0;
+    return out;
+  }
+}
+
+export interface RequestFrame {
+  reqId: number;
+  op: ReqOp;
+  group: number;
+  payload: Uint8Array;
+}
+
+export function readRequests(ab: ArrayBuffer, onFrame: (f: RequestFrame) => void): void {
+  const b = Buffer.from(ab);
+  let pos = 0;
+  while (pos < b.length) {
+    const len = b.readUInt32BE(pos + 7);
+    const start = pos + REQ_HEADER_BYTES;
+    onFrame({
+      reqId: b.readUInt32BE(pos),
+      op: b[pos + 4] as ReqOp,
+      group: b.readUInt16BE(pos + 5),
+      payload: new Uint8Array(ab, start, len),
+    });
+    pos = start + len;
+  }
+}
+
+export function readReplies(ab: ArrayBuffer, onFrame: (reqId: number, status: number, body: Uint8Array) => void): void {
+  const b = Buffer.from(ab);
+  let pos = 0;
+  while (pos < b.length) {
+    const len = b.readUInt32BE(pos + 6);
+    const start = pos + REPLY_HEADER_BYTES;
+    onFrame(b.readUInt32BE(pos), b.readUInt16BE(pos + 4), new Uint8Array(ab, start, len));
+    pos = start + len;
+  }
+}

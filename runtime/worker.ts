@@ -1,0 +1,180 @@
+// Shard worker thread: owns some storage partitions, their Raft groups and
+// conversation actors. Talks to the main thread only in batched frames
+// (runtime/wire.ts): at most one postMessage per event-loop turn each way.
+import { parentPort, workerData } from 'node:worker_threads';
+import path from 'node:path';
+import { PartitionDriver, type ReadFn } from './driver.js';
+import { PartitionStore } from '../storage/partition-store.js';
+import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
+import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
+import { recordJson } from '../actors/conversation.js';
+import { notFound, invalid } from '../actors/errors.js';
+import { systemClock } from './clock.js';
+import { mulberry32 } from './prng.js';
+import { limits } from './limits.js';
+import { log, setLogLevel } from './log.js';
+import { partitionOf } from './placement.js';
+import { listRecords, type ListQuery } from './listing.js';
+
+export interface WorkerInit {
+  workerIndex: number;
+  partitions: number[];
+  partitionCount: number;
+  dataDir: string;
+  nodeId: string;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+export type WorkerEvent =
+  | { type: 'ready' }
+  | { type: 'replies'; buf: ArrayBuffer }
+  | { type: 'closed' }
+  | { type: 'fatal'; message: string };
+
+export type MainCommand = { type: 'requests'; buf: ArrayBuffer } | { type: 'close' };
+
+const TICK_MS = 100;
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+setLogLevel(init.logLevel);
+
+const out = new FrameBuffer();
+let flushScheduled = false;
+
+function reply(reqId: number, r: Reply): void {
+  out.reply(reqId, r.kind, r.body);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+function flush(): void {
+  flushScheduled = false;
+  if (out.length === 0) return;
+  const buf = out.take();
+  port.postMessage({ type: 'replies', buf } satisfies WorkerEvent, [buf]);
+}
+
+const drivers = new Map<number, PartitionDriver>();
+
+function driverOf(group: number): PartitionDriver | undefined {
+  return drivers.get(partitionOf(group, init.partitionCount));
+}
+
+const ok = (body: string): Reply => ({ kind: ReplyKind.Ok, body });
+
+function readParams(f: RequestFrame): Record<string, unknown> {
+  return JSON.parse(Buffer.from(f.payload).toString('utf8')) as Record<string, unknown>;
+}
+
+function recordRead(id: string): ReadFn {
+  return async (store, actors) => {
+    const rec = actors.get(id)?.durable ?? (await store.readRecord(id));
+    if (rec === null) throw notFound(`conversation ${id}`);
+    return ok(recordJson(rec));
+  };
+}
+
+/** Newest-first page `offset` of `limit` messages, returned oldest→newest. */
+function tailRead(group: number, id: string, limit: number, offset: number): ReadFn {
+  return async (store, actors) => {
+    const rec = actors.get(id)?.durable ?? (await store.readRecord(id));
+    if (rec === null) throw notFound(`conversation ${id}`);
+    const hi = rec.last_seq - offset;
+    const lo = Math.max(1, hi - limit + 1);
+    return ok(messagesBody(await store.readMessages(group, id, lo, hi)));
+  };
+}
+
+/** Messages with seq > from, ascending. */
+function replayRead(group: number, id: string, from: number, limit: number): ReadFn {
+  return async (store, actors) => {
+    const rec = actors.get(id)?.durable ?? (await store.readRecord(id));
+    if (rec === null) throw notFound(`conversation ${id}`);
+    const lo = from + 1;
+    const hi = Math.min(rec.last_seq, from + limit);
+    return ok(messagesBody(await store.readMessages(group, id, lo, hi)));
+  };
+}
+
+function onRequest(f: RequestFrame): void {
+  const d = driverOf(f.group);
+  if (f.op === ReqOp.List) {
+    const q = readParams(f) as unknown as ListQuery;
+    listRecords([...drivers.values()].map((x) => x.store), q).then(
+      (recs) => reply(f.reqId, ok('[' + recs.map(recordJson).join(',') + ']')),
+      (err: unknown) => reply(f.reqId, errorReply(err)),
+    );
+    return;
+  }
+  if (d === undefined) {
+    reply(f.reqId, errorReply(invalid('invalid_group', `group ${f.group} is not on worker ${init.workerIndex}`)));
+    return;
+  }
+  switch (f.op) {
+    case ReqOp.Propose: {
+      // Copy: the request buffer is shared by the whole batch and the entry outlives it.
+      d.propose(f.reqId, f.group, Uint8Array.prototype.slice.call(f.payload));
+      return;
+    }
+    case ReqOp.GetRecord:
+      d.read(f.reqId, f.group, recordRead(String(readParams(f).id)));
+      return;
+    case ReqOp.Tail: {
+      const p = readParams(f);
+      d.read(f.reqId, f.group, tailRead(f.group, String(p.id), Number(p.limit), Number(p.offset)));
+      return;
+    }
+    case ReqOp.Replay: {
+      const p = readParams(f);
+      d.read(f.reqId, f.group, replayRead(f.group, String(p.id), Number(p.from), Number(p.limit)));
+      return;
+    }
+    default:
+      reply(f.reqId, errorReply(invalid('invalid_op', `unknown op ${f.op}`)));
+  }
+}
+
+async function start(): Promise<void> {
+  const seed = (Date.now() ^ (init.workerIndex << 16)) >>> 0;
+  for (const p of init.partitions) {
+    const store = await PartitionStore.open(p, path.join(init.dataDir, `partition-${String(p).padStart(3, '0')}`));
+    const perPartition = Math.ceil(limits.actorsCachedMax / init.partitions.length);
+    const d = new PartitionDriver(store, init.nodeId, systemClock, reply, mulberry32(seed + p), perPartition);
+    const groups: number[] = [];
+    for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);
+    await d.open(groups);
+    drivers.set(p, d);
+  }
+  const ticker = setInterval(() => {
+    for (const d of drivers.values()) d.tick();
+  }, TICK_MS);
+  const readyCheck = setInterval(() => {
+    if ([...drivers.values()].every((d) => d.isReady())) {
+      clearInterval(readyCheck);
+      port.postMessage({ type: 'ready' } satisfies WorkerEvent);
+    }
+  }, 2);
+  port.on('message', (m: MainCommand) => {
+    if (m.type === 'requests') readRequests(m.buf, onRequest);
+    else if (m.type === 'close') {
+      clearInterval(ticker);
+      clearInterval(readyCheck);
+      void close();
+    }
+  });
+}
+
+async function close(): Promise<void> {
+  for (const d of drivers.values()) await d.close();
+  flush();
+  for (const d of drivers.values()) await d.store.close();
+  port.postMessage({ type: 'closed' } satisfies WorkerEvent);
+}
+
+start().catch((err: unknown) => {
+  log('error', 'worker_failed', 'worker failed to start', { worker: init.workerIndex, err: String(err) });
+  port.postMessage({ type: 'fatal', message: err instanceof Error ? err.message : String(err) } satisfies WorkerEvent);
+});

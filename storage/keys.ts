@@ -1,0 +1,85 @@
+// RocksDB key layout of one storage partition. Keys sort so that range scans
+// serve the common reads (ARCHITECTURE "Storage"):
+//   'L' group:u16 index:u64      Raft log entry          value = crc:u32 | entry
+//   'H' group:u16                Raft hard state + conf  value = crc:u32 | JSON
+//   'A' group:u16                applied index           value = u64
+//   'R' id                       conversation record     value = crc:u32 | JSON
+//   'M' group:u16 len:u8 id seq:u64   message record     value = crc:u32 | JSON
+//   'K' group:u16 len:u8 id key       idempotency record value = crc:u32 | JSON
+// Ids are ASCII ([A-Za-z0-9_:-]), so 'R' keys sort in the id byte order the
+// listing API promises.
+
+export const PREFIX = { log: 0x4c, hard: 0x48, applied: 0x41, record: 0x52, message: 0x4d, idem: 0x4b } as const;
+
+export function logKey(group: number, index: number): Buffer {
+  const k = Buffer.allocUnsafe(11);
+  k[0] = PREFIX.log;
+  k.writeUInt16BE(group, 1);
+  k.writeBigUInt64BE(BigInt(index), 3);
+  return k;
+}
+
+export function logIndexOf(key: Buffer): number {
+  return Number(key.readBigUInt64BE(3));
+}
+
+export function groupKey(prefix: number, group: number): Buffer {
+  const k = Buffer.allocUnsafe(3);
+  k[0] = prefix;
+  k.writeUInt16BE(group, 1);
+  return k;
+}
+
+export function recordKey(id: string): Buffer {
+  const k = Buffer.allocUnsafe(1 + id.length);
+  k[0] = PREFIX.record;
+  k.write(id, 1, 'latin1');
+  return k;
+}
+
+export function recordIdOf(key: Buffer): string {
+  return key.toString('latin1', 1);
+}
+
+/** Prefix shared by every message (or idempotency) key of one conversation. */
+export function convPrefix(prefix: number, group: number, id: string): Buffer {
+  const k = Buffer.allocUnsafe(4 + id.length);
+  k[0] = prefix;
+  k.writeUInt16BE(group, 1);
+  k[3] = id.length;
+  k.write(id, 4, 'latin1');
+  return k;
+}
+
+export function messageKey(group: number, id: string, seq: number): Buffer {
+  const k = Buffer.allocUnsafe(12 + id.length);
+  k[0] = PREFIX.message;
+  k.writeUInt16BE(group, 1);
+  k[3] = id.length;
+  k.write(id, 4, 'latin1');
+  k.writeBigUInt64BE(BigInt(seq), 4 + id.length);
+  return k;
+}
+
+export function idemKey(group: number, id: string, key: string): Buffer {
+  const kb = Buffer.from(key, 'utf8');
+  const k = Buffer.allocUnsafe(4 + id.length + kb.length);
+  k[0] = PREFIX.idem;
+  k.writeUInt16BE(group, 1);
+  k[3] = id.length;
+  k.write(id, 4, 'latin1');
+  kb.copy(k, 4 + id.length);
+  return k;
+}
+
+/** Smallest key greater than every key starting with `prefix`. */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  throw new Error('prefix has no end');
+}
