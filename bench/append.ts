@@ -33,6 +33,7 @@
 //   --out=bench/results/append-latest.md
 //   --tmp=<dir>          parent of the temp dirs (default: os.tmpdir())
 //   --keep               keep the temp dirs
+//   --wait-idle=0        before each target, wait up to N s for other processes' CPU use to drop below 10%
 //   --gen-nice=-10       niceness of the load generators (default -10 as root, else 0): on a
 //                        2-core box they must not queue behind the server's threads
 import fs from 'node:fs';
@@ -57,6 +58,8 @@ import {
   installCleanupHandlers,
   isStopping,
   log,
+  machineBusyPct,
+  fsyncProbe,
   machineInfo,
   onExit,
   percentileSorted,
@@ -99,6 +102,8 @@ interface Options {
   keep: boolean;
   /** niceness of the load generators (negative = ahead of the servers for CPU; needs root) */
   genNice: number;
+  /** wait up to this many seconds for the machine to be idle before each target */
+  waitIdle: number;
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -113,7 +118,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   }
   const known = new Set([
     'duration', 'warmup', 'only', 'rate', 'fixed-duration', 'skip-fixed', 'skip-1m', 'skip-restart', 'messages',
-    'connections', 'conversations', 'server', 'out', 'tmp', 'keep', 'tmpdir', 'gen-nice',
+    'connections', 'conversations', 'server', 'out', 'tmp', 'keep', 'tmpdir', 'gen-nice', 'wait-idle',
   ]);
   for (const k of kv.keys()) {
     if (!known.has(k) && argv.some((a) => a.startsWith(`--${k}`))) throw new Error(`unknown option --${k}`);
@@ -149,6 +154,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     out: path.resolve(ROOT, kv.get('out') ?? 'bench/results/append-latest.md'),
     tmp: kv.get('tmp') ?? kv.get('tmpdir') ?? os.tmpdir(),
     keep: bool('keep'),
+    waitIdle: kv.has('wait-idle') ? Number(kv.get('wait-idle')) : 0,
     genNice: kv.has('gen-nice') ? Number(kv.get('gen-nice')) : process.getuid?.() === 0 ? -10 : 0,
   };
 }
@@ -199,6 +205,16 @@ interface OursExtra {
   storedAtRestart?: number;
 }
 
+interface Conditions {
+  target: Target;
+  /** whole-machine CPU busy % in the second before the target's phases (other processes) */
+  busyBeforePct: number;
+  fsyncPerS: number;
+  fsyncP50Ms: number;
+  fsyncP99Ms: number;
+  loadavg: number[];
+}
+
 interface Report {
   startedAt: string;
   command: string;
@@ -209,6 +225,7 @@ interface Report {
   closed: LoadResult[];
   fixed: LoadResult[];
   ours?: OursExtra;
+  conditions: Conditions[];
   failures: Record<string, string>;
 }
 
@@ -390,6 +407,7 @@ async function runWrk(
 
 interface OpenLoopResult {
   completed: number;
+  warmupOk?: number;
   ok: number;
   errors: number;
   notSent: number;
@@ -583,8 +601,8 @@ async function benchOurs(ctx: Ctx): Promise<void> {
       const { m: m2, r } = await runOpenLoop(ctx, 'http', port);
       const c2 = cpu2.read();
       mem2.stop();
-      // Warm-up requests of openloop are stored too; count what we know succeeded.
-      extra.storedMessages += (r.statusCounts['201'] ?? 0) + Math.round(2 * opts.rate);
+      // openloop's warm-up appends are stored too.
+      extra.storedMessages += (r.statusCounts['201'] ?? 0) + (r.warmupOk ?? 0);
       report.fixed.push(openLoopToResult({ target: 'ours', name, durability }, ctx, m2, r, c2, { value: mem2.peakRss, kind: 'peak RSS' }, '201'));
       log(`ours: fixed rate p50 ${fmtMs(toNum(r.latencyMs.p50))} p99 ${fmtMs(toNum(r.latencyMs.p99))}`);
     }
@@ -668,14 +686,13 @@ interface RbParsed {
 export function parseRedisBenchmarkCsv(out: string): RbParsed {
   const lines = out.trim().split('\n').filter((l) => l.startsWith('"'));
   const header = (lines[0] ?? '').split(',').map((s) => s.replace(/"/g, ''));
-  const row = lines[lines.length - 1] ?? '';
-  // The test name (first field) can contain commas inside quotes: take the numeric tail.
-  const cells = row.match(/"([^"]*)"/g)?.map((s) => s.slice(1, -1)) ?? [];
+  const row = lines.length > 1 ? lines[lines.length - 1] : '';
+  // The test name (first column) is the command line, quotes and commas
+  // included; the numeric columns after it contain neither: take them from the end.
+  const nums = row.split(',').slice(-(header.length - 1)).map((x) => Number(x.replace(/"/g, '')));
   const get = (k: string) => {
     const i = header.indexOf(k);
-    if (i < 0) return NaN;
-    const fromEnd = header.length - i;
-    return Number(cells[cells.length - fromEnd]);
+    return i > 0 ? nums[i - 1] : NaN;
   };
   return { rps: get('rps'), avg: get('avg_latency_ms'), p50: get('p50_latency_ms'), p99: get('p99_latency_ms'), max: get('max_latency_ms') };
 }
@@ -1067,6 +1084,26 @@ function renderMarkdown(r: Report): string {
     if (e.rssAfterRestart !== undefined) L.push(`| RSS after restart | ${fmtMiB(e.rssAfterRestart)} |`);
     L.push('');
   }
+  if (r.conditions.length) {
+    L.push('### Conditions', '');
+    L.push('Measured just before each target\'s phases: CPU used by the rest of the machine, and 4 KiB write+fdatasync on the data filesystem.', '');
+    L.push('| before | machine CPU busy | load average (1/5/15 min) | fdatasync/s | fdatasync p50 | fdatasync p99 |');
+    L.push('|---|---:|---:|---:|---:|---:|');
+    const names: Record<Target, string> = { ours: 'fleetlm', redis: 'Redis', pg: 'PostgreSQL' };
+    for (const c of r.conditions) {
+      L.push(
+        `| ${names[c.target]} | ${fmtPct(c.busyBeforePct)} | ${c.loadavg.map((x) => x.toFixed(2)).join(' / ')} | ${fmtInt(c.fsyncPerS)} | ${fmtMs(c.fsyncP50Ms)} | ${fmtMs(c.fsyncP99Ms)} |`,
+      );
+    }
+    L.push('');
+    if (r.conditions.some((c) => c.busyBeforePct > 10)) {
+      L.push(
+        '**Warning:** other processes were using the CPU when this run started (busy > 10% with nothing of the bench running): ' +
+          'on a 2-core machine that skews every number here. Re-run on an idle machine.',
+        '',
+      );
+    }
+  }
   const fails = Object.entries(r.failures);
   if (fails.length) {
     L.push('### Not measured', '');
@@ -1122,6 +1159,7 @@ async function main(): Promise<number> {
     fs: fsType(tmp),
     closed: [],
     fixed: [],
+    conditions: [],
     failures: {},
   };
   const ctx: Ctx = { opts, tmp, report };
@@ -1136,6 +1174,15 @@ async function main(): Promise<number> {
     if (!opts.only.has(t)) continue;
     if (isStopping()) break;
     try {
+      let busy = await machineBusyPct(1000);
+      const idleDeadline = Date.now() + opts.waitIdle * 1000;
+      while (busy > 10 && Date.now() < idleDeadline && !isStopping()) {
+        log(`${t}: machine ${busy.toFixed(0)}% busy; waiting for it to go idle (--wait-idle)`);
+        busy = await machineBusyPct(2000);
+      }
+      const fp = fsyncProbe(tmp, 1000);
+      report.conditions.push({ target: t, busyBeforePct: busy, fsyncPerS: fp.opsPerS, fsyncP50Ms: fp.p50Ms, fsyncP99Ms: fp.p99Ms, loadavg: os.loadavg() });
+      log(`${t}: machine ${busy.toFixed(0)}% busy before start; fdatasync ${fmtInt(fp.opsPerS)}/s, p50 ${fmtMs(fp.p50Ms)}, p99 ${fmtMs(fp.p99Ms)}`);
       await f(ctx);
     } catch (e) {
       const msg = (e as Error).message;

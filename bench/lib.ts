@@ -607,3 +607,45 @@ export function dirBytes(dir: string): number {
     return 0;
   }
 }
+
+// ---------------------------------------------------------------- conditions
+
+function cpuTimes(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal ...
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const total = f.slice(0, 8).reduce((s, x) => s + x, 0);
+  return { busy: total - idle, total };
+}
+
+/** Whole-machine CPU busy % (of all cores) over the next `ms`. */
+export async function machineBusyPct(ms = 1000): Promise<number> {
+  const a = cpuTimes();
+  await sleep(ms);
+  const b = cpuTimes();
+  return (100 * (b.busy - a.busy)) / Math.max(1, b.total - a.total);
+}
+
+/** 4 KiB write + fdatasync in `dir`, repeated for `ms`: the disk's sync latency right now. */
+export function fsyncProbe(dir: string, ms = 1000): { opsPerS: number; p50Ms: number; p99Ms: number } {
+  const file = path.join(dir, `.fsync-probe-${process.pid}`);
+  const fd = fs.openSync(file, 'w');
+  const buf = Buffer.alloc(4096, 1);
+  const lat: number[] = [];
+  const t0 = performance.now();
+  try {
+    let pos = 0;
+    while (performance.now() - t0 < ms) {
+      const s = performance.now();
+      fs.writeSync(fd, buf, 0, buf.length, pos);
+      fs.fdatasyncSync(fd);
+      lat.push(performance.now() - s);
+      pos = (pos + buf.length) % (1 << 20);
+    }
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+  lat.sort((x, y) => x - y);
+  return { opsPerS: lat.length / ((performance.now() - t0) / 1000), p50Ms: percentileSorted(lat, 50), p99Ms: percentileSorted(lat, 99) };
+}

@@ -7,14 +7,14 @@
 // coordinated omission). Requests are pipelined HTTP/1.1 (or RESP for Redis)
 // over N keep-alive raw `net` connections (or the PostgreSQL extended query
 // protocol: one prepared statement, Bind/Execute/Sync per append, pipelined); each goes to the connection with
-// the fewest outstanding requests. The send loop is woken every 200 µs by a
+// the fewest outstanding requests. The send loop is woken every 250 µs by a
 // helper thread (Node's own timers have 1 ms granularity, like wrk2's).
 //
 // Usage:
 //   node dist/bench/openloop.js --port=P [--host=127.0.0.1] [--proto=http|resp|pg]
 //     [--rate=10000] [--duration=20] [--warmup=0] [--connections=64]
 //     [--conversations=1000] [--prefix=bench-] [--text=...] [--drain=10]
-//     [--tick-us=200]   (send-loop wake-up period; 0 = plain 1 ms Node timers)
+//     [--tick-us=250]   (send-loop wake-up period; 0 = plain 1 ms Node timers)
 // Prints one JSON object on stdout.
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
@@ -67,7 +67,7 @@ function parseArgs(argv: string[]): Args {
     text: kv.get('text') ?? DEFAULT_TEXT,
     drain: num('drain', 10),
     maxInFlight: num('max-in-flight', 100_000),
-    tickUs: num('tick-us', 200),
+    tickUs: num('tick-us', 250),
   };
 }
 
@@ -324,6 +324,7 @@ async function main(): Promise<void> {
   const statusCounts: Record<string, number> = {};
   let errors = 0;
   let completed = 0;
+  let warmupOk = 0;
   let notSent = 0;
   let inFlight = 0;
   let maxSendLagMs = 0;
@@ -364,7 +365,10 @@ async function main(): Promise<void> {
               q.splice(0, c.head);
               c.head = 0;
             }
-            if (i === undefined || i < 0) return; // warm-up
+            if (i === undefined || i < 0) {
+              if (status >= 200 && status < 300) warmupOk++;
+              return; // warm-up
+            }
             completed++;
             const key = String(status);
             statusCounts[key] = (statusCounts[key] ?? 0) + 1;
@@ -513,6 +517,7 @@ async function main(): Promise<void> {
     warmupS: a.warmup,
     connections: a.connections,
     scheduled: total,
+    warmupOk,
     completed,
     ok: Object.entries(statusCounts).filter(([k]) => /^2\d\d$/.test(k)).reduce((n, [, v]) => n + v, 0),
     errors,

@@ -150,7 +150,7 @@ export class PartitionDriver {
     patchNow(cmd, this.clock.nowMs());
     try {
       const index = g.core.propose(cmd);
-      g.proposals.set(index, { reqId, term: g.core.status().term });
+      g.proposals.set(index, { reqId, term: g.core.currentTerm() });
     } catch (err) {
       this.reply(reqId, errorReply(this.groupError(g, err)));
       return;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotently install the benchmark's external tools from Debian packages:
 #   wrk (HTTP load generator), redis-server + redis-benchmark (redis-tools),
-#   PostgreSQL server binaries + pgbench (postgresql, postgresql-contrib on
-#   older releases), and procps (ps) for process checks.
+#   PostgreSQL server binaries + pgbench + psql (postgresql), setpriv/runuser
+#   (util-linux: PostgreSQL must not run as root) and procps (ps).
 # Safe to run repeatedly: apt-get is only invoked when something is missing.
 set -euo pipefail
 
@@ -13,13 +13,11 @@ have wrk || need+=(wrk)
 have redis-server || need+=(redis-server)
 have redis-benchmark || need+=(redis-tools)
 have ps || need+=(procps)
-have runuser || need+=(util-linux)
-# PostgreSQL: server binaries live in /usr/lib/postgresql/<ver>/bin.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+{ have setpriv && have runuser; } || need+=(util-linux)
+# PostgreSQL: server binaries (initdb, postgres, pgbench) and psql live in
+# /usr/lib/postgresql/<ver>/bin; the `postgresql` package pulls in both.
+if ! ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pgbench /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1; then
   need+=(postgresql)
-fi
-if ! have pgbench && ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; then
-  need+=(postgresql-client postgresql-contrib)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then
@@ -33,12 +31,16 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Debian's redis-server package starts a system instance on :6379; the bench
-# starts its own on a free port, so stop the system one if it was just started
-# by the install (ignore failures: there is usually no init system here).
-if [ "${#need[@]}" -gt 0 ] && printf '%s\n' "${need[@]}" | grep -qx redis-server; then
-  (service redis-server stop || /etc/init.d/redis-server stop) >/dev/null 2>&1 || true
-fi
+# Debian's packages may start system instances (redis on :6379, a PostgreSQL
+# "main" cluster on :5432) where an init system exists; the bench starts its
+# own on free ports, so stop any the install just started (errors ignored:
+# usually there is no init system here and nothing was started).
+for pkg in "${need[@]}"; do
+  case "$pkg" in
+    redis-server) (service redis-server stop || /etc/init.d/redis-server stop) >/dev/null 2>&1 || true ;;
+    postgresql) (service postgresql stop || /etc/init.d/postgresql stop) >/dev/null 2>&1 || true ;;
+  esac
+done
 
 # PostgreSQL refuses to run as root: make sure an unprivileged user exists.
 if ! id postgres >/dev/null 2>&1; then

@@ -36,10 +36,32 @@
 //    machine as of that meta and then calls reportSnapshot(to, ok). Follower:
 //    the driver steps the Snap message once it holds the streamed state; if
 //    the core wants it, the next Ready carries `snapshot`; the driver installs
-//    the state, calls storage.applySnapshot(meta) (+ setConf), then advance();
+//    the state durably, calls storage.applySnapshot(meta), then advance();
 //    the core then resets its log to (meta.index, meta.term) and answers the
 //    leader with AppResp{index: meta.index}. If no Ready carries it, the
 //    streamed state is discarded.
+//
+// Driver loop sketch (one group; the real driver puts every group of a worker
+// into one WriteBatch with one sync, then sends):
+//
+//   for each inbound message: core.step(m);  per tick: core.tick();  core.propose(data)
+//   while (core.hasReady()) {
+//     const rd = core.ready();
+//     send(leader App/Heartbeat/Snap of rd.messages)        // optional: before the fsync
+//     storage.setHardState(rd.hardState); storage.append(rd.entries); sync if rd.mustSync
+//     send(the rest of rd.messages)
+//     if (rd.snapshot) { install the streamed state; storage.applySnapshot(rd.snapshot) }
+//     apply rd.committedEntries (ConfChange: storage.setConf(decodeConfState(e.data)))
+//       and persist the applied index with the state
+//     serve rd.readStates once applied >= index
+//     core.advance(rd);
+//   }
+//
+// Boot: load MemoryStorage from disk, new RaftCore({..., applied}); a
+// single-voter group then calls campaign() and leads at once (fresh or
+// restarted). A replica added later starts with an empty log whose conf is the
+// group's bootstrap voter set (the conf as of index 0); it learns the rest
+// from the log or a snapshot.
 
 import { encodeConfState, decodeConfState, singleServerChangeError } from './conf.js';
 import { NotLeaderError, ProposalDroppedError, RaftInvariantError } from './errors.js';
@@ -402,6 +424,11 @@ export class RaftCore {
       this.fail(`storage last index ${this.cfg.storage.lastIndex()} != stable index ${this.log.stableIndex()}`);
     }
     this.checkInvariants();
+  }
+
+  /** The current term, without building a status object (hot path: every proposal). */
+  currentTerm(): number {
+    return this.term;
   }
 
   status(): RaftStatus {

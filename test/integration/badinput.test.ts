@@ -84,8 +84,16 @@ function generator(rand: () => number) {
     },
     () => post(JSON.stringify(VALID), 'wrong content type', { 'content-type': pick(['text/plain', 'application/xml', 'application/json; charset=latin1', 'multipart/form-data']) }),
     () => post(JSON.stringify({ ...VALID, idempotency_key: `b${int(1e6)}` }), 'conflicting idempotency keys', { 'idempotency-key': `h${int(1e6)}` }),
-    () => ({ method: pick(['GET', 'PUT', 'DELETE', 'POST']), path: `/v1/conversations/${encodeURIComponent(pick(badIds)).replace(/%2F/g, '/')}`, body: '{}', what: 'bad id' }),
-    () => ({ method: 'GET', path: `/v1/conversations/target/${pick(['tail', 'messages'])}?${pick(['limit', 'offset', 'from'])}=${pick(['-1', 'abc', '1x', '', '0x10', '1e3', '99999999999999999999', ' 1'])}`, what: 'bad query' }),
+    () => {
+      const method = pick(['GET', 'PUT', 'DELETE', 'POST']);
+      const path = `/v1/conversations/${encodeURIComponent(pick(badIds)).replace(/%2F/g, '/')}`;
+      return { method, path, body: method === 'GET' ? undefined : '{}', what: 'bad id' };
+    },
+    () => {
+      const [route, param] = pick([['tail', 'limit'], ['tail', 'offset'], ['messages', 'limit'], ['messages', 'from']] as const);
+      const value = pick(['-1', 'abc', '1x', '', '0x10', '1e3', '99999999999999999999', ' 1', '1.0']);
+      return { method: 'GET', path: `/v1/conversations/target/${route}?${param}=${encodeURIComponent(value)}`, what: 'bad query' };
+    },
     () => ({ method: 'GET', path: `/v1/conversations?${pick(['limit=0', 'limit=1001', 'cursor=-5', 'cursor=abc', 'tombstoned=yes', 'metadata.=x'])}`, what: 'bad listing query' }),
     () => ({ method: pick(['PATCH', 'OPTIONS', 'PUT', 'DELETE']), path: pick(['/v1/conversations/target/messages', '/v1/conversations/target/tail', '/v1/conversations']), body: '{}', what: 'wrong method' }),
     () => ({ method: pick(['GET', 'POST']), path: pick(['/v1', '/v1/conversations/target/nope', '/v1/conversations/a/b/c', '/v2/conversations/x', '/' + 'z'.repeat(int(300))]), what: 'unknown path' }),

@@ -73,7 +73,12 @@ export async function startNode(opts: { dataDir?: string; env?: Record<string, s
       await exited;
     },
   };
-  await waitReady(url, exited);
+  try {
+    await waitReady(url, exited);
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}; node output:\n${logs.join('\n').slice(-4000)}`);
+  }
   return node;
 }
 
