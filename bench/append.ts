@@ -180,6 +180,10 @@ interface LoadResult {
   maxMs?: number;
   serverCpuPct: number;
   genCpuPct: number;
+  /** kernel threads + irq/softirq during the phase (journaling, block I/O, loopback), % of one core */
+  kernelCpuPct?: number;
+  /** CPU of every other process on the machine during the phase (other people's jobs), % of one core */
+  otherCpuPct?: number;
   /** peak memory of the server during the phase: RSS (single process) or PSS sum (process tree) */
   serverMem: number;
   serverMemKind: string;
@@ -458,10 +462,11 @@ function openLoopToResult(
   ctx: Ctx,
   m: Measured,
   r: OpenLoopResult,
-  cpu: { pct: number },
+  cpu: CpuRead,
   mem: { value: number; kind: string },
   okStatus: string,
 ): LoadResult {
+  const genCpuPct = (100 * (m.userS + m.sysS)) / m.wallS;
   const bad = r.completed - (r.statusCounts[okStatus] ?? 0) + r.notSent + r.unanswered + (r.statusCounts.conn_lost ?? 0);
   const detail = [
     statusSummary(Object.fromEntries(Object.entries(r.statusCounts).filter(([k]) => k !== okStatus).map(([k, v]) => [k, v]))),
@@ -488,10 +493,19 @@ function openLoopToResult(
     svcP50Ms: toNum(r.serviceLatencyMs.p50),
     svcP99Ms: toNum(r.serviceLatencyMs.p99),
     serverCpuPct: cpu.pct,
-    genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+    genCpuPct,
+    kernelCpuPct: cpu.kernelPct,
+    otherCpuPct: otherCpu(cpu, genCpuPct),
     serverMem: mem.value,
     serverMemKind: mem.kind,
   };
+}
+
+type CpuRead = ReturnType<CpuMeter['read']>;
+
+/** Machine CPU not accounted for by the server, the generator, this script or the kernel. */
+function otherCpu(c: CpuRead, genPct: number): number {
+  return Math.max(0, c.machinePct - c.pct - genPct - c.selfPct - c.kernelPct);
 }
 
 // ---------------------------------------------------------------- context
@@ -589,6 +603,8 @@ async function benchOurs(ctx: Ctx): Promise<void> {
       maxMs: w.maxMs,
       serverCpuPct: c.pct,
       genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+      kernelCpuPct: c.kernelPct,
+      otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
       serverMem: mem.peakRss,
       serverMemKind: 'peak RSS',
     });
@@ -780,6 +796,8 @@ async function benchRedis(ctx: Ctx): Promise<void> {
       maxMs: p.max,
       serverCpuPct: c.pct,
       genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+      kernelCpuPct: c.kernelPct,
+      otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
       serverMem: mem.peakRss,
       serverMemKind: 'peak RSS',
     });
@@ -972,6 +990,8 @@ async function benchPg(ctx: Ctx): Promise<void> {
       maxMs: l.lat.length ? l.lat[l.lat.length - 1] : NaN,
       serverCpuPct: c.pct,
       genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
+      kernelCpuPct: c.kernelPct,
+      otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
       serverMem: mem.peakPss,
       serverMemKind: 'peak PSS, all processes',
     });
@@ -1023,11 +1043,11 @@ function renderMarkdown(r: Report): string {
   );
   if (r.closed.length) {
     L.push(`### Closed loop (${o.connections} in flight)`, '');
-    L.push('| target | durability | generator | appends/s | p50 | p99 | p99.9 | errors | server CPU | server memory | generator CPU |');
-    L.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    L.push('| target | durability | generator | appends/s | p50 | p99 | p99.9 | errors | server CPU | server memory | generator CPU | kernel CPU | other CPU |');
+    L.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.closed) {
       L.push(
-        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} |`,
+        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)} |`,
       );
     }
     L.push('');
@@ -1059,11 +1079,11 @@ function renderMarkdown(r: Report): string {
         'requests never answered count as infinitely slow.',
       '',
     );
-    L.push('| target | generator | achieved/s | p50 | p99 | p99.9 | max | p50 / p99 from actual send | errors | server CPU | server memory | generator CPU |');
-    L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    L.push('| target | generator | achieved/s | p50 | p99 | p99.9 | max | p50 / p99 from actual send | errors | server CPU | server memory | generator CPU | kernel CPU | other CPU |');
+    L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.fixed) {
       L.push(
-        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} |`,
+        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)} |`,
       );
     }
     L.push('');
@@ -1096,9 +1116,9 @@ function renderMarkdown(r: Report): string {
       );
     }
     L.push('');
-    if (r.conditions.some((c) => c.busyBeforePct > 10)) {
+    if (r.conditions.some((c) => c.busyBeforePct > 10) || [...r.closed, ...r.fixed].some((x) => (x.otherCpuPct ?? 0) > 15)) {
       L.push(
-        '**Warning:** other processes were using the CPU when this run started (busy > 10% with nothing of the bench running): ' +
+        '**Warning:** other processes were using the CPU before a target started (busy > 10%) or during a phase ("other CPU" > 15%): ' +
           'on a 2-core machine that skews every number here. Re-run on an idle machine.',
         '',
       );
@@ -1125,7 +1145,8 @@ function renderMarkdown(r: Report): string {
       'Its own send lag (Node timers have 1 ms granularity, as wrk2\'s do, so ≈0.5 ms on average; plus GC and CPU contention) is charged to ' +
       'the target and reported; the "from actual send" column excludes it but is subject to coordinated omission.',
     '- Server CPU: utime+stime (+ reaped children) of the server\'s process tree from /proc over the phase. ' +
-      'Generator CPU: user+sys of the generator process from bash `times`. Memory sampled every 0.5 s from /proc (VmRSS; PSS for multi-process PostgreSQL).',
+      'Generator CPU: user+sys of the generator process from bash `times`. "Kernel CPU": kernel threads (journaling, block I/O) and irq/softirq time. ' +
+      '"Other CPU": the machine\'s busy time (/proc/stat) minus all of the above and this script, i.e. anyone else\'s jobs (should be ≈0). Memory sampled every 0.5 s from /proc (VmRSS; PSS for multi-process PostgreSQL).',
     '',
   );
   return L.join('\n');

@@ -92,9 +92,6 @@ export function spawnTracked(name: string, cmd: string, args: string[], o: Spawn
       resolve({ code: -1, signal: null });
     });
   });
-  if (child.pid === undefined) {
-    // spawn failed synchronously (ENOENT is reported via 'error').
-  }
   const t: Tracked = {
     name,
     pid: child.pid ?? -1,
@@ -431,15 +428,34 @@ export class MemSampler {
 export class CpuMeter {
   private readonly c0: number;
   private readonly t0: number;
+  private readonly m0: number;
+  private readonly k0: number;
+  private readonly self0: NodeJS.CpuUsage;
   constructor(private readonly pid: number) {
     this.c0 = treeCpuSeconds(pid);
+    this.k0 = kernelCpuSeconds();
+    this.m0 = cpuTimes().busy;
+    this.self0 = process.cpuUsage();
     this.t0 = performance.now();
   }
-  /** { seconds of CPU, percent of one core over the wall interval } */
-  read(): { cpuS: number; pct: number; wallS: number } {
+  /**
+   * { server CPU seconds, server % of one core, whole-machine % of one core,
+   *   this orchestrator's % } over the wall interval.
+   */
+  read(): { cpuS: number; pct: number; wallS: number; machinePct: number; kernelPct: number; selfPct: number } {
     const cpuS = treeCpuSeconds(this.pid) - this.c0;
     const wallS = (performance.now() - this.t0) / 1000;
-    return { cpuS, pct: (100 * cpuS) / wallS, wallS };
+    const machineS = (cpuTimes().busy - this.m0) / clockTicks();
+    const kernelS = kernelCpuSeconds() - this.k0;
+    const self = process.cpuUsage(this.self0);
+    return {
+      cpuS,
+      pct: (100 * cpuS) / wallS,
+      wallS,
+      machinePct: (100 * machineS) / wallS,
+      kernelPct: (100 * kernelS) / wallS,
+      selfPct: (100 * (self.user + self.system)) / 1e6 / wallS,
+    };
   }
 }
 
@@ -610,12 +626,26 @@ export function dirBytes(dir: string): number {
 
 // ---------------------------------------------------------------- conditions
 
-function cpuTimes(): { busy: number; total: number } {
+function cpuTimes(): { busy: number; total: number; irq: number } {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal ...
   const idle = (f[3] ?? 0) + (f[4] ?? 0);
   const total = f.slice(0, 8).reduce((s, x) => s + x, 0);
-  return { busy: total - idle, total };
+  return { busy: total - idle, total, irq: (f[5] ?? 0) + (f[6] ?? 0) };
+}
+
+/**
+ * CPU seconds of kernel threads (journaling, block I/O workers, ksoftirqd…)
+ * plus irq/softirq time: the kernel's share of the work, e.g. of fsync.
+ */
+export function kernelCpuSeconds(): number {
+  let ticks = cpuTimes().irq;
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = readStat(Number(e));
+    if (st && (st.ppid === 2 || e === '2')) ticks += st.utime + st.stime;
+  }
+  return ticks / clockTicks();
 }
 
 /** Whole-machine CPU busy % (of all cores) over the next `ms`. */

@@ -15,7 +15,7 @@ import {
   referenceEncoder,
 } from '../actors/tokens.js';
 import { CpuPool, DEFAULT_LARGE_TEXT_CHARS } from '../runtime/cpu-pool.js';
-import { ENGLISH_280, englishText, fixtureFiles, toolOutputBlob } from '../test/fixtures/tokens/corpus.js';
+import { ENGLISH_280, cjkText, englishText, toolOutputBlob } from '../test/fixtures/tokens/corpus.js';
 
 const QUICK = process.argv.includes('--quick');
 const BUDGET_MS = QUICK ? 150 : 600;
@@ -66,10 +66,7 @@ function variants(text: string, k = 8): string[] {
 
 // --------------------------------------------------------------- 1. per call
 
-const cjk = fixtureFiles().find((f) => f.name === 'cjk.txt')!.text;
-let cjk10k = '';
-while (cjk10k.length < 10_000) cjk10k += cjk;
-cjk10k = cjk10k.slice(0, 10_000);
+const cjk10k = cjkText(10_000);
 
 const cases: { name: string; text: string }[] = [
   { name: 'English message, 280 chars', text: ENGLISH_280 },
@@ -77,7 +74,7 @@ const cases: { name: string; text: string }[] = [
   { name: 'English prose, 100 KB', text: englishText(100_000) },
   { name: 'tool output (JSON logs), 10 KB', text: toolOutputBlob(10_000) },
   { name: 'tool output (JSON logs), 100 KB', text: toolOutputBlob(100_000) },
-  { name: 'CJK text, 10 KB', text: cjk10k },
+  { name: 'CJK text (no repeats), 10 KB', text: cjk10k },
 ];
 
 console.log(`# Token counting, ${ENCODING} (node ${process.version}, unicode ${process.versions.unicode})\n`);

@@ -183,8 +183,8 @@ export class CpuPool {
 /**
  * Token count of a message's parts (SPEC §3, same result as
  * countMessageTokens): texts up to `largeTextChars` UTF-16 units are counted
- * inline with `est`, longer ones on `pool` (inline when `pool` is null). The
- * pool must run the same estimator spec as `est`.
+ * inline with `est`, longer ones on `pool` (inline when `pool` is null, and
+ * when the pool fails). The pool must run the same estimator spec as `est`.
  */
 export async function countPartsTokens(
   est: TokenEstimator,
@@ -204,7 +204,14 @@ export async function countPartsTokens(
     if (pool.estimatorSpec !== est.name) {
       throw new Error(`CpuPool counts with "${pool.estimatorSpec}" but the estimator is "${est.name}"`);
     }
-    const counts = await pool.countTokens(large);
+    let counts: number[];
+    try {
+      counts = await pool.countTokens(large);
+    } catch {
+      // Pool closed (shutdown) or a thread died: the count is the same
+      // inline, only slower, so the append still succeeds.
+      counts = large.map((text) => est.countText(text));
+    }
     for (const c of counts) total += c;
   }
   return total;

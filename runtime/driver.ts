@@ -1,13 +1,15 @@
 // PartitionDriver: the Ready loop for the Raft groups of one storage
 // partition, following the contract at the top of raft/core.ts:
 //   turn:   gather every dirty group's Ready → ONE RocksDB batch (synced when
-//           any Ready must sync: group commit) → append to the in-memory
-//           log mirror → advance() → hand committed entries to apply.
+//           any Ready must sync: group commit) that also carries the state
+//           applied since the last write → append to the in-memory log
+//           mirror → advance() → hand committed entries to apply.
 //   apply:  load the conversations the entries touch, apply() them in log
-//           order into ONE unsynced batch that also records the applied
-//           index (so recovery never applies twice), write it, then reply.
-// At most one log write and one apply write are in flight per partition;
-// whatever arrives meanwhile rides the next one.
+//           order in memory, answer the proposals, and queue the resulting
+//           state (with the applied index, so recovery never applies twice)
+//           for the next turn's write.
+// At most one write is in flight per partition; whatever arrives meanwhile
+// rides the next one.
 import type { Entry, Ready } from './raft/types.js';
 import { EntryType, Role } from './raft/types.js';
 import { RaftCore } from './raft/core.js';
@@ -15,7 +17,8 @@ import { MemoryStorage } from './raft/log.js';
 import { ApplyBatch, type PartitionStore } from '../storage/partition-store.js';
 import type { BatchOp } from '../storage/rocks.js';
 import { logKey } from '../storage/keys.js';
-import { apply, type Conversation, type ConversationRecord } from '../actors/conversation.js';
+import { apply, type IdemRecord, type ConversationRecord, type WriteSink } from '../actors/conversation.js';
+import { ActorCache, type ActorEntry } from './actor-cache.js';
 import { commandId, decodeCommand, patchNow } from '../actors/commands.js';
 import { AppError, unavailable } from '../actors/errors.js';
 import { type Reply, applyReply, errorReply } from './replies.js';
@@ -28,6 +31,13 @@ import { groupOf } from './placement.js';
 export type ReplyFn = (reqId: number, reply: Reply) => void;
 /** A read served once the group has applied (durably) up to its read index. */
 export type ReadFn = (store: PartitionStore, actors: ActorCache) => Promise<Reply>;
+
+/** Writes of applied entries waiting for their (unsynced) RocksDB write. */
+interface PendingWrite {
+  batch: ApplyBatch;
+  /** Conversation → last seq it had when the batch was built. */
+  touched: Map<ActorEntry, number>;
+}
 
 interface Pending {
   reqId: number;
@@ -45,7 +55,8 @@ class Group {
   readonly reads = new Map<number, { reqId: number; run: ReadFn }>();
   readonly readsWaiting: WaitingRead[] = [];
   applyQueue: Entry[] = [];
-  appliedDurable = 0;
+  /** Applied in memory: what reads see. */
+  applied = 0;
   readSeq = 0;
   /** First index of the current leader term: ready once applied past it. */
   leaderSince = Number.POSITIVE_INFINITY;
@@ -58,41 +69,14 @@ class Group {
   ) {}
 }
 
-export interface ActorEntry {
-  conv: Conversation;
-  /** The record as of the last completed apply write: what reads may show. */
-  durable: ConversationRecord | null;
-}
-
-/** Loaded conversations of one partition, least recently applied first. */
-export class ActorCache {
-  readonly map = new Map<string, ActorEntry>();
-
-  get(id: string): ActorEntry | undefined {
-    return this.map.get(id);
-  }
-
-  touch(id: string, entry: ActorEntry): void {
-    this.map.delete(id);
-    this.map.set(id, entry);
-  }
-
-  /** Only called between apply writes, so every evicted state is on disk. */
-  evict(max: number): void {
-    for (const id of this.map.keys()) {
-      if (this.map.size <= max) return;
-      this.map.delete(id);
-    }
-  }
-}
-
 export class PartitionDriver {
   readonly groups = new Map<number, Group>();
-  readonly actors = new ActorCache();
+  readonly actors: ActorCache;
   private readonly dirty = new Set<Group>();
   private turnScheduled = false;
-  private logWriting = false;
+  private writing = false;
   private applying = false;
+  private readonly stateWrites: PendingWrite[] = [];
   private closed = false;
 
   constructor(
@@ -101,8 +85,11 @@ export class PartitionDriver {
     private readonly clock: Clock,
     private readonly reply: ReplyFn,
     private readonly random: () => number,
-    private readonly actorsMax: number,
-  ) {}
+    actorsMax: number,
+    cacheBytesMax: number,
+  ) {
+    this.actors = new ActorCache(actorsMax, cacheBytesMax);
+  }
 
   async open(groupIds: number[]): Promise<void> {
     for (const gid of groupIds) {
@@ -129,7 +116,7 @@ export class PartitionDriver {
         maxApplyBytes: limits.applyBytesMax,
       });
       const g = new Group(gid, core, storage);
-      g.appliedDurable = disk.applied.index;
+      g.applied = disk.applied.index;
       this.groups.set(gid, g);
       core.campaign();
       this.markDirty(g);
@@ -139,7 +126,7 @@ export class PartitionDriver {
   /** Every group leads and has applied an entry of its own term. */
   isReady(): boolean {
     for (const g of this.groups.values()) {
-      if (g.stopped !== null || g.appliedDurable < g.leaderSince) return false;
+      if (g.stopped !== null || g.applied < g.leaderSince) return false;
     }
     return true;
   }
@@ -183,7 +170,10 @@ export class PartitionDriver {
 
   async close(): Promise<void> {
     this.closed = true;
-    while (this.logWriting || this.applying) await new Promise((r) => setTimeout(r, 5));
+    while (this.writing || this.applying || this.stateWrites.length > 0) {
+      this.scheduleTurn();
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   private groupFor(reqId: number, gid: number): Group | null {
@@ -230,15 +220,24 @@ export class PartitionDriver {
 
   private markDirty(g: Group): void {
     this.dirty.add(g);
-    if (!this.turnScheduled && !this.closed) {
-      this.turnScheduled = true;
-      setImmediate(() => this.turn());
-    }
+    if (!this.closed) this.scheduleTurn();
   }
 
+  private scheduleTurn(): void {
+    if (this.turnScheduled) return;
+    this.turnScheduled = true;
+    setImmediate(() => this.turn());
+  }
+
+  /**
+   * One RocksDB write per turn, one in flight: every dirty group's Ready
+   * (entries, hard state) plus all state applied since the last write.
+   * Applied state needs no sync of its own — the log it came from is durable —
+   * so it rides along instead of queueing a second write behind the fsync.
+   */
   private turn(): void {
     this.turnScheduled = false;
-    if (this.logWriting || this.dirty.size === 0) return;
+    if (this.writing) return;
     const readies: [Group, Ready][] = [];
     for (const g of this.dirty) {
       if (g.stopped !== null) continue;
@@ -249,7 +248,6 @@ export class PartitionDriver {
       }
     }
     this.dirty.clear();
-    if (readies.length === 0) return;
     const ops: BatchOp[] = [];
     let sync = false;
     for (const [g, rd] of readies) {
@@ -257,19 +255,26 @@ export class PartitionDriver {
       sync ||= rd.mustSync;
     }
     this.startApply();
+    const states = this.stateWrites.splice(0);
+    for (const w of states) for (const op of w.batch.ops) ops.push(op);
     if (ops.length === 0) {
       this.advanceAll(readies);
       return;
     }
-    this.logWriting = true;
+    this.writing = true;
     this.store.db.write(ops, sync).then(
       () => {
-        this.logWriting = false;
+        this.writing = false;
+        for (const w of states) for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
+        this.actors.evict();
         this.advanceAll(readies);
+        if (this.stateWrites.length > 0) this.scheduleTurn();
       },
       (err: unknown) => {
-        this.logWriting = false;
-        for (const [g] of readies) this.stopGroup(g, err);
+        this.writing = false;
+        // State that cannot be written cannot be trusted: stop every group it covers.
+        const failed = states.length > 0 ? [...this.groups.values()] : readies.map(([g]) => g);
+        for (const g of failed) this.stopGroup(g, err);
       },
     );
   }
@@ -280,7 +285,9 @@ export class PartitionDriver {
     assert(rd.messages.length === 0, `group ${g.id}: single-voter group produced ${rd.messages.length} messages`);
     if (rd.softState?.role === Role.Leader) g.leaderSince = g.core.status().lastIndex;
     const conf = { voters: [this.nodeId] };
-    this.store.logOps(ops, g.id, rd.hardState, conf, rd.entries);
+    // Commit-only changes are not written: on restart commit = max(stored, applied) and
+    // a single voter re-commits the rest. Term and vote always are (mustSync).
+    this.store.logOps(ops, g.id, rd.mustSync ? rd.hardState : null, conf, rd.entries);
     if (rd.entries.length > 0) {
       // A rewritten suffix (after a leader change) must not leave stale entries behind.
       const newLast = rd.entries[rd.entries.length - 1].index;
@@ -325,38 +332,35 @@ export class PartitionDriver {
     );
   }
 
+  /**
+   * Applies committed entries in memory and answers their proposals at once;
+   * the resulting state is queued for the next write (turn). Only
+   * loading conversations from disk makes this wait.
+   */
   private async applyLoop(): Promise<void> {
     for (;;) {
       const work = [...this.groups.values()].filter((g) => g.applyQueue.length > 0 && g.stopped === null);
       if (work.length === 0) return;
       await this.prefetch(work);
-      const batch = new ApplyBatch();
+      const pending: PendingWrite = { batch: new ApplyBatch(), touched: new Map() };
       const replies: [number, Reply][] = [];
-      const touched = new Set<ActorEntry>();
-      const appliedTo = new Map<Group, number>();
       for (const g of work) {
         const entries = g.applyQueue;
         g.applyQueue = [];
+        const opsBefore = pending.batch.ops.length;
         try {
-          appliedTo.set(g, this.applyEntries(g, entries, batch, replies, touched));
+          g.applied = this.applyEntries(g, entries, pending, replies);
+          g.storage.compact(g.applied);
         } catch (err) {
+          pending.batch.ops.length = opsBefore; // nothing of a failed group reaches disk
           this.stopGroup(g, err);
         }
       }
-      try {
-        await this.store.db.write(batch.ops, false);
-      } catch (err) {
-        for (const g of work) this.stopGroup(g, err);
-        return;
-      }
-      for (const a of touched) a.durable = a.conv.record;
+      for (const a of pending.touched.keys()) a.writesPending++;
+      this.stateWrites.push(pending);
+      this.scheduleTurn();
       for (const [reqId, r] of replies) this.reply(reqId, r);
-      for (const [g, index] of appliedTo) {
-        g.appliedDurable = index;
-        g.storage.compact(index);
-        this.serveReads(g);
-      }
-      this.actors.evict(this.actorsMax);
+      for (const g of work) this.serveReads(g);
     }
   }
 
@@ -370,18 +374,16 @@ export class PartitionDriver {
         if (this.actors.get(id) === undefined) missing.set(id, g.id);
       }
     }
-    await Promise.all(
-      [...missing].map(async ([id, gid]) => {
-        const conv = await this.store.loadConversation(gid, id);
-        this.actors.touch(id, { conv, durable: conv.record });
-      }),
-    );
+    if (missing.size === 0) return;
+    const loaded = await Promise.all([...missing].map(async ([id, gid]) => [id, await this.store.loadConversation(gid, id)] as const));
+    for (const [id, conv] of loaded) if (this.actors.get(id) === undefined) this.actors.add(id, conv);
   }
 
-  private applyEntries(g: Group, entries: Entry[], batch: ApplyBatch, replies: [number, Reply][], touched: Set<ActorEntry>): number {
-    assert(entries[0].index === g.storage.firstIndex(), `group ${g.id}: apply gap before ${entries[0].index}`);
+  private applyEntries(g: Group, entries: Entry[], pending: PendingWrite, replies: [number, Reply][]): number {
+    assert(entries[0].index === g.applied + 1, `group ${g.id}: applying ${entries[0].index} after ${g.applied}`);
+    const batch = pending.batch;
     batch.group = g.id;
-    let last = entries[0].index - 1;
+    let last = g.applied;
     let lastTerm = 0;
     for (const e of entries) {
       assert(e.index === last + 1, `group ${g.id}: applying ${e.index} after ${last}`);
@@ -390,9 +392,9 @@ export class PartitionDriver {
         assert(groupOf(cmd.id) === g.id, `group ${g.id}: entry ${e.index} is for ${cmd.id} of group ${groupOf(cmd.id)}`);
         const actor = this.actors.get(cmd.id);
         assert(actor !== undefined, `group ${g.id}: conversation ${cmd.id} not loaded before apply`);
-        const result = apply(actor.conv, cmd, batch);
+        const result = apply(actor.conv, cmd, new CachingSink(batch, this.actors, actor));
         this.actors.touch(cmd.id, actor);
-        touched.add(actor);
+        pending.touched.set(actor, actor.conv.record?.last_seq ?? 0);
         const p = g.proposals.get(e.index);
         if (p !== undefined) {
           g.proposals.delete(e.index);
@@ -412,14 +414,14 @@ export class PartitionDriver {
     if (g.readsWaiting.length === 0) return;
     const keep: WaitingRead[] = [];
     for (const r of g.readsWaiting) {
-      if (r.index > g.appliedDurable) {
+      if (r.index > g.applied) {
         keep.push(r);
         continue;
       }
       r.run(this.store, this.actors).then(
         (reply) => this.reply(r.reqId, reply),
         (err: unknown) => {
-          log('error', 'read_failed', 'read failed', { group: g.id, err: String(err) });
+          if (!(err instanceof AppError)) log('error', 'read_failed', 'read failed', { group: g.id, err: String(err) });
           this.reply(r.reqId, errorReply(err));
         },
       );
@@ -434,5 +436,27 @@ function safeStatus(core: RaftCore): unknown {
     return core.status();
   } catch {
     return null;
+  }
+}
+
+/** Sends apply's writes to the batch and keeps new messages in the cache until persisted. */
+class CachingSink implements WriteSink {
+  constructor(
+    private readonly batch: ApplyBatch,
+    private readonly actors: ActorCache,
+    private readonly actor: ActorEntry,
+  ) {}
+  putRecord(rec: ConversationRecord): void {
+    this.batch.putRecord(rec);
+  }
+  putMessage(id: string, seq: number, recordJson: string): void {
+    this.batch.putMessage(id, seq, recordJson);
+    this.actors.noteMessage(this.actor, seq, recordJson);
+  }
+  putIdem(id: string, key: string, rec: IdemRecord): void {
+    this.batch.putIdem(id, key, rec);
+  }
+  delIdem(id: string, key: string): void {
+    this.batch.delIdem(id, key);
   }
 }

@@ -39,8 +39,6 @@ export function applyReply(res: ApplyResult): Reply {
 }
 
 /** `{"messages":[…]}` from stored message record texts, without re-encoding them. */
-export function messagesBody(records: Buffer[]): string {
-  let out = '{"messages":[';
-  for (let i = 0; i < records.length; i++) out += (i ? ',' : '') + records[i].toString('utf8');
-  return out + ']}';
+export function messagesBody(records: string[]): string {
+  return '{"messages":[' + records.join(',') + ']}';
 }

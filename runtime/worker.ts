@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import path from 'node:path';
 import { PartitionDriver, type ReadFn } from './driver.js';
 import { PartitionStore } from '../storage/partition-store.js';
+import type { ActorCache } from './actor-cache.js';
 import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
 import { recordJson } from '../actors/conversation.js';
@@ -71,31 +72,56 @@ function readParams(f: RequestFrame): Record<string, unknown> {
 
 function recordRead(id: string): ReadFn {
   return async (store, actors) => {
-    const rec = actors.get(id)?.durable ?? (await store.readRecord(id));
+    const rec = actors.get(id)?.conv.record ?? (await store.readRecord(id));
     if (rec === null) throw notFound(`conversation ${id}`);
     return ok(recordJson(rec));
   };
 }
 
+/**
+ * Messages lo..hi of a conversation: the newest from memory (which holds
+ * everything not yet written), older ones from RocksDB.
+ */
+async function messagesBetween(store: PartitionStore, actors: ActorCache, group: number, id: string, lo: number, hi: number) {
+  const a = actors.get(id);
+  if (a === undefined) {
+    const rec = await store.readRecord(id);
+    if (rec === null) throw notFound(`conversation ${id}`);
+    return (await store.readMessages(group, id, lo, Math.min(hi, rec.last_seq))).map((b) => b.toString('utf8'));
+  }
+  if (a.conv.record === null) throw notFound(`conversation ${id}`);
+  const top = Math.min(hi, a.conv.record.last_seq);
+  const mem = actors.cached(a, lo, top);
+  const older = mem.from > lo ? await store.readMessages(group, id, lo, Math.min(top, mem.from - 1)) : [];
+  return [...older.map((b) => b.toString('utf8')), ...mem.texts];
+}
+
+function lastSeq(store: PartitionStore, actors: ActorCache, id: string): Promise<number> | number {
+  const a = actors.get(id);
+  if (a !== undefined) {
+    if (a.conv.record === null) throw notFound(`conversation ${id}`);
+    return a.conv.record.last_seq;
+  }
+  return store.readRecord(id).then((rec) => {
+    if (rec === null) throw notFound(`conversation ${id}`);
+    return rec.last_seq;
+  });
+}
+
 /** Newest-first page `offset` of `limit` messages, returned oldest→newest. */
 function tailRead(group: number, id: string, limit: number, offset: number): ReadFn {
   return async (store, actors) => {
-    const rec = actors.get(id)?.durable ?? (await store.readRecord(id));
-    if (rec === null) throw notFound(`conversation ${id}`);
-    const hi = rec.last_seq - offset;
+    const hi = (await lastSeq(store, actors, id)) - offset;
     const lo = Math.max(1, hi - limit + 1);
-    return ok(messagesBody(await store.readMessages(group, id, lo, hi)));
+    return ok(messagesBody(hi < 1 ? [] : await messagesBetween(store, actors, group, id, lo, hi)));
   };
 }
 
 /** Messages with seq > from, ascending. */
 function replayRead(group: number, id: string, from: number, limit: number): ReadFn {
   return async (store, actors) => {
-    const rec = actors.get(id)?.durable ?? (await store.readRecord(id));
-    if (rec === null) throw notFound(`conversation ${id}`);
-    const lo = from + 1;
-    const hi = Math.min(rec.last_seq, from + limit);
-    return ok(messagesBody(await store.readMessages(group, id, lo, hi)));
+    await lastSeq(store, actors, id);
+    return ok(messagesBody(await messagesBetween(store, actors, group, id, from + 1, from + limit)));
   };
 }
 
@@ -141,8 +167,16 @@ async function start(): Promise<void> {
   const seed = (Date.now() ^ (init.workerIndex << 16)) >>> 0;
   for (const p of init.partitions) {
     const store = await PartitionStore.open(p, path.join(init.dataDir, `partition-${String(p).padStart(3, '0')}`));
-    const perPartition = Math.ceil(limits.actorsCachedMax / init.partitions.length);
-    const d = new PartitionDriver(store, init.nodeId, systemClock, reply, mulberry32(seed + p), perPartition);
+    const share = (n: number) => Math.ceil(n / init.partitions.length);
+    const d = new PartitionDriver(
+      store,
+      init.nodeId,
+      systemClock,
+      reply,
+      mulberry32(seed + p),
+      share(limits.actorsCachedMax),
+      share(limits.messageCacheBytesMax),
+    );
     const groups: number[] = [];
     for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);
     await d.open(groups);

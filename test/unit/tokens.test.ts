@@ -285,4 +285,6 @@ test('countPartsTokens: inline without a pool, equal with one; pool basics', asy
     await pool.close();
   }
   await assert.rejects(pool.countTokens(['x']), /closed/);
+  // A closed (or failed) pool falls back to counting inline.
+  assert.equal(await countPartsTokens(est, pool, parts, 1000), expected);
 });
