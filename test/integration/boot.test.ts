@@ -1,0 +1,75 @@
+// Boot and shutdown: bad config stops boot with one line naming the variable;
+// SIGTERM drains in-flight requests, closes storage cleanly and keeps every
+// acknowledged append.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { api, repoRoot, startNode, tempDir } from './harness.js';
+
+function bootWith(env: Record<string, string>): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  const dataDir = tempDir('fleetlm-boot-');
+  const proc = spawn(process.execPath, [path.join(repoRoot, 'dist', 'runtime', 'main.js')], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', FLEETLM_RAFT_DATA_DIR: dataDir, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  let stdout = '';
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+  return new Promise((resolve) =>
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      resolve({ code, stderr, stdout });
+    }),
+  );
+}
+
+test('boot - a bad value stops boot with one line naming the variable', async () => {
+  const cases: [Record<string, string>, string][] = [
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ FLEETLM_MAX_BODY_BYTES: '1MB' }, 'FLEETLM_MAX_BODY_BYTES'],
+    [{ FLEETLM_TOKEN_ESTIMATOR: 'tiktoken:no-such-model' }, 'FLEETLM_TOKEN_ESTIMATOR'],
+    [{ FASTPACA_ARCHIVE_FLUSH_INTERVAL_MS: 'soon' }, 'FASTPACA_ARCHIVE_FLUSH_INTERVAL_MS'],
+    [{ NATS_URL: 'nats://127.0.0.1:4222' }, 'NATS_URL'],
+  ];
+  for (const [env, variable] of cases) {
+    const r = await bootWith(env);
+    assert.equal(r.code, 1, `${variable}: exit code`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `${variable}: stderr was ${JSON.stringify(r.stderr)}`);
+    assert.match(lines[0], new RegExp(`\\b${variable}\\b`));
+  }
+});
+
+test('shutdown - SIGTERM answers every in-flight request, exits 0, keeps every ack', async () => {
+  const dataDir = tempDir('fleetlm-term-');
+  try {
+    const node = await startNode({ dataDir });
+    await api(node.url, 'PUT', '/v1/conversations/t', {});
+    const inflight = Array.from({ length: 300 }, (_, i) =>
+      api(node.url, 'POST', '/v1/conversations/t/messages', {
+        message: { role: 'user', parts: [{ type: 'text', text: `m${i}` }] },
+      }).catch((err: unknown) => ({ status: 0, json: null, text: String(err) })),
+    );
+    await new Promise((r) => setTimeout(r, 5));
+    const code = await node.stop();
+    const results = await Promise.all(inflight);
+    assert.equal(code, 0);
+    assert.ok(node.logs.some((l) => l.includes('"type":"stopped"')), 'stopped log line');
+    const acked = results.filter((r) => r.status === 201).map((r) => r.json.seq as number);
+    for (const r of results) assert.ok([201, 503, 0].includes(r.status), `unexpected ${r.status} ${r.text}`);
+    const again = await startNode({ dataDir });
+    const rec = (await api(again.url, 'GET', '/v1/conversations/t')).json;
+    assert.ok(rec.last_seq >= acked.length, `last_seq ${rec.last_seq} < ${acked.length} acks`);
+    const msgs = (await api(again.url, 'GET', '/v1/conversations/t/messages?limit=1000')).json.messages;
+    const seqs = new Set(msgs.map((m: any) => m.seq));
+    for (const s of acked) assert.ok(seqs.has(s), `acked seq ${s} missing after restart`);
+    await again.stop();
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
