@@ -22,9 +22,10 @@
 // UTF-8-encodes with TextEncoder, and both regexes classify U+FFFD and a lone
 // surrogate as "other"). Tests pin both behaviours.
 //
-// Fast path. gpt-tokenizer (pure JS) counts English/code 4–10× faster than the
-// wasm reference, but is slower on text dominated by non-ASCII pieces (CJK,
-// emoji: its byte-level merge path is costly), and its JS regex classes differ
+// Fast path. gpt-tokenizer (pure JS) counts English, code and JSON 3–8× faster
+// than the wasm reference (bench/tokens.ts), but is several times slower on
+// text dominated by non-ASCII pieces it has not cached (CJK: ~6×; its
+// byte-level merge path is costly), and its JS regex classes differ
 // from the reference's Rust regex on a few code points:
 //   - U+0085 and U+FEFF: JS `\s` vs Rust White_Space;
 //   - letters/marks added in Unicode 17.0: V8 (Node 20's ICU, Unicode 17.0)

@@ -184,6 +184,8 @@ interface LoadResult {
   kernelCpuPct?: number;
   /** CPU of every other process on the machine during the phase (other people's jobs), % of one core */
   otherCpuPct?: number;
+  /** the biggest of those */
+  topOthers?: string;
   /** peak memory of the server during the phase: RSS (single process) or PSS sum (process tree) */
   serverMem: number;
   serverMemKind: string;
@@ -496,6 +498,7 @@ function openLoopToResult(
     genCpuPct,
     kernelCpuPct: cpu.kernelPct,
     otherCpuPct: otherCpu(cpu, genCpuPct),
+    topOthers: cpu.topOthers,
     serverMem: mem.value,
     serverMemKind: mem.kind,
   };
@@ -605,6 +608,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
       genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
       kernelCpuPct: c.kernelPct,
       otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
+      topOthers: c.topOthers,
       serverMem: mem.peakRss,
       serverMemKind: 'peak RSS',
     });
@@ -798,6 +802,7 @@ async function benchRedis(ctx: Ctx): Promise<void> {
       genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
       kernelCpuPct: c.kernelPct,
       otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
+      topOthers: c.topOthers,
       serverMem: mem.peakRss,
       serverMemKind: 'peak RSS',
     });
@@ -992,6 +997,7 @@ async function benchPg(ctx: Ctx): Promise<void> {
       genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
       kernelCpuPct: c.kernelPct,
       otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
+      topOthers: c.topOthers,
       serverMem: mem.peakPss,
       serverMemKind: 'peak PSS, all processes',
     });
@@ -1047,7 +1053,7 @@ function renderMarkdown(r: Report): string {
     L.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.closed) {
       L.push(
-        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)} |`,
+        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)}${x.topOthers ? ` (${x.topOthers})` : ''} |`,
       );
     }
     L.push('');
@@ -1083,7 +1089,7 @@ function renderMarkdown(r: Report): string {
     L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.fixed) {
       L.push(
-        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)} |`,
+        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)}${x.topOthers ? ` (${x.topOthers})` : ''} |`,
       );
     }
     L.push('');

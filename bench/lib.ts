@@ -431,7 +431,9 @@ export class CpuMeter {
   private readonly m0: number;
   private readonly k0: number;
   private readonly self0: NodeJS.CpuUsage;
+  private readonly procs0: Map<number, number>;
   constructor(private readonly pid: number) {
+    this.procs0 = allProcTicks();
     this.c0 = treeCpuSeconds(pid);
     this.k0 = kernelCpuSeconds();
     this.m0 = cpuTimes().busy;
@@ -442,11 +444,26 @@ export class CpuMeter {
    * { server CPU seconds, server % of one core, whole-machine % of one core,
    *   this orchestrator's % } over the wall interval.
    */
-  read(): { cpuS: number; pct: number; wallS: number; machinePct: number; kernelPct: number; selfPct: number } {
+  read(): { cpuS: number; pct: number; wallS: number; machinePct: number; kernelPct: number; selfPct: number; topOthers: string } {
     const cpuS = treeCpuSeconds(this.pid) - this.c0;
     const wallS = (performance.now() - this.t0) / 1000;
     const machineS = (cpuTimes().busy - this.m0) / clockTicks();
     const kernelS = kernelCpuSeconds() - this.k0;
+    // Biggest CPU users outside the server, this script and its children, and kernel threads.
+    const ours = new Set([...treePids(this.pid), ...treePids(process.pid)]);
+    const others: Array<[number, number]> = [];
+    for (const [p, t] of allProcTicks()) {
+      if (ours.has(p)) continue;
+      const d = t - (this.procs0.get(p) ?? 0);
+      if (d > 0) others.push([p, d]);
+    }
+    others.sort((a, b) => b[1] - a[1]);
+    const topOthers = others
+      .slice(0, 3)
+      .map(([p, d]) => ({ p, pct: (100 * d) / clockTicks() / wallS }))
+      .filter((x) => x.pct >= 5)
+      .map(({ p, pct }) => `${procName(p)} ${pct.toFixed(0)}%`)
+      .join(', ');
     const self = process.cpuUsage(this.self0);
     return {
       cpuS,
@@ -455,6 +472,7 @@ export class CpuMeter {
       machinePct: (100 * machineS) / wallS,
       kernelPct: (100 * kernelS) / wallS,
       selfPct: (100 * (self.user + self.system)) / 1e6 / wallS,
+      topOthers,
     };
   }
 }
@@ -632,6 +650,27 @@ function cpuTimes(): { busy: number; total: number; irq: number } {
   const idle = (f[3] ?? 0) + (f[4] ?? 0);
   const total = f.slice(0, 8).reduce((s, x) => s + x, 0);
   return { busy: total - idle, total, irq: (f[5] ?? 0) + (f[6] ?? 0) };
+}
+
+/** utime+stime ticks of every user-space process (kernel threads excluded). */
+function allProcTicks(): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = readStat(Number(e));
+    if (st && st.ppid !== 2 && e !== '2') m.set(Number(e), st.utime + st.stime);
+  }
+  return m;
+}
+
+function procName(pid: number): string {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    const short = cmd.slice(0, 3).map((x) => path.basename(x)).join(' ');
+    return short.length > 60 ? short.slice(0, 57) + '…' : short || `pid ${pid}`;
+  } catch {
+    return `pid ${pid} (exited)`;
+  }
 }
 
 /**

@@ -26,6 +26,15 @@ const ref = referenceEncoder(ENCODING);
 const fast = fastEncoder(ENCODING);
 const est = createEstimator(SPEC);
 
+/**
+ * CPU µs consumed so far by the calling thread: Linux schedstat (ns on CPU),
+ * else event-loop active time (which also counts time runnable but not running).
+ */
+const threadCpuUs: () => number = fs.existsSync('/proc/thread-self/schedstat')
+  ? () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1000
+  : () => performance.eventLoopUtilization().active * 1000;
+const CPU_SOURCE = fs.existsSync('/proc/thread-self/schedstat') ? '/proc/thread-self/schedstat' : 'eventLoopUtilization()';
+
 function fmt(us: number): string {
   if (us >= 10_000) return `${(us / 1000).toFixed(1)} ms`;
   if (us >= 100) return `${us.toFixed(0)} µs`;
@@ -40,23 +49,25 @@ function table(head: string[], rows: string[][]): void {
   for (const r of rows) console.log(line(r));
 }
 
-/** Mean µs per call of f(text), cycling through `texts`, for about BUDGET_MS. */
+/**
+ * CPU µs of this thread per call of f(text), cycling through `texts`, for
+ * about BUDGET_MS (CPU time, not wall time: the host may be busy). `before`
+ * runs before each call and is included (it only clears a cache).
+ */
 function perCall(texts: string[], f: (s: string) => unknown, before?: () => void): number {
   for (let i = 0; i < Math.min(20, texts.length * 3); i++) {
     before?.();
     f(texts[i % texts.length]);
   }
   let n = 0;
-  let spent = 0;
+  const c0 = threadCpuUs();
   const deadline = performance.now() + BUDGET_MS;
   while (performance.now() < deadline || n < 5) {
     before?.();
-    const t0 = performance.now();
     f(texts[n % texts.length]);
-    spent += performance.now() - t0;
     n++;
   }
-  return (spent * 1000) / n;
+  return (threadCpuUs() - c0) / n;
 }
 
 /** Variants of a text with distinct prefixes, so no call reuses the last one's result. */
@@ -79,7 +90,8 @@ const cases: { name: string; text: string }[] = [
 
 console.log(`# Token counting, ${ENCODING} (node ${process.version}, unicode ${process.versions.unicode})\n`);
 console.log('gpt-tokenizer keeps an LRU cache of merged pieces: "warm" is steady state on repeated');
-console.log('vocabulary, "cold" clears it before every call (first sight of every piece).\n');
+console.log('vocabulary, "cold" clears it before every call (first sight of every piece).');
+console.log(`Times are CPU time of the calling thread per call (${CPU_SOURCE}).\n`);
 const perCallRows: string[][] = [];
 const inlineCost = new Map<string, number>();
 for (const c of cases) {
@@ -95,15 +107,6 @@ for (const c of cases) {
 table(['text', 'tokens', '@dqbd/tiktoken', 'gpt-tokenizer warm', 'gpt-tokenizer cold', 'estimator (routed)', 'speed-up'], perCallRows);
 
 // ------------------------------------------------------------- 2. the pool
-
-/**
- * CPU µs consumed so far by the calling thread: Linux schedstat (ns on CPU),
- * else event-loop active time (which also counts time runnable but not running).
- */
-const threadCpuUs: () => number = fs.existsSync('/proc/thread-self/schedstat')
-  ? () => Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1000
-  : () => performance.eventLoopUtilization().active * 1000;
-const CPU_SOURCE = fs.existsSync('/proc/thread-self/schedstat') ? '/proc/thread-self/schedstat' : 'eventLoopUtilization()';
 
 /** Main-thread CPU µs and wall µs per awaited call. */
 async function poolCall(pool: CpuPool, texts: string[], calls: number): Promise<{ mainUs: number; wallUs: number }> {
@@ -179,7 +182,7 @@ await pool.close();
 console.log('\n# Posting a text to a thread: main-thread cost of the send (structured clone vs UTF-8 + transfer)\n');
 const w = new Worker("const p = require('node:worker_threads').parentPort; p.on('message', () => p.postMessage(0));", { eval: true });
 const enc = new TextEncoder();
-/** Sync µs per send, 100 sends at a time, waiting for the acks in between. */
+/** Main-thread CPU µs per send, 100 sends at a time, waiting for the acks in between. */
 async function sendCost(send: () => void): Promise<number> {
   let spent = 0;
   let n = 0;
@@ -194,13 +197,13 @@ async function sendCost(send: () => void): Promise<number> {
       };
       w.on('message', on);
     });
-    const t0 = performance.now();
+    const c0 = threadCpuUs();
     for (let i = 0; i < 100; i++) send();
-    spent += performance.now() - t0;
+    spent += threadCpuUs() - c0;
     n += 100;
     await acked;
   }
-  return (spent * 1000) / n;
+  return spent / n;
 }
 const sendRows: string[][] = [];
 for (const [name, text] of [

@@ -112,12 +112,12 @@ export function loadConfig(env: Env = process.env): Config {
     nodeName: nodeName ?? `node-${crypto.randomBytes(4).toString('hex')}`,
     dataDir: dataDir ?? './data',
     workers: int('WORKERS', Math.max(1, os.availableParallelism()), 1, 64),
-    maxBodyBytes: int('MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxBodyBytes: int('MAX_BODY_BYTES', 1024 * 1024, 1024, 8 * 1024 * 1024),
     tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
     streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),
     apiKey: apiKey ? apiKey : null,
     tailKeep: int('TAIL_KEEP', 1000, 1, 100_000_000),
     logLevel: logLevel as Config['logLevel'],
-    poolTextChars: int('POOL_TEXT_CHARS', 16_384, 256, 64 * 1024 * 1024),
+    poolTextChars: int('POOL_TEXT_CHARS', 2048, 256, 64 * 1024 * 1024),
   };
 }

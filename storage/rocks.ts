@@ -61,9 +61,9 @@ export class RocksPartition {
   static open(location: string): Promise<RocksPartition> {
     const db = rocksdb(location);
     return new Promise((resolve, reject) => {
-      // Bigger memtables mean fewer flushes under append load; the block cache
-      // is small because hot reads are served from the worker's own caches.
-      const opts = { createIfMissing: true, writeBufferSize: 32 << 20, cacheSize: 16 << 20, maxOpenFiles: 512 };
+      // Small memtables and block cache keep RSS bounded (two memtables of
+      // 8 MiB per instance at most); hot reads come from the worker's caches.
+      const opts = { createIfMissing: true, writeBufferSize: 8 << 20, cacheSize: 8 << 20, maxOpenFiles: 512 };
       db.open(opts, (err) => (err ? reject(err) : resolve(new RocksPartition(location, db))));
     });
   }
