@@ -480,7 +480,7 @@ function openLoopToResult(
     .join('; ');
   return {
     ...base,
-    generator: `bench/openloop.js (${ctx.opts.connections} conns, pipelined)`,
+    generator: `bench/openloop.js (${ctx.opts.connections} conns)`,
     durationS: ctx.opts.fixedDuration,
     ok: r.statusCounts[okStatus] ?? 0,
     errors: bad,
@@ -558,16 +558,25 @@ async function benchOurs(ctx: Ctx): Promise<void> {
 
   log(`ours: starting ${path.relative(ROOT, opts.server)} on :${port}, data ${dataDir}`);
   let srv = await startOurs(ctx, dataDir, port, logFile);
+  let phase = 'start-up';
   try {
     const readyMs = await waitHttpReady(port, '/health/ready', 120_000, srv);
     log(`ours: ready after ${fmtMs(readyMs)}; creating ${opts.conversations} conversations`);
     const created = await pool(16, opts.conversations, async (i) => {
-      const r = await httpRequest(port, 'PUT', `/v1/conversations/bench-${i}`, '{}');
-      return r.status;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const r = await httpRequest(port, 'PUT', `/v1/conversations/bench-${i}`, '{}');
+          if (r.status < 500 || attempt >= 3) return r.status;
+        } catch (e) {
+          if (attempt >= 3 || !srv.alive()) throw e;
+        }
+        await sleep(100 * attempt);
+      }
     });
     const badCreate = created.filter((s) => s < 200 || s >= 300);
     if (badCreate.length) throw new Error(`PUT /v1/conversations: ${badCreate.length} non-2xx (e.g. ${badCreate[0]})`);
 
+    phase = 'closed-loop';
     if (opts.warmup > 0) {
       log(`ours: warm-up ${opts.warmup} s`);
       const { w } = await runWrk(ctx, port, opts.warmup);
@@ -594,7 +603,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
         w.other2xx ? `${w.other2xx} 2xx other than 201` : '',
         w.non2xx ? `${w.non2xx} non-2xx` : '',
         w.socketErrors ? w.socketDetail : '',
-        ...w.samples.slice(0, 3),
+        ...[...new Set(w.samples.map((x) => x.slice(0, 160)))].slice(0, 2).map((x) => `e.g. ${x}`),
       ]
         .filter(Boolean)
         .join('; '),
@@ -615,6 +624,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
     log(`ours: ${fmtInt(w.status201 / w.durationS)}/s p50 ${fmtMs(w.p50Ms)} p99 ${fmtMs(w.p99Ms)} errors ${errors}`);
 
     if (!opts.skipFixed) {
+      phase = 'fixed-rate';
       log(`ours: fixed rate ${opts.rate}/s for ${opts.fixedDuration} s`);
       const cpu2 = new CpuMeter(srv.pid);
       const mem2 = new MemSampler(srv.pid);
@@ -628,6 +638,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
     }
 
     if (!opts.skip1m) {
+      phase = 'fill';
       const remaining = opts.messages - extra.storedMessages;
       if (remaining > 0) {
         log(`ours: filling to ${fmtInt(opts.messages)} messages (${fmtInt(remaining)} more)`);
@@ -646,6 +657,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
     }
 
     if (!opts.skipRestart) {
+      phase = 'restart';
       closeHttpAgent();
       extra.dataDirBytes = dirBytes(dataDir);
       log('ours: SIGTERM');
@@ -677,7 +689,8 @@ async function benchOurs(ctx: Ctx): Promise<void> {
       log(`ours: ready after ${fmtMs(extra.readyMs)}, first append after ${fmtMs(extra.firstAppendMs)}`);
     }
   } catch (e) {
-    throw new Error(`${(e as Error).message}${tailLog(srv)}`);
+    const msg = (e as Error).message;
+    throw new Error(`${phase} phase: ${msg}${msg.includes('--- last lines of') ? '' : tailLog(srv)}`);
   } finally {
     closeHttpAgent();
     await stopTracked(srv, 60_000);
@@ -1027,6 +1040,11 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return `${(a / b).toFixed(2)}×`;
 }
 
+/** Free text inside a markdown table cell. */
+function cell(s: string): string {
+  return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
 function renderMarkdown(r: Report): string {
   const o = r.options;
   const L: string[] = [];
@@ -1053,7 +1071,7 @@ function renderMarkdown(r: Report): string {
     L.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.closed) {
       L.push(
-        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)}${x.topOthers ? ` (${x.topOthers})` : ''} |`,
+        `| ${x.name} | ${x.durability} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${cell(x.errorDetail)})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)}${x.topOthers ? ` (${cell(x.topOthers)})` : ''} |`,
       );
     }
     L.push('');
@@ -1082,14 +1100,15 @@ function renderMarkdown(r: Report): string {
     L.push(`### Fixed rate: ${fmtInt(o.rate)} appends/s for ${o.fixedDuration} s (open loop)`, '');
     L.push(
       'Latency is measured from each request\'s scheduled send time (no coordinated omission); ' +
-        'requests never answered count as infinitely slow.',
+        'requests never answered count as infinitely slow. When p50 from the schedule is far above p50 from the actual send, ' +
+        'the target could not sustain the rate and requests queued for a connection.',
       '',
     );
     L.push('| target | generator | achieved/s | p50 | p99 | p99.9 | max | p50 / p99 from actual send | errors | server CPU | server memory | generator CPU | kernel CPU | other CPU |');
     L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.fixed) {
       L.push(
-        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${x.errorDetail})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)}${x.topOthers ? ` (${x.topOthers})` : ''} |`,
+        `| ${x.name} | ${x.generator} | ${fmtInt(x.throughput)} | ${fmtMs(x.p50Ms)} | ${fmtMs(x.p99Ms)} | ${fmtMs(x.p999Ms)} | ${fmtMs(x.maxMs)} | ${fmtMs(x.svcP50Ms)} / ${fmtMs(x.svcP99Ms)} | ${fmtInt(x.errors)}${x.errorDetail ? ` (${cell(x.errorDetail)})` : ''} | ${fmtPct(x.serverCpuPct)} | ${fmtMiB(x.serverMem)} ${x.serverMemKind} | ${fmtPct(x.genCpuPct)} | ${fmtPct(x.kernelCpuPct)} | ${fmtPct(x.otherCpuPct)}${x.topOthers ? ` (${cell(x.topOthers)})` : ''} |`,
       );
     }
     L.push('');
@@ -1133,7 +1152,9 @@ function renderMarkdown(r: Report): string {
   const fails = Object.entries(r.failures);
   if (fails.length) {
     L.push('### Not measured', '');
-    for (const [t, msg] of fails) L.push(`- ${t}: ${msg.split('\n')[0]}`);
+    for (const [t, msg] of fails) {
+      L.push(`- ${t}: ${msg.split('\n')[0]}${msg.includes('--- last lines of') ? ' (server log tail in the console output and the .json)' : ''}`);
+    }
     L.push('');
   }
   L.push('### Method', '');
@@ -1146,8 +1167,9 @@ function renderMarkdown(r: Report): string {
     '- PostgreSQL: `pgbench -M prepared` with one transaction per append: ' +
       '`UPDATE conversations SET last_seq = last_seq + 1 … RETURNING` feeding an `INSERT` into `messages (conversation_id, seq, role, parts jsonb)`, ' +
       'primary key (conversation_id, seq). Percentiles from pgbench\'s per-transaction `--log`.',
-    '- Fixed rate: `bench/openloop.js` for all three (Node, raw sockets, constant inter-send interval, pipelined on the least-loaded of N ' +
-      'keep-alive connections: HTTP/1.1, RESP, or the PostgreSQL extended protocol with the same UPDATE…INSERT prepared once; 2 s warm-up). ' +
+    '- Fixed rate: `bench/openloop.js` for all three (Node, raw sockets, constant inter-send interval, on the least-loaded of N ' +
+      'keep-alive connections, one request in flight per connection, due requests queue for a free connection; HTTP/1.1, RESP, ' +
+      'or the PostgreSQL extended protocol with the same UPDATE…INSERT prepared once; 2 s warm-up). ' +
       'Its own send lag (Node timers have 1 ms granularity, as wrk2\'s do, so ≈0.5 ms on average; plus GC and CPU contention) is charged to ' +
       'the target and reported; the "from actual send" column excludes it but is subject to coordinated omission.',
     '- Server CPU: utime+stime (+ reaped children) of the server\'s process tree from /proc over the phase. ' +

@@ -4,17 +4,22 @@
 // Request i is *scheduled* at t0 + i/rate regardless of how fast responses come
 // back, and its latency is measured from that scheduled time to the end of its
 // response, so a stalled server is charged for every request it delayed (no
-// coordinated omission). Requests are pipelined HTTP/1.1 (or RESP for Redis)
-// over N keep-alive raw `net` connections (or the PostgreSQL extended query
-// protocol: one prepared statement, Bind/Execute/Sync per append, pipelined); each goes to the connection with
-// the fewest outstanding requests. The send loop is woken every 250 µs by a
-// helper thread (Node's own timers have 1 ms granularity, like wrk2's).
+// coordinated omission). Requests go over N keep-alive raw `net` connections as
+// HTTP/1.1, RESP (Redis XADD) or the PostgreSQL extended query protocol (one
+// prepared statement; Bind/Execute/Sync per append), to the connection with
+// the fewest outstanding requests. By default a connection carries one request
+// at a time (--pipeline=1: uWebSockets.js closes connections that pipeline
+// requests whose responses are async); a due request that finds every
+// connection busy waits in a queue, still timed from its scheduled time. The
+// send loop is woken every 250 µs by a helper thread (Node's own timers have
+// 1 ms granularity, like wrk2's).
 //
 // Usage:
 //   node dist/bench/openloop.js --port=P [--host=127.0.0.1] [--proto=http|resp|pg]
 //     [--rate=10000] [--duration=20] [--warmup=0] [--connections=64]
 //     [--conversations=1000] [--prefix=bench-] [--text=...] [--drain=10]
 //     [--tick-us=250]   (send-loop wake-up period; 0 = plain 1 ms Node timers)
+//     [--pipeline=1]    (max outstanding requests per connection)
 // Prints one JSON object on stdout.
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
@@ -37,6 +42,8 @@ interface Args {
   text: string;
   drain: number;
   maxInFlight: number;
+  /** max requests outstanding per connection (1 = no pipelining) */
+  pipeline: number;
   tickUs: number;
 }
 
@@ -67,6 +74,7 @@ function parseArgs(argv: string[]): Args {
     text: kv.get('text') ?? DEFAULT_TEXT,
     drain: num('drain', 10),
     maxInFlight: num('max-in-flight', 100_000),
+    pipeline: Math.max(1, num('pipeline', 1)),
     tickUs: num('tick-us', 250),
   };
 }
@@ -332,6 +340,19 @@ async function main(): Promise<void> {
   const conns: Conn[] = [];
   // Index of each outstanding request (parallel to sched/sent), -1 for warm-up.
   const idxQ = new Map<Conn, number[]>();
+  // Requests that are due but wait for a connection with room (--pipeline), FIFO.
+  const pendDue: number[] = [];
+  const pendIdx: number[] = [];
+  let pendHead = 0;
+  const pending = () => pendDue.length - pendHead;
+
+  const send = (c: Conn, due: number, i: number, now: number) => {
+    c.sock.write(reqs[Math.floor(Math.random() * reqs.length)]);
+    c.sched.push(due);
+    c.sent.push(now);
+    idxQ.get(c)!.push(i);
+    inFlight++;
+  };
 
   await Promise.all(
     Array.from({ length: a.connections }, () => {
@@ -367,14 +388,24 @@ async function main(): Promise<void> {
             }
             if (i === undefined || i < 0) {
               if (status >= 200 && status < 300) warmupOk++;
-              return; // warm-up
+            } else {
+              completed++;
+              const key = String(status);
+              statusCounts[key] = (statusCounts[key] ?? 0) + 1;
+              if (status < 200 || status >= 300) errors++;
+              lat[i] = now - s;
+              svc[i] = now - sent;
             }
-            completed++;
-            const key = String(status);
-            statusCounts[key] = (statusCounts[key] ?? 0) + 1;
-            if (status < 200 || status >= 300) errors++;
-            lat[i] = now - s;
-            svc[i] = now - sent;
+            // A connection is free again: give it the oldest request waiting for one.
+            if (pendHead < pendDue.length && !c.dead && c.sched.length - c.head < a.pipeline) {
+              send(c, pendDue[pendHead], pendIdx[pendHead], now);
+              pendHead++;
+              if (pendHead > 4096) {
+                pendDue.splice(0, pendHead);
+                pendIdx.splice(0, pendHead);
+                pendHead = 0;
+              }
+            }
           });
         };
         const fail = () => {
@@ -425,7 +456,7 @@ async function main(): Promise<void> {
       const c = conns[(rr + k) % n];
       if (c.dead) continue;
       const out = c.sched.length - c.head;
-      if (out < bestOut) {
+      if (out < bestOut && out < a.pipeline) {
         best = c;
         bestOut = out;
         if (out === 0) break;
@@ -444,28 +475,27 @@ async function main(): Promise<void> {
         if (due > now) break;
         const i = next - warmN; // <0: warm-up
         next++;
-        if (inFlight >= a.maxInFlight) {
+        if (i >= 0) {
+          // The generator's own lateness (timer granularity, GC, CPU).
+          maxSendLagMs = Math.max(maxSendLagMs, now - due);
+          sendLag[i] = now - due;
+        }
+        if (inFlight + pending() >= a.maxInFlight) {
           if (i >= 0) notSent++;
           continue;
         }
-        const c = pick();
+        const c = pending() === 0 ? pick() : null;
         if (!c) {
-          if (i >= 0) notSent++;
+          // Every connection is busy: wait for one (still timed from `due`).
+          pendDue.push(due);
+          pendIdx.push(i);
           continue;
         }
         if (!corked.has(c)) {
           c.sock.cork();
           corked.add(c);
         }
-        c.sock.write(reqs[Math.floor(Math.random() * reqs.length)]);
-        c.sched.push(due);
-        c.sent.push(now);
-        idxQ.get(c)!.push(i);
-        inFlight++;
-        if (i >= 0) {
-          maxSendLagMs = Math.max(maxSendLagMs, now - due);
-          sendLag[i] = now - due;
-        }
+        send(c, due, i, now);
       }
       for (const c of corked) c.sock.uncork();
       if (next >= endAll) {
@@ -489,10 +519,10 @@ async function main(): Promise<void> {
 
   // Drain outstanding responses.
   const drainDeadline = performance.now() + a.drain * 1000;
-  while (inFlight > 0 && performance.now() < drainDeadline && conns.some((c) => !c.dead)) {
+  while (inFlight + pending() > 0 && performance.now() < drainDeadline && conns.some((c) => !c.dead)) {
     await new Promise((r) => setTimeout(r, 5));
   }
-  const unanswered = Math.max(0, inFlight);
+  const unanswered = Math.max(0, inFlight) + pending();
   const cpu = process.cpuUsage(cpu0);
   const wallS = (performance.now() - t0) / 1000;
   for (const c of conns) c.sock.destroy();
@@ -516,6 +546,7 @@ async function main(): Promise<void> {
     durationS: a.duration,
     warmupS: a.warmup,
     connections: a.connections,
+    pipeline: a.pipeline,
     scheduled: total,
     warmupOk,
     completed,

@@ -1,22 +1,24 @@
 // PartitionDriver: the Ready loop for the Raft groups of one storage
 // partition, following the contract at the top of raft/core.ts:
-//   turn:   gather every dirty group's Ready → ONE RocksDB batch (synced when
-//           any Ready must sync: group commit) that also carries the state
-//           applied since the last write → append to the in-memory log
-//           mirror → advance() → hand committed entries to apply.
+//   turn:   gather every dirty group's Ready → ONE WAL write + fdatasync
+//           (group commit), and in parallel ONE unsynced RocksDB batch with
+//           the state applied since the last turn → append to the in-memory
+//           log mirror → advance() → hand committed entries to apply.
 //   apply:  load the conversations the entries touch, apply() them in log
 //           order in memory, answer the proposals, and queue the resulting
 //           state (with the applied index, so recovery never applies twice)
 //           for the next turn's write.
-// At most one write is in flight per partition; whatever arrives meanwhile
-// rides the next one.
+//   checkpoint: a synced RocksDB write makes the applied state durable; WAL
+//           segments holding only entries at or below it are then recycled.
+// At most one turn's writes are in flight per partition; whatever arrives
+// meanwhile rides the next turn.
 import type { Entry, Ready } from './raft/types.js';
 import { EntryType, Role } from './raft/types.js';
 import { RaftCore } from './raft/core.js';
 import { MemoryStorage } from './raft/log.js';
 import { ApplyBatch, type PartitionStore } from '../storage/partition-store.js';
 import type { BatchOp } from '../storage/rocks.js';
-import { logKey } from '../storage/keys.js';
+import { Wal } from '../storage/wal.js';
 import { apply, type IdemRecord, type ConversationRecord, type WriteSink } from '../actors/conversation.js';
 import { ActorCache, type ActorEntry } from './actor-cache.js';
 import { commandId, decodeCommand, patchNow } from '../actors/commands.js';
@@ -37,7 +39,12 @@ interface PendingWrite {
   batch: ApplyBatch;
   /** Conversation → last seq it had when the batch was built. */
   touched: Map<ActorEntry, number>;
+  /** Group → applied index the batch records. */
+  applied: Map<Group, number>;
 }
+
+/** How often applied state is made durable so WAL segments can be recycled. */
+const CHECKPOINT_MS = 1000;
 
 interface Pending {
   reqId: number;
@@ -57,6 +64,8 @@ class Group {
   applyQueue: Entry[] = [];
   /** Applied in memory: what reads see. */
   applied = 0;
+  /** Applied index whose state write has completed (not necessarily synced). */
+  appliedWritten = 0;
   readSeq = 0;
   /** First index of the current leader term: ready once applied past it. */
   leaderSince = Number.POSITIVE_INFINITY;
@@ -76,6 +85,9 @@ export class PartitionDriver {
   private turnScheduled = false;
   private writing = false;
   private applying = false;
+  private checkpointing = false;
+  private checkpointTimer: NodeJS.Timeout | null = null;
+  private wal!: Wal;
   private readonly stateWrites: PendingWrite[] = [];
   private closed = false;
 
@@ -91,21 +103,26 @@ export class PartitionDriver {
     this.actors = new ActorCache(actorsMax, cacheBytesMax);
   }
 
-  async open(groupIds: number[]): Promise<void> {
+  async open(groupIds: number[], walDir: string): Promise<void> {
+    const applied = new Map<number, { index: number; term: number }>();
+    for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
+    const { wal, groups: recovered } = await Wal.open({ dir: walDir }, (gid) => applied.get(gid)?.index ?? 0);
+    this.wal = wal;
     for (const gid of groupIds) {
-      const disk = await this.store.loadGroup(gid);
+      const ap = applied.get(gid)!;
+      const rec = recovered.get(gid);
       const conf = { voters: [this.nodeId] };
       const storage = new MemoryStorage({
         conf,
-        hardState: disk.hardState,
-        snapshot: { index: disk.applied.index, term: disk.applied.term, conf },
-        entries: disk.entries,
+        hardState: rec?.hardState ?? { term: 0, vote: '', commit: 0 },
+        snapshot: { index: ap.index, term: ap.term, conf },
+        entries: rec?.entries ?? [],
       });
       const core = new RaftCore({
         id: this.nodeId,
         group: gid,
         storage,
-        applied: disk.applied.index,
+        applied: ap.index,
         electionTicks: 10,
         heartbeatTicks: 1,
         random: this.random,
@@ -116,11 +133,13 @@ export class PartitionDriver {
         maxApplyBytes: limits.applyBytesMax,
       });
       const g = new Group(gid, core, storage);
-      g.applied = disk.applied.index;
+      g.applied = ap.index;
+      g.appliedWritten = ap.index;
       this.groups.set(gid, g);
       core.campaign();
       this.markDirty(g);
     }
+    this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
   }
 
   /** Every group leads and has applied an entry of its own term. */
@@ -170,9 +189,31 @@ export class PartitionDriver {
 
   async close(): Promise<void> {
     this.closed = true;
-    while (this.writing || this.applying || this.stateWrites.length > 0) {
+    while (this.writing || this.applying || this.stateWrites.length > 0 || this.checkpointing) {
       this.scheduleTurn();
       await new Promise((r) => setTimeout(r, 5));
+    }
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    await this.checkpoint();
+    await this.wal.close();
+  }
+
+  /** Makes applied state durable, then lets the WAL recycle what it covers. */
+  private async checkpoint(): Promise<void> {
+    if (this.checkpointing) return;
+    this.checkpointing = true;
+    try {
+      const covered = new Map<number, number>();
+      for (const g of this.groups.values()) covered.set(g.id, g.appliedWritten);
+      await this.store.checkpoint();
+      await this.wal.release((gid) => covered.get(gid) ?? 0);
+    } catch (err) {
+      log('error', 'checkpoint_failed', 'checkpoint failed; WAL segments are kept', {
+        partition: this.store.partition,
+        err: String(err),
+      });
+    } finally {
+      this.checkpointing = false;
     }
   }
 
@@ -248,51 +289,46 @@ export class PartitionDriver {
       }
     }
     this.dirty.clear();
-    const ops: BatchOp[] = [];
-    let sync = false;
-    for (const [g, rd] of readies) {
-      this.collect(g, rd, ops);
-      sync ||= rd.mustSync;
-    }
+    for (const [g, rd] of readies) this.collect(g, rd);
     this.startApply();
     const states = this.stateWrites.splice(0);
+    const ops: BatchOp[] = [];
     for (const w of states) for (const op of w.batch.ops) ops.push(op);
-    if (ops.length === 0) {
+    const writes: Promise<void>[] = [];
+    if (this.wal.pendingBytes > 0) writes.push(this.wal.write());
+    if (ops.length > 0) writes.push(this.store.db.write(ops, false));
+    if (writes.length === 0) {
       this.advanceAll(readies);
       return;
     }
     this.writing = true;
-    this.store.db.write(ops, sync).then(
+    Promise.all(writes).then(
       () => {
         this.writing = false;
-        for (const w of states) for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
-        this.actors.evict();
+        for (const w of states) {
+          for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
+          for (const [g, index] of w.applied) g.appliedWritten = index;
+        }
         this.advanceAll(readies);
         if (this.stateWrites.length > 0) this.scheduleTurn();
       },
       (err: unknown) => {
         this.writing = false;
-        // State that cannot be written cannot be trusted: stop every group it covers.
-        const failed = states.length > 0 ? [...this.groups.values()] : readies.map(([g]) => g);
-        for (const g of failed) this.stopGroup(g, err);
+        // Storage that failed a write cannot be trusted: stop every group of the partition.
+        for (const g of this.groups.values()) this.stopGroup(g, err);
       },
     );
   }
 
   /** Duties 1, 3, 4 and 5 of the Ready contract for one group. */
-  private collect(g: Group, rd: Ready, ops: BatchOp[]): void {
+  private collect(g: Group, rd: Ready): void {
     assert(rd.snapshot === null, `group ${g.id}: snapshots need peers; single-voter groups never get one`);
     assert(rd.messages.length === 0, `group ${g.id}: single-voter group produced ${rd.messages.length} messages`);
     if (rd.softState?.role === Role.Leader) g.leaderSince = g.core.status().lastIndex;
-    const conf = { voters: [this.nodeId] };
     // Commit-only changes are not written: on restart commit = max(stored, applied) and
     // a single voter re-commits the rest. Term and vote always are (mustSync).
-    this.store.logOps(ops, g.id, rd.mustSync ? rd.hardState : null, conf, rd.entries);
-    if (rd.entries.length > 0) {
-      // A rewritten suffix (after a leader change) must not leave stale entries behind.
-      const newLast = rd.entries[rd.entries.length - 1].index;
-      for (let i = newLast + 1; i <= g.storage.lastIndex(); i++) ops.push({ type: 'del', key: logKey(g.id, i) });
-    }
+    if (rd.mustSync && rd.hardState) this.wal.setHardState(g.id, rd.hardState);
+    if (rd.entries.length > 0) this.wal.appendEntries(g.id, rd.entries);
     if (rd.committedEntries.length > 0) g.applyQueue.push(...rd.committedEntries);
     for (const rs of rd.readStates) {
       const r = g.reads.get(rs.context);
@@ -342,7 +378,7 @@ export class PartitionDriver {
       const work = [...this.groups.values()].filter((g) => g.applyQueue.length > 0 && g.stopped === null);
       if (work.length === 0) return;
       await this.prefetch(work);
-      const pending: PendingWrite = { batch: new ApplyBatch(), touched: new Map() };
+      const pending: PendingWrite = { batch: new ApplyBatch(), touched: new Map(), applied: new Map() };
       const replies: [number, Reply][] = [];
       for (const g of work) {
         const entries = g.applyQueue;
@@ -350,6 +386,7 @@ export class PartitionDriver {
         const opsBefore = pending.batch.ops.length;
         try {
           g.applied = this.applyEntries(g, entries, pending, replies);
+          pending.applied.set(g, g.applied);
           g.storage.compact(g.applied);
         } catch (err) {
           pending.batch.ops.length = opsBefore; // nothing of a failed group reaches disk
@@ -361,6 +398,9 @@ export class PartitionDriver {
       this.scheduleTurn();
       for (const [reqId, r] of replies) this.reply(reqId, r);
       for (const g of work) this.serveReads(g);
+      // Only here, between prefetch-and-apply rounds: evicting while a
+      // prefetch is awaited could drop a conversation the round relies on.
+      this.actors.evict();
     }
   }
 
@@ -402,7 +442,6 @@ export class PartitionDriver {
           replies.push([p.reqId, r]);
         }
       }
-      batch.deleteLogEntry(g.id, e.index);
       last = e.index;
       lastTerm = e.term;
     }

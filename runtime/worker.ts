@@ -2,6 +2,7 @@
 // conversation actors. Talks to the main thread only in batched frames
 // (runtime/wire.ts): at most one postMessage per event-loop turn each way.
 import { parentPort, workerData } from 'node:worker_threads';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { PartitionDriver, type ReadFn } from './driver.js';
 import { PartitionStore } from '../storage/partition-store.js';
@@ -166,7 +167,9 @@ function onRequest(f: RequestFrame): void {
 async function start(): Promise<void> {
   const seed = (Date.now() ^ (init.workerIndex << 16)) >>> 0;
   for (const p of init.partitions) {
-    const store = await PartitionStore.open(p, path.join(init.dataDir, `partition-${String(p).padStart(3, '0')}`));
+    const dir = path.join(init.dataDir, `partition-${String(p).padStart(3, '0')}`);
+    await fs.mkdir(dir, { recursive: true });
+    const store = await PartitionStore.open(p, path.join(dir, 'state'));
     const share = (n: number) => Math.ceil(n / init.partitions.length);
     const d = new PartitionDriver(
       store,
@@ -179,7 +182,7 @@ async function start(): Promise<void> {
     );
     const groups: number[] = [];
     for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);
-    await d.open(groups);
+    await d.open(groups, path.join(dir, 'wal'));
     drivers.set(p, d);
   }
   const ticker = setInterval(() => {

@@ -1,27 +1,15 @@
-// RocksDB key layout of one storage partition. Keys sort so that range scans
-// serve the common reads (ARCHITECTURE "Storage"):
-//   'L' group:u16 index:u64      Raft log entry          value = crc:u32 | entry
-//   'H' group:u16                Raft hard state + conf  value = crc:u32 | JSON
-//   'A' group:u16                applied index           value = u64
+// RocksDB key layout of one storage partition: the state machine. (The Raft
+// log and hard states live in the partition's WAL, storage/wal.ts.) Keys sort
+// so that range scans serve the common reads:
+//   'A' group:u16                applied index + term    value = crc:u32 | JSON
+//   'C'                          checkpoint counter      value = u64 (synced writes)
 //   'R' id                       conversation record     value = crc:u32 | JSON
 //   'M' group:u16 len:u8 id seq:u64   message record     value = crc:u32 | JSON
 //   'K' group:u16 len:u8 id key       idempotency record value = crc:u32 | JSON
 // Ids are ASCII ([A-Za-z0-9_:-]), so 'R' keys sort in the id byte order the
 // listing API promises.
 
-export const PREFIX = { log: 0x4c, hard: 0x48, applied: 0x41, record: 0x52, message: 0x4d, idem: 0x4b } as const;
-
-export function logKey(group: number, index: number): Buffer {
-  const k = Buffer.allocUnsafe(11);
-  k[0] = PREFIX.log;
-  k.writeUInt16BE(group, 1);
-  k.writeBigUInt64BE(BigInt(index), 3);
-  return k;
-}
-
-export function logIndexOf(key: Buffer): number {
-  return Number(key.readBigUInt64BE(3));
-}
+export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b } as const;
 
 export function groupKey(prefix: number, group: number): Buffer {
   const k = Buffer.allocUnsafe(3);

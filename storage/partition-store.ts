@@ -1,44 +1,14 @@
-// How bytes hit disk for one storage partition: the Raft log and hard state
-// of its groups, and the conversation state their apply produces. Builds
-// batches; the driver decides when to write them and whether to sync.
-import type { ConfState, Entry, HardState } from '../runtime/raft/types.js';
+// How the state machine of one storage partition hits disk: conversation
+// records, messages, idempotency keys and each group's applied index, all
+// checksummed. Builds batches; the driver decides when to write them.
 import type { Conversation, ConversationRecord, IdemRecord, WriteSink } from '../actors/conversation.js';
 import { recordJson } from '../actors/conversation.js';
-import {
-  PREFIX,
-  convPrefix,
-  groupKey,
-  idemKey,
-  logIndexOf,
-  logKey,
-  messageKey,
-  prefixEnd,
-  recordIdOf,
-  recordKey,
-} from './keys.js';
+import { PREFIX, convPrefix, groupKey, idemKey, messageKey, prefixEnd, recordIdOf, recordKey } from './keys.js';
 import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
 
-export interface GroupDisk {
-  hardState: HardState;
-  conf: ConfState | null;
-  applied: { index: number; term: number };
-  /** Persisted entries after `applied.index`, in order. */
-  entries: Entry[];
-}
-
-export function encodeEntry(e: Entry): Buffer {
-  const body = Buffer.allocUnsafe(9 + e.data.length);
-  body.writeDoubleBE(e.term, 0);
-  body[8] = e.type;
-  body.set(e.data, 9);
-  return seal(body);
-}
-
-export function decodeEntry(key: Buffer, value: Buffer): Entry {
-  const body = unseal(key, value);
-  const data = new Uint8Array(body.length - 9);
-  data.set(body.subarray(9));
-  return { term: body.readDoubleBE(0), index: logIndexOf(key), type: body[8], data };
+export interface Applied {
+  index: number;
+  term: number;
 }
 
 const json = (v: unknown) => seal(Buffer.from(JSON.stringify(v)));
@@ -64,9 +34,6 @@ export class ApplyBatch implements WriteSink {
   setApplied(group: number, index: number, term: number): void {
     this.ops.push({ type: 'put', key: groupKey(PREFIX.applied, group), value: json({ index, term }) });
   }
-  deleteLogEntry(group: number, index: number): void {
-    this.ops.push({ type: 'del', key: logKey(group, index) });
-  }
 }
 
 export class PartitionStore {
@@ -83,30 +50,17 @@ export class PartitionStore {
     return this.db.close();
   }
 
-  async loadGroup(group: number): Promise<GroupDisk> {
-    const hs = await this.db.getSealed(groupKey(PREFIX.hard, group));
-    const ap = await this.db.getSealed(groupKey(PREFIX.applied, group));
-    const hard = hs ? (JSON.parse(hs.toString()) as HardState & { conf: ConfState | null }) : null;
-    const applied = ap ? (JSON.parse(ap.toString()) as { index: number; term: number }) : { index: 0, term: 0 };
-    const rows = await this.db.scan({ gt: logKey(group, applied.index), lt: prefixEnd(groupKey(PREFIX.log, group)) });
-    const entries = rows.map(([k, v]) => decodeEntry(k, v));
-    for (let i = 0; i < entries.length; i++) {
-      if (entries[i].index !== applied.index + 1 + i) {
-        throw new Error(`group ${group}: log hole at index ${applied.index + 1 + i} (found ${entries[i].index})`);
-      }
-    }
-    return {
-      hardState: hard ? { term: hard.term, vote: hard.vote, commit: hard.commit } : { term: 0, vote: '', commit: 0 },
-      conf: hard?.conf ?? null,
-      applied,
-      entries,
-    };
+  async loadApplied(group: number): Promise<Applied> {
+    const v = await this.db.getSealed(groupKey(PREFIX.applied, group));
+    return v === null ? { index: 0, term: 0 } : (JSON.parse(v.toString()) as Applied);
   }
 
-  /** Ops persisting a Ready's hard state and entries. */
-  logOps(ops: BatchOp[], group: number, hs: HardState | null, conf: ConfState, entries: Entry[]): void {
-    if (hs) ops.push({ type: 'put', key: groupKey(PREFIX.hard, group), value: json({ ...hs, conf }) });
-    for (const e of entries) ops.push({ type: 'put', key: logKey(group, e.index), value: encodeEntry(e) });
+  /** A synced write: everything written before it is durable once it resolves. */
+  private checkpoints = 0;
+  checkpoint(): Promise<void> {
+    const v = Buffer.allocUnsafe(8);
+    v.writeBigUInt64BE(BigInt(++this.checkpoints));
+    return this.db.write([{ type: 'put', key: Buffer.from([PREFIX.checkpoint]), value: v }], true);
   }
 
   async loadConversation(group: number, id: string): Promise<Conversation> {
