@@ -552,7 +552,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
   const port = await freePort();
   const logFile = path.join(dir, 'server.log');
   const name = 'fleetlm (this repo)';
-  const durability = 'server default (single node)';
+  const durability = 'WAL fdatasync before every ack (single node)';
   const extra: OursExtra = { storedMessages: 0 };
   report.ours = extra;
 

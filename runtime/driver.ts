@@ -22,7 +22,7 @@ import { Wal } from '../storage/wal.js';
 import { apply, type IdemRecord, type ConversationRecord, type WriteSink } from '../actors/conversation.js';
 import { ActorCache, type ActorEntry } from './actor-cache.js';
 import { commandId, decodeCommand, patchNow } from '../actors/commands.js';
-import { AppError, unavailable } from '../actors/errors.js';
+import { AppError, overloaded, unavailable } from '../actors/errors.js';
 import { type Reply, applyReply, errorReply } from './replies.js';
 import type { Clock } from './clock.js';
 import { assert } from './assert.js';
@@ -86,6 +86,8 @@ export class PartitionDriver {
   private writing = false;
   private applying = false;
   private checkpointing = false;
+  /** Bytes proposed since the last turn collected its Readies. */
+  private unwrittenBytes = 0;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private wal!: Wal;
   private readonly stateWrites: PendingWrite[] = [];
@@ -106,7 +108,10 @@ export class PartitionDriver {
   async open(groupIds: number[], walDir: string): Promise<void> {
     const applied = new Map<number, { index: number; term: number }>();
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
-    const { wal, groups: recovered } = await Wal.open({ dir: walDir }, (gid) => applied.get(gid)?.index ?? 0);
+    const { wal, groups: recovered } = await Wal.open(
+      { dir: walDir, segmentBytes: limits.walSegmentBytes },
+      (gid) => applied.get(gid)?.index ?? 0,
+    );
     this.wal = wal;
     for (const gid of groupIds) {
       const ap = applied.get(gid)!;
@@ -153,9 +158,16 @@ export class PartitionDriver {
   propose(reqId: number, gid: number, cmd: Uint8Array): void {
     const g = this.groupFor(reqId, gid);
     if (!g) return;
+    // Bounds the next WAL write (a batch must fit one segment) and the memory
+    // of a burst: past it the client is told to back off, nothing is lost.
+    if (this.unwrittenBytes + cmd.byteLength > limits.writeBatchBytesMax) {
+      this.reply(reqId, errorReply(overloaded('log write queue is full')));
+      return;
+    }
     patchNow(cmd, this.clock.nowMs());
     try {
       const index = g.core.propose(cmd);
+      this.unwrittenBytes += cmd.byteLength;
       g.proposals.set(index, { reqId, term: g.core.currentTerm() });
     } catch (err) {
       this.reply(reqId, errorReply(this.groupError(g, err)));
@@ -295,6 +307,7 @@ export class PartitionDriver {
     const ops: BatchOp[] = [];
     for (const w of states) for (const op of w.batch.ops) ops.push(op);
     const writes: Promise<void>[] = [];
+    this.unwrittenBytes = 0; // every proposal so far is in this turn's WAL batch
     if (this.wal.pendingBytes > 0) writes.push(this.wal.write());
     if (ops.length > 0) writes.push(this.store.db.write(ops, false));
     if (writes.length === 0) {
@@ -375,14 +388,20 @@ export class PartitionDriver {
    */
   private async applyLoop(): Promise<void> {
     for (;;) {
-      const work = [...this.groups.values()].filter((g) => g.applyQueue.length > 0 && g.stopped === null);
+      // Take the queued entries first: entries committed while the prefetch
+      // is awaited wait for the next round, whose prefetch covers them.
+      const work: [Group, Entry[]][] = [];
+      for (const g of this.groups.values()) {
+        if (g.applyQueue.length === 0 || g.stopped !== null) continue;
+        work.push([g, g.applyQueue]);
+        g.applyQueue = [];
+      }
       if (work.length === 0) return;
       await this.prefetch(work);
       const pending: PendingWrite = { batch: new ApplyBatch(), touched: new Map(), applied: new Map() };
       const replies: [number, Reply][] = [];
-      for (const g of work) {
-        const entries = g.applyQueue;
-        g.applyQueue = [];
+      for (const [g, entries] of work) {
+        if (g.stopped !== null) continue;
         const opsBefore = pending.batch.ops.length;
         try {
           g.applied = this.applyEntries(g, entries, pending, replies);
@@ -397,7 +416,7 @@ export class PartitionDriver {
       this.stateWrites.push(pending);
       this.scheduleTurn();
       for (const [reqId, r] of replies) this.reply(reqId, r);
-      for (const g of work) this.serveReads(g);
+      for (const [g] of work) this.serveReads(g);
       // Only here, between prefetch-and-apply rounds: evicting while a
       // prefetch is awaited could drop a conversation the round relies on.
       this.actors.evict();
@@ -405,10 +424,10 @@ export class PartitionDriver {
   }
 
   /** Loads every conversation the queued entries touch that is not in memory yet. */
-  private async prefetch(work: Group[]): Promise<void> {
+  private async prefetch(work: [Group, Entry[]][]): Promise<void> {
     const missing = new Map<string, number>();
-    for (const g of work) {
-      for (const e of g.applyQueue) {
+    for (const [g, entries] of work) {
+      for (const e of entries) {
         if (e.type !== EntryType.Normal || e.data.length === 0) continue;
         const id = commandId(e.data);
         if (this.actors.get(id) === undefined) missing.set(id, g.id);

@@ -14,8 +14,10 @@ export const limits = {
   requestsInFlightMax: 65_536,
   /** Deadline for one request inside the node; past it the client gets 503. */
   requestDeadlineMs: 10_000,
-  /** Bytes of log entries one synced write may carry; more waits for the next turn. */
+  /** Bytes proposed per partition between two WAL writes; past it proposals get 429. */
   writeBatchBytesMax: 16 * 1024 * 1024,
+  /** WAL segment file size; one write (entries + every group's hard state) must fit. */
+  walSegmentBytes: 32 * 1024 * 1024,
   /** Committed entries handed to apply per group per turn. */
   applyBytesMax: 4 * 1024 * 1024,
   /** Conversation actors kept in memory per worker (LRU beyond). */
@@ -26,6 +28,10 @@ export const limits = {
 };
 
 assert(limits.queryLimitMax >= 100, 'default page size must fit the max');
-assert(limits.writeBatchBytesMax >= 2 * 1024 * 1024, 'one max-size body must fit a write batch');
+assert(limits.writeBatchBytesMax >= 8 * 1024 * 1024 + 4096, 'one max-size body (FLEETLM_MAX_BODY_BYTES <= 8 MiB) must fit a write batch');
+assert(
+  limits.writeBatchBytesMax + limits.groupCount * 1024 <= limits.walSegmentBytes,
+  'a full write batch plus every hard state must fit one WAL segment',
+);
 assert(limits.applyBytesMax >= 2 * 1024 * 1024, 'one max-size entry must fit an apply turn');
 assert(limits.conversationIdBytesMax < 256, 'ids are length-prefixed with one byte');

@@ -63,6 +63,18 @@ describe('conversations', () => {
     assert.equal(rec.json.version, 6);
   });
 
+  test('hundreds of concurrent creates and appends over every group all succeed', async () => {
+    const ids = Array.from({ length: 600 }, (_, i) => `burst-${i}`);
+    const puts = await Promise.all(ids.map((id) => api(node.url, 'PUT', `/v1/conversations/${id}`, {})));
+    assert.deepEqual(puts.filter((r) => r.status !== 200).map((r) => r.text), []);
+    const appends = await Promise.all(
+      ids.flatMap((id) => [1, 2].map((n) => api(node.url, 'POST', `/v1/conversations/${id}/messages`, msg(`${id}-${n}`)))),
+    );
+    assert.deepEqual(appends.filter((r) => r.status !== 201).map((r) => r.text), []);
+    const recs = await Promise.all(ids.map((id) => api(node.url, 'GET', `/v1/conversations/${id}`)));
+    assert.ok(recs.every((r) => r.json.last_seq === 2 && r.json.version === 2));
+  });
+
   test('append to an unknown conversation is 404 and creates nothing', async () => {
     const r = await api(node.url, 'POST', '/v1/conversations/ghost/messages', msg('x'));
     assert.equal(r.status, 404);

@@ -26,17 +26,8 @@ import {
 
 export const GROUP = 7;
 
-/** mulberry32: small, fast, good enough for test schedules. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as prng } from '../../runtime/prng.js';
+export { prng };
 
 function fnv(prev: number, s: string): number {
   let h = prev ^ 0x811c9dc5;
