@@ -52,6 +52,8 @@ export interface TokenEstimator {
   readonly encoding?: string;
   /** "gpt-tokenizer+tiktoken" (routed), "tiktoken" (reference only) or "chars". */
   readonly backend?: string;
+  /** False when counting `text` needs the reference encoder and it is loaded lazily (route such texts to the pool). */
+  readonly inlineCheap?: (text: string) => boolean;
 }
 
 export const DEFAULT_ESTIMATOR_SPEC = 'tiktoken:gpt-4o';
@@ -197,6 +199,12 @@ export const FAST_ENCODE_OPTIONS = Object.freeze({
 export interface CreateEstimatorOptions {
   /** Use the gpt-tokenizer fast path where proven equal (default true). */
   fastPath?: boolean;
+  /**
+   * With the fast path, load the reference encoder (~86 MB RSS for o200k_base)
+   * only when a text first needs it. The gateway sets this and sends such
+   * texts to the CPU pool, so its own thread never pays for it.
+   */
+  lazyReference?: boolean;
 }
 
 /**
@@ -215,9 +223,9 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
     };
   }
   const encoding = parsed.encoding;
-  const ref = referenceEncoder(encoding);
   const useFast = (opts.fastPath ?? true) && FAST_ENCODINGS.has(encoding) && fastPathSupported();
   if (!useFast) {
+    const ref = referenceEncoder(encoding);
     return {
       name: parsed.spec,
       encoding,
@@ -227,13 +235,18 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
   }
   const fast = fastEncoder(encoding);
   const options = FAST_ENCODE_OPTIONS;
+  const lazy = opts.lazyReference ?? false;
+  let ref: Tiktoken | null = lazy ? null : referenceEncoder(encoding);
   return {
     name: parsed.spec,
     encoding,
     backend: 'gpt-tokenizer+tiktoken',
+    inlineCheap: (text: string) => !lazy || ref !== null || fastPathEligible(text),
     countText: (text: string) => {
       if (text.length === 0) return 0;
-      return fastPathEligible(text) ? fast.countTokens(text, options) : ref.encode(text, [], []).length;
+      if (fastPathEligible(text)) return fast.countTokens(text, options);
+      ref ??= referenceEncoder(encoding);
+      return ref.encode(text, [], []).length;
     },
   };
 }

@@ -91,10 +91,21 @@ export class ActorCache {
     return { from, texts: e.recent.slice(from - e.recentLo, hi - e.recentLo + 1) };
   }
 
-  /** Evicts cold, fully persisted conversations, then persisted messages, until within bounds. */
+  /**
+   * Over the byte bound, drops persisted messages of the coldest conversations
+   * first (their state stays loaded: reloading it costs disk reads on the next
+   * append); over the count bound, evicts cold conversations with no write pending.
+   */
   evict(): void {
+    if (this.bytes > this.bytesMax) {
+      for (const e of this.map.values()) {
+        if (this.bytes <= this.bytesMax) break;
+        this.trim(e, 0);
+      }
+    }
+    if (this.map.size <= this.actorsMax) return;
     for (const [id, e] of this.map) {
-      if (this.map.size <= this.actorsMax && this.bytes <= this.bytesMax) return;
+      if (this.map.size <= this.actorsMax) return;
       if (e.writesPending > 0) continue;
       this.map.delete(id);
       this.bytes -= e.recentBytes;

@@ -189,9 +189,10 @@ export class CpuPool {
 
 /**
  * Token count of a message's parts (SPEC §3, same result as
- * countMessageTokens): texts up to `largeTextChars` UTF-16 units are counted
- * inline with `est`, longer ones on `pool` (inline when `pool` is null, and
- * when the pool fails). The pool must run the same estimator spec as `est`.
+ * countMessageTokens): texts up to `largeTextChars` UTF-16 units that `est`
+ * counts cheaply (inlineCheap) are counted inline, the others on `pool`
+ * (inline when `pool` is null, and when the pool fails). The pool must run
+ * the same estimator spec as `est`.
  */
 export async function countPartsTokens(
   est: TokenEstimator,
@@ -204,7 +205,8 @@ export async function countPartsTokens(
   for (const part of parts) {
     const text = partText(part);
     if (text === undefined) continue;
-    if (pool !== null && text.length > largeTextChars) (large ??= []).push(text);
+    const toPool = text.length > largeTextChars || !(est.inlineCheap?.(text) ?? true);
+    if (pool !== null && toPool) (large ??= []).push(text);
     else total += est.countText(text);
   }
   if (large !== null && pool !== null) {

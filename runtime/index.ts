@@ -96,7 +96,12 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
         nodeId,
         logLevel: cfg.logLevel,
       };
-      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+      // A small young generation keeps each worker's heap (and the node's RSS) down;
+      // the workers allocate short-lived objects at a steady rate.
+      const w = new Worker(new URL('./worker.js', import.meta.url), {
+        workerData: init,
+        resourceLimits: { maxYoungGenerationSizeMb: 8 },
+      });
       workers[started + i] = w;
       return new Promise<void>((resolve, reject) => {
         w.on('message', (e: WorkerEvent) => {

@@ -21,7 +21,7 @@ function fail(line: string): never {
 
 function estimatorFrom(cfg: Config): TokenEstimator {
   try {
-    return createEstimator(cfg.tokenEstimator);
+    return createEstimator(cfg.tokenEstimator, { lazyReference: true });
   } catch (err) {
     throw new ConfigError('FLEETLM_TOKEN_ESTIMATOR', (err as Error).message);
   }

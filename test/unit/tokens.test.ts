@@ -288,3 +288,22 @@ test('countPartsTokens: inline without a pool, equal with one; pool basics', asy
   // A closed (or failed) pool falls back to counting inline.
   assert.equal(await countPartsTokens(est, pool, parts, 1000), expected);
 });
+
+test('lazy reference: ASCII counts inline without it; other texts go to the pool, counts unchanged', async () => {
+  const eager = createEstimator('tiktoken:gpt-4o');
+  const lazy = createEstimator('tiktoken:gpt-4o', { lazyReference: true });
+  const cjk = '漢字のテキストと한국어 문장'.repeat(8);
+  assert.equal(lazy.inlineCheap?.('plain English words'), true);
+  assert.equal(lazy.inlineCheap?.(cjk), false);
+  assert.equal(eager.inlineCheap?.(cjk), true);
+  const pool = CpuPool.create({ threads: 1, estimatorSpec: 'tiktoken:gpt-4o' });
+  try {
+    const parts = [{ type: 'text', text: 'hello there' }, { type: 'text', text: cjk }];
+    assert.equal(await countPartsTokens(lazy, pool, parts, 2048), eager.countText('hello there') + eager.countText(cjk));
+  } finally {
+    await pool.close();
+  }
+  // Without a pool the lazy estimator loads the reference on first need; counts stay equal.
+  assert.equal(lazy.countText(cjk), eager.countText(cjk));
+  assert.equal(lazy.inlineCheap?.(cjk), true);
+});
