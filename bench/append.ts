@@ -534,6 +534,8 @@ async function startOurs(ctx: Ctx, dataDir: string, port: number, logFile: strin
     HOST: '127.0.0.1',
     FLEETLM_RAFT_DATA_DIR: dataDir,
     NODE_ENV: process.env.NODE_ENV ?? 'production',
+    // as `npm start` and the deploy files run it
+    MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
   };
   return spawnTracked('server', process.execPath, [ctx.opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
 }
