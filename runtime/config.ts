@@ -3,6 +3,7 @@
 // entry point prints that one line and exits.
 import os from 'node:os';
 import crypto from 'node:crypto';
+import { limits, walBatchBytesMax } from './limits.js';
 
 export class ConfigError extends Error {
   constructor(readonly variable: string, message: string) {
@@ -26,6 +27,7 @@ export interface Config {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Texts longer than this are counted on the CPU pool, not the main thread. */
   poolTextChars: number;
+  walSegmentBytes: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -105,6 +107,13 @@ export function loadConfig(env: Env = process.env): Config {
   int('ARCHIVER_BATCH_SIZE', 5000, 1, 1_000_000);
   parseInteger('DB_POOL_SIZE', env.DB_POOL_SIZE, 10, 1, 1000);
   const [opsVar, ops] = aliased(env, 'OPS_PORT');
+  const maxBodyBytes = int('MAX_BODY_BYTES', 1024 * 1024, 1024, 8 * 1024 * 1024);
+  const [segVar, segRaw] = aliased(env, 'WAL_SEGMENT_BYTES');
+  const walSegmentBytes = parseInteger(segVar, segRaw, limits.walSegmentBytes, 1024 * 1024, 1024 * 1024 * 1024);
+  // One max-size request must fit one WAL write, which must fit one segment.
+  if (walBatchBytesMax(walSegmentBytes) < maxBodyBytes + 4096) {
+    throw new ConfigError(segVar, `must leave room for one FLEETLM_MAX_BODY_BYTES (${maxBodyBytes}) body: use at least ${maxBodyBytes + 4096 + limits.walSegmentReserveBytes}`);
+  }
   return {
     port: parseInteger('PORT', env.PORT, 4000, 0, 65535),
     opsPort: ops === undefined || ops === '' ? null : parseInteger(opsVar, ops, 0, 0, 65535),
@@ -112,12 +121,13 @@ export function loadConfig(env: Env = process.env): Config {
     nodeName: nodeName ?? `node-${crypto.randomBytes(4).toString('hex')}`,
     dataDir: dataDir ?? './data',
     workers: int('WORKERS', Math.max(1, os.availableParallelism()), 1, 64),
-    maxBodyBytes: int('MAX_BODY_BYTES', 1024 * 1024, 1024, 8 * 1024 * 1024),
+    maxBodyBytes,
     tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
     streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),
     apiKey: apiKey ? apiKey : null,
     tailKeep: int('TAIL_KEEP', 1000, 1, 100_000_000),
     logLevel: logLevel as Config['logLevel'],
     poolTextChars: int('POOL_TEXT_CHARS', 2048, 256, 64 * 1024 * 1024),
+    walSegmentBytes,
   };
 }

@@ -26,7 +26,7 @@ import { AppError, overloaded, unavailable } from '../actors/errors.js';
 import { type Reply, applyReply, errorReply } from './replies.js';
 import type { Clock } from './clock.js';
 import { assert } from './assert.js';
-import { limits } from './limits.js';
+import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
 
@@ -101,6 +101,7 @@ export class PartitionDriver {
     private readonly random: () => number,
     actorsMax: number,
     cacheBytesMax: number,
+    private readonly walSegmentBytes: number,
   ) {
     this.actors = new ActorCache(actorsMax, cacheBytesMax);
   }
@@ -109,7 +110,7 @@ export class PartitionDriver {
     const applied = new Map<number, { index: number; term: number }>();
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
     const { wal, groups: recovered } = await Wal.open(
-      { dir: walDir, segmentBytes: limits.walSegmentBytes },
+      { dir: walDir, segmentBytes: this.walSegmentBytes },
       (gid) => applied.get(gid)?.index ?? 0,
     );
     this.wal = wal;
@@ -160,7 +161,7 @@ export class PartitionDriver {
     if (!g) return;
     // Bounds the next WAL write (a batch must fit one segment) and the memory
     // of a burst: past it the client is told to back off, nothing is lost.
-    if (this.unwrittenBytes + cmd.byteLength > limits.writeBatchBytesMax) {
+    if (this.unwrittenBytes + cmd.byteLength > walBatchBytesMax(this.walSegmentBytes)) {
       this.reply(reqId, errorReply(overloaded('log write queue is full')));
       return;
     }

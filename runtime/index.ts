@@ -95,6 +95,7 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
         dataDir: path.resolve(cfg.dataDir),
         nodeId,
         logLevel: cfg.logLevel,
+        walSegmentBytes: cfg.walSegmentBytes,
       };
       // A small young generation keeps each worker's heap (and the node's RSS) down;
       // the workers allocate short-lived objects at a steady rate.

@@ -16,8 +16,10 @@ export const limits = {
   requestDeadlineMs: 10_000,
   /** Bytes proposed per partition between two WAL writes; past it proposals get 429. */
   writeBatchBytesMax: 16 * 1024 * 1024,
-  /** WAL segment file size; one write (entries + every group's hard state) must fit. */
+  /** Default WAL segment file size (FLEETLM_WAL_SEGMENT_BYTES). */
   walSegmentBytes: 32 * 1024 * 1024,
+  /** Room kept in every WAL segment for the hard states it starts with. */
+  walSegmentReserveBytes: 64 * 1024,
   /** Committed entries handed to apply per group per turn. */
   applyBytesMax: 4 * 1024 * 1024,
   /** Conversation actors kept in memory per worker (LRU beyond). */
@@ -29,9 +31,11 @@ export const limits = {
 
 assert(limits.queryLimitMax >= 100, 'default page size must fit the max');
 assert(limits.writeBatchBytesMax >= 8 * 1024 * 1024 + 4096, 'one max-size body (FLEETLM_MAX_BODY_BYTES <= 8 MiB) must fit a write batch');
-assert(
-  limits.writeBatchBytesMax + limits.groupCount * 1024 <= limits.walSegmentBytes,
-  'a full write batch plus every hard state must fit one WAL segment',
-);
+assert(limits.groupCount * 128 <= limits.walSegmentReserveBytes, 'every hard state fits the segment reserve');
+
+/** Bytes one WAL write may carry: it must fit one segment next to the hard states. */
+export function walBatchBytesMax(segmentBytes: number): number {
+  return Math.min(limits.writeBatchBytesMax, segmentBytes - limits.walSegmentReserveBytes);
+}
 assert(limits.applyBytesMax >= 2 * 1024 * 1024, 'one max-size entry must fit an apply turn');
 assert(limits.conversationIdBytesMax < 256, 'ids are length-prefixed with one byte');

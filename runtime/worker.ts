@@ -25,6 +25,7 @@ export interface WorkerInit {
   dataDir: string;
   nodeId: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  walSegmentBytes: number;
 }
 
 export type WorkerEvent =
@@ -179,6 +180,7 @@ async function start(): Promise<void> {
       mulberry32(seed + p),
       share(limits.actorsCachedMax),
       share(limits.messageCacheBytesMax),
+      init.walSegmentBytes,
     );
     const groups: number[] = [];
     for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { api, startNode, tempDir, type NodeProc } from './harness.js';
 import { mulberry32 } from '../../runtime/prng.js';
 
@@ -12,6 +13,9 @@ const ROUNDS = Number(process.env.CRASH_ROUNDS ?? 20);
 const CONVERSATIONS = 8;
 const WRITERS = 24;
 const SEED = Number(process.env.CRASH_SEED ?? 7);
+// Small WAL segments so the run switches, checkpoints and recycles segments
+// many times between kills (the default 32 MiB would never fill here).
+const NODE_ENV = { FLEETLM_WAL_SEGMENT_BYTES: String(1024 * 1024), FLEETLM_MAX_BODY_BYTES: String(256 * 1024) };
 
 interface Attempt {
   conv: string;
@@ -25,7 +29,7 @@ test(`crash - ${ROUNDS} kill -9 restarts under append load lose no acknowledged 
   const dataDir = tempDir('fleetlm-crash-');
   const attempts: Attempt[] = [];
   const readyMs: number[] = [];
-  let node: NodeProc = await startNode({ dataDir });
+  let node: NodeProc = await startNode({ dataDir, env: NODE_ENV });
   try {
     for (let c = 0; c < CONVERSATIONS; c++) assert.equal((await api(node.url, 'PUT', `/v1/conversations/k${c}`, {})).status, 200);
     let counter = 0;
@@ -53,7 +57,7 @@ test(`crash - ${ROUNDS} kill -9 restarts under append load lose no acknowledged 
       await node.kill9();
       await Promise.allSettled(writers);
       const t0 = performance.now();
-      node = await startNode({ dataDir });
+      node = await startNode({ dataDir, env: NODE_ENV });
       readyMs.push(performance.now() - t0);
     }
     const acked = attempts.filter((a) => a.ackedSeq !== null);
@@ -87,9 +91,15 @@ test(`crash - ${ROUNDS} kill -9 restarts under append load lose no acknowledged 
         assert.ok(texts.has(a.text), `${conv}: acknowledged ${a.text} (seq ${a.ackedSeq}) lost`);
       }
     }
+    // Segment seqs are never reused: a highest seq above the files present means
+    // segments were filled, released and recycled or deleted during the run.
+    const walDir = path.join(dataDir, 'partition-000', 'wal');
+    const segs = fs.readdirSync(walDir).filter((n) => n.endsWith('.seg'));
+    const highest = Math.max(...segs.map((n) => parseInt(n.slice(4, 20), 16)));
+    assert.ok(highest > segs.length + 2, `WAL never recycled: ${segs.length} files, highest seq ${highest}`);
     const sorted = [...readyMs].sort((a, b) => a - b);
     console.log(
-      `crash: ${ROUNDS} kills, ${acked.length} acked of ${attempts.length} attempts; restart→ready median ${sorted[sorted.length >> 1].toFixed(0)} ms, max ${sorted[sorted.length - 1].toFixed(0)} ms`,
+      `crash: ${ROUNDS} kills, ${acked.length} acked of ${attempts.length} attempts, WAL segment seq ${highest}; restart→ready median ${sorted[sorted.length >> 1].toFixed(0)} ms, max ${sorted[sorted.length - 1].toFixed(0)} ms`,
     );
   } finally {
     await node.stop();

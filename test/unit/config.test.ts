@@ -11,6 +11,8 @@ test('config - defaults', () => {
   assert.equal(c.streamMaxConnections, 512);
   assert.equal(c.apiKey, null);
   assert.match(c.nodeName, /^node-[0-9a-f]{8}$/);
+  assert.equal(c.walSegmentBytes, 32 * 1024 * 1024);
+  assert.equal(loadConfig({ FLEETLM_WAL_SEGMENT_BYTES: '1048576', FLEETLM_MAX_BODY_BYTES: '262144' }).walSegmentBytes, 1048576);
 });
 
 test('config - FLEETLM_* wins over FASTPACA_* aliases', () => {
@@ -30,6 +32,7 @@ test('config - a bad value names the variable', () => {
     [{ FLEETLM_ARCHIVER_ENABLED: 'maybe' }, /^FLEETLM_ARCHIVER_ENABLED: /],
     [{ NODE_NAME: 'bad name' }, /^NODE_NAME: /],
     [{ FLEETLM_LOG_LEVEL: 'loud' }, /^FLEETLM_LOG_LEVEL: /],
+    [{ FLEETLM_WAL_SEGMENT_BYTES: '1048576', FLEETLM_MAX_BODY_BYTES: '1048576' }, /^FLEETLM_WAL_SEGMENT_BYTES: .*at least/],
   ];
   for (const [env, re] of bad) {
     assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(env));
