@@ -18,6 +18,7 @@ interface Pending {
   resolve: (r: WorkerReply) => void;
   reject: (e: AppError) => void;
   deadlineMs: number;
+  worker: number;
 }
 
 const SWEEP_MS = 200;
@@ -32,6 +33,7 @@ export class Dispatcher {
   constructor(private readonly runtime: Runtime) {
     this.outboxes = runtime.workers.map(() => new FrameBuffer());
     runtime.onReplies = (buf) => readReplies(buf, (reqId, kind, body) => this.settle(reqId, kind, body));
+    runtime.onWorkerDown = (w) => this.failWorker(w);
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
   }
@@ -44,6 +46,7 @@ export class Dispatcher {
   request(op: ReqOp, group: number, payload: Uint8Array, worker?: number): Promise<WorkerReply> {
     if (this.pending.size >= limits.requestsInFlightMax) return Promise.reject(overloaded('node request queue'));
     const w = worker ?? workerOfGroup(group, this.runtime.partitions, this.runtime.workers.length);
+    if (!this.runtime.isWorkerReady(w)) return Promise.reject(unavailable('the shard worker is restarting'));
     const reqId = this.nextReqId;
     this.nextReqId = this.nextReqId >= 0xfffffffe ? 1 : this.nextReqId + 1;
     this.outboxes[w].request(reqId, op, group, payload);
@@ -52,7 +55,7 @@ export class Dispatcher {
       setImmediate(() => this.flush());
     }
     return new Promise((resolve, reject) => {
-      this.pending.set(reqId, { resolve, reject, deadlineMs: Date.now() + limits.requestDeadlineMs });
+      this.pending.set(reqId, { resolve, reject, deadlineMs: Date.now() + limits.requestDeadlineMs, worker: w });
     });
   }
 
@@ -66,6 +69,16 @@ export class Dispatcher {
     clearInterval(this.sweeper);
     for (const p of this.pending.values()) p.reject(unavailable(message));
     this.pending.clear();
+  }
+
+  /** A worker thread is gone: its requests' outcome is unknown, so they get 503 now. */
+  private failWorker(w: number): void {
+    this.outboxes[w].take();
+    for (const [reqId, p] of this.pending) {
+      if (p.worker !== w) continue;
+      this.pending.delete(reqId);
+      p.reject(unavailable('the shard worker restarted; the outcome is unknown, retry with an idempotency key'));
+    }
   }
 
   private flush(): void {

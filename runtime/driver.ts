@@ -102,6 +102,7 @@ export class PartitionDriver {
     actorsMax: number,
     cacheBytesMax: number,
     private readonly walSegmentBytes: number,
+    private readonly onGroupStopped: (group: number, reason: string) => void,
   ) {
     this.actors = new ActorCache(actorsMax, cacheBytesMax);
   }
@@ -254,6 +255,7 @@ export class PartitionDriver {
   private stopGroup(g: Group, err: unknown): void {
     if (g.stopped !== null) return;
     g.stopped = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    this.onGroupStopped(g.id, g.stopped);
     log('error', 'group_stopped', 'group stopped after a failed invariant', {
       group: g.id,
       node: this.nodeId,

@@ -22,12 +22,21 @@ interface Manifest {
 export interface Runtime {
   readonly nodeId: string;
   readonly partitions: number;
+  /** Current thread of each worker slot (replaced when the supervisor restarts one). */
   readonly workers: Worker[];
   /** Called with each batch of reply frames from a worker. */
   onReplies: (buf: ArrayBuffer) => void;
+  /** Called when a worker thread is gone: whatever it owed will never be answered. */
+  onWorkerDown: (worker: number) => void;
   isReady(): boolean;
+  /** False while worker `w` is starting or being restarted. */
+  isWorkerReady(w: number): boolean;
   close(): Promise<void>;
 }
+
+/** Restart backoff of a worker slot: doubles per restart, reset after a quiet minute. */
+const RESTART_DELAY_MS = { first: 250, max: 10_000, resetAfter: 60_000 };
+const CLOSE_MS_MAX = 10_000;
 
 function loadManifest(cfg: Config): Manifest {
   const dir = path.resolve(cfg.dataDir);
@@ -59,69 +68,88 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
   // NODE_NAME on each boot does not orphan the groups' votes.
   const nodeId = manifest.nodeId;
   const workers: Worker[] = [];
-  let readyCount = 0;
+  const ready: boolean[] = new Array(workerCount).fill(false);
+  const restarts = Array.from({ length: workerCount }, () => ({ delayMs: RESTART_DELAY_MS.first, lastMs: 0, pending: false }));
   let closing = false;
   const runtime: Runtime = {
     nodeId,
     partitions: manifest.partitions,
     workers,
     onReplies: () => {},
-    isReady: () => readyCount === workerCount && !closing,
+    onWorkerDown: () => {},
+    isReady: () => !closing && ready.every(Boolean),
+    isWorkerReady: (w) => ready[w] === true,
     close: async () => {
       closing = true;
-      await Promise.all(
-        workers.map(
-          (w) =>
-            new Promise<void>((resolve) => {
-              w.once('exit', () => resolve());
-              w.on('message', (e: WorkerEvent) => {
-                if (e.type === 'closed') void w.terminate();
-              });
-              w.postMessage({ type: 'close' } satisfies MainCommand);
-            }),
-        ),
-      );
+      await Promise.all(workers.map((w) => closeWorker(w)));
     },
   };
-  const started = workers.length;
-  await Promise.all(
-    Array.from({ length: workerCount }, (_, i) => {
-      const partitions: number[] = [];
-      for (let p = 0; p < manifest.partitions; p++) if (workerOfPartition(p, workerCount) === i) partitions.push(p);
-      const init: WorkerInit = {
-        workerIndex: i,
-        partitions,
-        partitionCount: manifest.partitions,
-        dataDir: path.resolve(cfg.dataDir),
-        nodeId,
-        logLevel: cfg.logLevel,
-        walSegmentBytes: cfg.walSegmentBytes,
-      };
-      // A small young generation keeps each worker's heap (and the node's RSS) down;
-      // the workers allocate short-lived objects at a steady rate.
-      const w = new Worker(new URL('./worker.js', import.meta.url), {
-        workerData: init,
-        resourceLimits: { maxYoungGenerationSizeMb: 8 },
+
+  const initOf = (i: number): WorkerInit => {
+    const partitions: number[] = [];
+    for (let p = 0; p < manifest.partitions; p++) if (workerOfPartition(p, workerCount) === i) partitions.push(p);
+    return {
+      workerIndex: i,
+      partitions,
+      partitionCount: manifest.partitions,
+      dataDir: path.resolve(cfg.dataDir),
+      nodeId,
+      logLevel: cfg.logLevel,
+      walSegmentBytes: cfg.walSegmentBytes,
+    };
+  };
+
+  /** Supervisor: a worker that died or stopped a group is restarted from disk, with backoff. */
+  const restart = (i: number, w: Worker, why: string) => {
+    const r = restarts[i];
+    if (closing || r.pending || workers[i] !== w) return;
+    r.pending = true;
+    ready[i] = false;
+    const now = Date.now();
+    if (now - r.lastMs > RESTART_DELAY_MS.resetAfter) r.delayMs = RESTART_DELAY_MS.first;
+    log('error', 'worker_restart', `restarting worker ${i} from disk in ${r.delayMs} ms`, { worker: i, why });
+    void closeWorker(w).then(() => {
+      runtime.onWorkerDown(i);
+      setTimeout(() => {
+        r.pending = false;
+        r.lastMs = Date.now();
+        r.delayMs = Math.min(r.delayMs * 2, RESTART_DELAY_MS.max);
+        if (!closing) spawn(i).catch(() => restart(i, workers[i], 'failed to start'));
+      }, r.delayMs).unref();
+    });
+  };
+
+  const spawn = (i: number): Promise<void> => {
+    // A small young generation keeps each worker's heap (and the node's RSS) down;
+    // the workers allocate short-lived objects at a steady rate.
+    const w = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: initOf(i),
+      resourceLimits: { maxYoungGenerationSizeMb: 8 },
+    });
+    workers[i] = w;
+    return new Promise<void>((resolve, reject) => {
+      w.on('message', (e: WorkerEvent) => {
+        if (e.type === 'replies') runtime.onReplies(e.buf);
+        else if (e.type === 'ready') {
+          ready[i] = true;
+          resolve();
+        } else if (e.type === 'group_stopped') restart(i, w, `group ${e.group} stopped: ${e.reason}`);
+        else if (e.type === 'fatal') reject(new Error(`worker ${i}: ${e.message}`));
       });
-      workers[started + i] = w;
-      return new Promise<void>((resolve, reject) => {
-        w.on('message', (e: WorkerEvent) => {
-          if (e.type === 'replies') runtime.onReplies(e.buf);
-          else if (e.type === 'ready') {
-            readyCount++;
-            resolve();
-          } else if (e.type === 'fatal') reject(new Error(`worker ${i}: ${e.message}`));
-        });
-        w.on('error', (err) => {
-          log('error', 'worker_error', 'worker thread crashed', { worker: i, err: String(err), stack: err.stack });
-          reject(err);
-        });
-        w.on('exit', (code) => {
-          if (!closing) log('error', 'worker_exit', 'worker thread exited', { worker: i, code });
-        });
+      w.on('error', (err) => {
+        log('error', 'worker_error', 'worker thread crashed', { worker: i, err: String(err), stack: err.stack });
+        reject(err);
       });
-    }),
-  );
+      w.on('exit', (code) => {
+        if (closing) return;
+        log('error', 'worker_exit', 'worker thread exited', { worker: i, code });
+        reject(new Error(`worker ${i} exited with code ${code}`));
+        restart(i, w, `exited with code ${code}`);
+      });
+    });
+  };
+
+  await Promise.all(Array.from({ length: workerCount }, (_, i) => spawn(i)));
   log('info', 'runtime_ready', 'all groups lead and applied', {
     node: nodeId,
     workers: workerCount,
@@ -129,4 +157,21 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
     groups: limits.groupCount,
   });
   return runtime;
+}
+
+/** Asks a worker to finish its writes and close storage, then ends the thread. */
+function closeWorker(w: Worker): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (w.threadId === -1) return resolve(); // already gone
+    // A wedged worker gets a bounded chance to close cleanly.
+    const hard = setTimeout(() => void w.terminate(), CLOSE_MS_MAX);
+    w.once('exit', () => {
+      clearTimeout(hard);
+      resolve();
+    });
+    w.on('message', (e: WorkerEvent) => {
+      if (e.type === 'closed') void w.terminate();
+    });
+    w.postMessage({ type: 'close' } satisfies MainCommand);
+  });
 }

@@ -30,6 +30,7 @@ export interface WorkerInit {
 
 export type WorkerEvent =
   | { type: 'ready' }
+  | { type: 'group_stopped'; group: number; reason: string }
   | { type: 'replies'; buf: ArrayBuffer }
   | { type: 'closed' }
   | { type: 'fatal'; message: string };
@@ -61,6 +62,23 @@ function flush(): void {
 }
 
 const drivers = new Map<number, PartitionDriver>();
+
+/**
+ * Fault injection for the supervisor tests: FLEETLM_FAILPOINT=worker-crash-after:N
+ * makes worker 0 throw an uncaught error at its Nth proposal.
+ */
+const failpoint = (() => {
+  const m = /^worker-crash-after:([0-9]+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '');
+  let left = m && init.workerIndex === 0 ? Number(m[1]) : -1;
+  return {
+    onPropose(): void {
+      if (left < 0 || --left !== 0) return;
+      setImmediate(() => {
+        throw new Error('failpoint worker-crash-after reached');
+      });
+    },
+  };
+})();
 
 function driverOf(group: number): PartitionDriver | undefined {
   return drivers.get(partitionOf(group, init.partitionCount));
@@ -143,6 +161,7 @@ function onRequest(f: RequestFrame): void {
   }
   switch (f.op) {
     case ReqOp.Propose: {
+      failpoint.onPropose();
       // Copy: the request buffer is shared by the whole batch and the entry outlives it.
       d.propose(f.reqId, f.group, Uint8Array.prototype.slice.call(f.payload));
       return;
@@ -181,6 +200,7 @@ async function start(): Promise<void> {
       share(limits.actorsCachedMax),
       share(limits.messageCacheBytesMax),
       init.walSegmentBytes,
+      (group, reason) => port.postMessage({ type: 'group_stopped', group, reason } satisfies WorkerEvent),
     );
     const groups: number[] = [];
     for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);
