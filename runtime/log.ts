@@ -7,6 +7,10 @@ export function setLogLevel(level: Level): void {
   threshold = ORDER[level];
 }
 
+export function logEnabled(level: Level): boolean {
+  return ORDER[level] >= threshold;
+}
+
 export function log(level: Level, type: string, msg: string, fields: Record<string, unknown> = {}): void {
   if (ORDER[level] < threshold) return;
   const line = JSON.stringify({ ts: new Date().toISOString(), level, type, msg, ...fields });

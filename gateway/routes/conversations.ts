@@ -15,6 +15,7 @@ import type { ListQuery } from '../../runtime/listing.js';
 import { mergeById } from '../../runtime/listing.js';
 import type { ConversationRecord } from '../../actors/conversation.js';
 import { metrics, roleLabel } from '../metrics.js';
+import { log, logEnabled } from '../../runtime/log.js';
 
 const enc = (o: unknown) => Buffer.from(JSON.stringify(o));
 
@@ -30,8 +31,10 @@ export function getConversation(ctx: GatewayContext, id: string): Promise<HttpRe
   return ctx.send(ReqOp.GetRecord, groupOf(id), enc({ id }));
 }
 
-export function deleteConversation(ctx: GatewayContext, id: string): Promise<HttpResponse> {
-  return ctx.send(ReqOp.Propose, groupOf(id), encodeCommand({ op: Op.Tombstone, id, nowMs: 0 }));
+export async function deleteConversation(ctx: GatewayContext, id: string): Promise<HttpResponse> {
+  const res = await ctx.send(ReqOp.Propose, groupOf(id), encodeCommand({ op: Op.Tombstone, id, nowMs: 0 }));
+  if (res.status === 204) log('info', 'tombstone', 'conversation tombstoned', { conversation_id: id });
+  return res;
 }
 
 export async function appendMessage(
@@ -64,6 +67,10 @@ export async function appendMessage(
   if (cmd.byteLength > limits.writeBatchBytesMax / 2) throw overloaded('message too large for one log entry');
   const res = await ctx.send(ReqOp.Propose, groupOf(id), cmd);
   if (res.status === 201) {
+    if (logEnabled('debug')) {
+      const ack = JSON.parse(Buffer.from(res.body).toString('utf8')) as { seq: number; duplicate?: boolean };
+      log('debug', 'append', 'message appended', { conversation_id: id, seq: ack.seq, duplicate: ack.duplicate === true });
+    }
     metrics.appendTotal.labels(roleLabel(m.role), source).inc();
     metrics.tokenCount.observe(tokenCount);
     metrics.appendLatency.observe(performance.now() - started);
