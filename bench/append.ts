@@ -468,7 +468,7 @@ function openLoopToResult(
   mem: { value: number; kind: string },
   okStatus: string,
 ): LoadResult {
-  const genCpuPct = (100 * (m.userS + m.sysS)) / m.wallS;
+  const genCpuPct = genCpu(m);
   const bad = r.completed - (r.statusCounts[okStatus] ?? 0) + r.notSent + r.unanswered + (r.statusCounts.conn_lost ?? 0);
   const detail = [
     statusSummary(Object.fromEntries(Object.entries(r.statusCounts).filter(([k]) => k !== okStatus).map(([k, v]) => [k, v]))),
@@ -494,13 +494,7 @@ function openLoopToResult(
     maxMs: toNum(r.latencyMs.max),
     svcP50Ms: toNum(r.serviceLatencyMs.p50),
     svcP99Ms: toNum(r.serviceLatencyMs.p99),
-    serverCpuPct: cpu.pct,
-    genCpuPct,
-    kernelCpuPct: cpu.kernelPct,
-    otherCpuPct: otherCpu(cpu, genCpuPct),
-    topOthers: cpu.topOthers,
-    serverMem: mem.value,
-    serverMemKind: mem.kind,
+    ...usageFields(cpu, genCpuPct, mem),
   };
 }
 
@@ -509,6 +503,24 @@ type CpuRead = ReturnType<CpuMeter['read']>;
 /** Machine CPU not accounted for by the server, the generator, this script or the kernel. */
 function otherCpu(c: CpuRead, genPct: number): number {
   return Math.max(0, c.machinePct - c.pct - genPct - c.selfPct - c.kernelPct);
+}
+
+/** CPU of a generator run, % of one core. */
+function genCpu(m: { userS: number; sysS: number; wallS: number }): number {
+  return (100 * (m.userS + m.sysS)) / m.wallS;
+}
+
+/** The CPU and memory columns every result row carries. */
+function usageFields(cpu: CpuRead, genCpuPct: number, mem: { value: number; kind: string }) {
+  return {
+    serverCpuPct: cpu.pct,
+    genCpuPct,
+    kernelCpuPct: cpu.kernelPct,
+    otherCpuPct: otherCpu(cpu, genCpuPct),
+    topOthers: cpu.topOthers,
+    serverMem: mem.value,
+    serverMemKind: mem.kind,
+  };
 }
 
 // ---------------------------------------------------------------- context
@@ -615,13 +627,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
       p99Ms: w.p99Ms,
       p999Ms: w.p999Ms,
       maxMs: w.maxMs,
-      serverCpuPct: c.pct,
-      genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
-      kernelCpuPct: c.kernelPct,
-      otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
-      topOthers: c.topOthers,
-      serverMem: mem.peakRss,
-      serverMemKind: 'peak RSS',
+      ...usageFields(c, genCpu(m), { value: mem.peakRss, kind: 'peak RSS' }),
     });
     log(`ours: ${fmtInt(w.status201 / w.durationS)}/s p50 ${fmtMs(w.p50Ms)} p99 ${fmtMs(w.p99Ms)} errors ${errors}`);
 
@@ -813,15 +819,9 @@ async function benchRedis(ctx: Ctx): Promise<void> {
       p50Ms: p.p50,
       p99Ms: p.p99,
       maxMs: p.max,
-      serverCpuPct: c.pct,
-      genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
-      kernelCpuPct: c.kernelPct,
-      otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
-      topOthers: c.topOthers,
-      serverMem: mem.peakRss,
-      serverMemKind: 'peak RSS',
+      ...usageFields(c, genCpu(m), { value: mem.peakRss, kind: 'peak RSS' }),
     });
-    log(`redis: ${fmtInt(p.rps)}/s p50 ${fmtMs(p.p50)} p99 ${fmtMs(p.p99)} (server CPU ${fmtPct(c.pct)}, generator ${fmtPct((100 * (m.userS + m.sysS)) / m.wallS)})`);
+    log(`redis: ${fmtInt(p.rps)}/s p50 ${fmtMs(p.p50)} p99 ${fmtMs(p.p99)} (server CPU ${fmtPct(c.pct)}, generator ${fmtPct(genCpu(m))})`);
 
     if (!opts.skipFixed) {
       log(`redis: fixed rate ${opts.rate}/s for ${opts.fixedDuration} s`);
@@ -1008,15 +1008,9 @@ async function benchPg(ctx: Ctx): Promise<void> {
       p99Ms: percentileSorted(l.lat, 99),
       p999Ms: percentileSorted(l.lat, 99.9),
       maxMs: l.lat.length ? l.lat[l.lat.length - 1] : NaN,
-      serverCpuPct: c.pct,
-      genCpuPct: (100 * (m.userS + m.sysS)) / m.wallS,
-      kernelCpuPct: c.kernelPct,
-      otherCpuPct: otherCpu(c, (100 * (m.userS + m.sysS)) / m.wallS),
-      topOthers: c.topOthers,
-      serverMem: mem.peakPss,
-      serverMemKind: 'peak PSS, all processes',
+      ...usageFields(c, genCpu(m), { value: mem.peakPss, kind: 'peak PSS, all processes' }),
     });
-    log(`pg: ${fmtInt(p.tps)}/s p50 ${fmtMs(percentileSorted(l.lat, 50))} p99 ${fmtMs(percentileSorted(l.lat, 99))} (server CPU ${fmtPct(c.pct)}, generator ${fmtPct((100 * (m.userS + m.sysS)) / m.wallS)})`);
+    log(`pg: ${fmtInt(p.tps)}/s p50 ${fmtMs(percentileSorted(l.lat, 50))} p99 ${fmtMs(percentileSorted(l.lat, 99))} (server CPU ${fmtPct(c.pct)}, generator ${fmtPct(genCpu(m))})`);
 
     if (!opts.skipFixed) {
       log(`pg: fixed rate ${opts.rate}/s for ${opts.fixedDuration} s`);
