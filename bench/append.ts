@@ -1241,7 +1241,11 @@ async function main(): Promise<number> {
   const md = renderMarkdown(report);
   fs.mkdirSync(path.dirname(opts.out), { recursive: true });
   fs.writeFileSync(opts.out, md + '\n');
-  fs.writeFileSync(opts.out.replace(/\.md$/, '') + '.json', JSON.stringify(report, (_k, v) => (v instanceof Set ? [...v] : typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+  // Paths are written relative to the repository so results name no machine's layout.
+  const portable = (v: unknown) => (typeof v === 'string' && v.startsWith(ROOT) ? path.relative(ROOT, v) : v);
+  const replacer = (_k: string, v: unknown) =>
+    v instanceof Set ? [...v] : typeof v === 'number' && !Number.isFinite(v) ? null : portable(v);
+  fs.writeFileSync(opts.out.replace(/\.md$/, '') + '.json', JSON.stringify(report, replacer, 2) + '\n');
   process.stdout.write(md + '\n');
   log(`wrote ${path.relative(ROOT, opts.out)}`);
   return Object.keys(report.failures).length ? 1 : 0;
