@@ -8,7 +8,7 @@ import type { GatewayContext } from './context.js';
 import { dispatch } from './router.js';
 import { errorResponse } from './http-errors.js';
 import { metrics } from './metrics.js';
-import { log } from '../runtime/log.js';
+import { log, logEnabled } from '../runtime/log.js';
 import type * as UWS from 'uWebSockets.js';
 
 const require = createRequire(import.meta.url);
@@ -90,7 +90,15 @@ export function startGateway(uws: typeof UWS, ctx: GatewayContext, host: string,
   const run = (res: UWS.HttpResponse, req: HttpRequest, state: { aborted: boolean }) => {
     inFlight++;
     dispatch(ctx, req)
-      .then((r) => write(res, r, state))
+      .then((r) => {
+        if (r.status >= 500 || logEnabled('debug')) {
+          log(r.status >= 500 ? 'warn' : 'debug', 'http', `${req.method} ${req.path} ${r.status}`, {
+            status: r.status,
+            client_ip: req.clientIp(),
+          });
+        }
+        write(res, r, state);
+      })
       .catch((err: unknown) => {
         log('error', 'gateway_error', 'request failed outside the router', { err: String(err) });
         write(res, errorResponse('internal', undefined, 'internal error'), state);
@@ -112,7 +120,8 @@ export function startGateway(uws: typeof UWS, ctx: GatewayContext, host: string,
       query: new URLSearchParams(uReq.getQuery() ?? ''),
       header: (name) => h[name] ?? '',
       body: Buffer.alloc(0),
-      clientIp: () => ipFromHeaders(h) ?? 'unknown',
+      // The socket's address is only readable while `res` is live (not aborted or answered).
+      clientIp: () => ipFromHeaders(h) ?? (state.aborted ? 'unknown' : Buffer.from(res.getRemoteAddressAsText()).toString()),
     };
     if (draining) return write(res, errorResponse('unavailable', undefined, 'node is shutting down'), state);
     if (!BODY_METHODS.has(method)) return run(res, req, state);

@@ -73,3 +73,47 @@ test('shutdown - SIGTERM answers every in-flight request, exits 0, keeps every a
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('auth - FLEETLM_API_KEY guards /v1 with a bearer token; ops endpoints stay open', async () => {
+  const node = await startNode({ env: { FLEETLM_API_KEY: 'sekrit-key-123' } });
+  try {
+    const none = await api(node.url, 'PUT', '/v1/conversations/a', {});
+    assert.equal(none.status, 401);
+    assert.equal(none.json.error, 'unauthorized');
+    const wrong = await api(node.url, 'GET', '/v1/conversations/a', undefined, { authorization: 'Bearer nope' });
+    assert.equal(wrong.status, 401);
+    const ok = await api(node.url, 'PUT', '/v1/conversations/a', {}, { authorization: 'Bearer sekrit-key-123' });
+    assert.equal(ok.status, 200);
+    assert.equal((await api(node.url, 'GET', '/health/ready')).status, 200);
+    assert.equal((await api(node.url, 'GET', '/v1/conversations', undefined, { authorization: 'Bearer sekrit-key-123' })).json.conversations.length, 1);
+  } finally {
+    await node.stop();
+    fs.rmSync(node.dataDir, { recursive: true, force: true });
+  }
+});
+
+test('logs - client IP from True-Client-IP, X-Real-IP, the first X-Forwarded-For, then the socket', async () => {
+  const node = await startNode({ env: { FLEETLM_LOG_LEVEL: 'debug' } });
+  try {
+    await api(node.url, 'GET', '/v1/conversations/x1', undefined, { 'x-forwarded-for': '203.0.113.9, 10.0.0.1' });
+    await api(node.url, 'GET', '/v1/conversations/x2', undefined, { 'x-real-ip': '198.51.100.7', 'x-forwarded-for': '203.0.113.9' });
+    await api(node.url, 'GET', '/v1/conversations/x3', undefined, { 'true-client-ip': '192.0.2.1', 'x-real-ip': '198.51.100.7' });
+    await api(node.url, 'GET', '/v1/conversations/x4');
+    await new Promise((r) => setTimeout(r, 100));
+    const ips = Object.fromEntries(
+      node.logs
+        .filter((l) => l.includes('"type":"http"') && l.includes('/v1/conversations/x'))
+        .map((l) => JSON.parse(l))
+        .map((o) => [o.msg.split(' ')[1], o.client_ip]),
+    );
+    assert.deepEqual(ips, {
+      '/v1/conversations/x1': '203.0.113.9',
+      '/v1/conversations/x2': '198.51.100.7',
+      '/v1/conversations/x3': '192.0.2.1',
+      '/v1/conversations/x4': '127.0.0.1',
+    });
+  } finally {
+    await node.stop();
+    fs.rmSync(node.dataDir, { recursive: true, force: true });
+  }
+});
