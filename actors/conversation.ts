@@ -98,7 +98,8 @@ function applyPut(conv: Conversation, cmd: PutCommand, sink: WriteSink): ApplyRe
 function applyAppend(conv: Conversation, cmd: AppendCommand, sink: WriteSink): ApplyResult {
   const cur = conv.record;
   if (cur === null) throw notFound(`conversation ${cmd.id}`);
-  if (cur.tombstoned) throw tombstoned(cmd.id);
+  // A retry of an append that happened gets its original answer, even if
+  // the conversation was tombstoned or moved on since (key before if_version).
   if (cmd.idemKey !== '') {
     const seen = conv.idem.get(cmd.idemKey);
     if (seen !== undefined) {
@@ -108,6 +109,7 @@ function applyAppend(conv: Conversation, cmd: AppendCommand, sink: WriteSink): A
       return { kind: 'appended', seq: seen.seq, version: seen.version, tokenCount: seen.token_count, duplicate: true };
     }
   }
+  if (cur.tombstoned) throw tombstoned(cmd.id);
   if (cmd.ifVersion >= 0 && cmd.ifVersion !== cur.version) throw conflict(cmd.ifVersion, cur.version);
   const seq = cur.last_seq + 1;
   const now = new Date(cmd.nowMs).toISOString();

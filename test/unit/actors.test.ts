@@ -121,6 +121,7 @@ test('conversation - tombstone makes appends 410 and metadata updates 410, reads
   assert.ok(r.kind === 'error' && r.error.code === 'tombstoned');
   const p = apply(c, put(), sink);
   assert.ok(p.kind === 'error' && p.error.code === 'tombstoned');
+  assert.equal(c.record!.last_seq, 0);
   assert.equal(c.record!.tombstoned, true);
   assert.equal(apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 4000 }, sink).kind, 'deleted');
 });
@@ -136,4 +137,15 @@ test('conversation - PUT creates once; later PUT replaces metadata and keeps cre
   assert.deepEqual(b.record.metadata, { b: 2 });
   const same = apply(c, { op: Op.Put, id: 'c1', nowMs: 6000, metadataJson: null }, sink);
   assert.ok(same.kind === 'record' && same.record.updated_at === new Date(5000).toISOString());
+});
+
+test('conversation - a retried append after a tombstone still gets its original answer', () => {
+  const c = fresh();
+  const sink = new Sink();
+  apply(c, put(), sink);
+  const first = apply(c, append({ idemKey: 'k', digest: 'd' }), sink);
+  apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 3000 }, sink);
+  assert.deepEqual(apply(c, append({ idemKey: 'k', digest: 'd' }), sink), { ...first, duplicate: true });
+  const fresh410 = apply(c, append({ idemKey: 'other', digest: 'd' }), sink);
+  assert.ok(fresh410.kind === 'error' && fresh410.error.code === 'tombstoned');
 });
