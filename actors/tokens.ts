@@ -270,3 +270,59 @@ export function countMessageTokens(est: TokenEstimator, parts: unknown[]): numbe
   }
   return total;
 }
+
+// ---------------------------------------------------------------------------
+// Work bound
+
+/**
+ * Both tokenizers merge each pre-tokenized piece with an O(n²) BPE over its
+ * UTF-8 bytes, so one long unbroken run (1 MB of "aaaa…", a wall of emoji or
+ * unpunctuated CJK) would occupy a thread for minutes. `tokenizationCost`
+ * over-estimates Σ piece_bytes² in one linear pass (runs of whitespace, of
+ * ASCII punctuation, and of everything else except digits, which the
+ * pre-tokenizer cuts into threes). Measured here: 20,000 × "a" (4e8) ≈ 0.3 s,
+ * 20,000 × "漢" (3.6e9) ≈ 2.4–3 s. Texts above TOKENIZATION_COST_MAX (≈ 2 s)
+ * are refused and the client is asked to send token_count itself; ordinary
+ * prose, code and punctuated CJK stay orders of magnitude below it.
+ */
+export const TOKENIZATION_COST_MAX = 2.5e9;
+
+const enum RunClass {
+  Digit = 0,
+  Space = 1,
+  Punct = 2,
+  Word = 3,
+}
+
+function runClass(c: number): RunClass {
+  if (c >= 48 && c <= 57) return RunClass.Digit;
+  if (c <= 32 || c === 0x85 || c === 0xa0 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x3000) {
+    return RunClass.Space;
+  }
+  if (c < 128) return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) ? RunClass.Word : RunClass.Punct;
+  // General, CJK and fullwidth punctuation break runs of letters as ASCII punctuation does.
+  if ((c >= 0x2010 && c <= 0x2027) || (c >= 0x3001 && c <= 0x303f) || (c >= 0xff01 && c <= 0xff0f) || (c >= 0xff1a && c <= 0xff20)) {
+    return RunClass.Punct;
+  }
+  return RunClass.Word;
+}
+
+/** UTF-8 bytes of one UTF-16 unit (a surrogate half counts 2 of its pair's 4). */
+const utf8Units = (c: number) => (c < 0x80 ? 1 : c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 2 : 3);
+
+export function tokenizationCost(text: string): number {
+  let cost = 0;
+  let run = 0;
+  let cls = RunClass.Digit;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const k = runClass(c);
+    if (k === cls && k !== RunClass.Digit) run += utf8Units(c);
+    else {
+      cost += run * run;
+      run = k === RunClass.Digit ? 0 : utf8Units(c);
+      cls = k;
+    }
+  }
+  return cost + run * run;
+}

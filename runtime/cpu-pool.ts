@@ -12,7 +12,14 @@
 // The pool threads run the same estimator spec as the main thread, so a count
 // is the same wherever it is computed (actors/tokens.ts).
 import { Piscina } from 'piscina';
-import { parseEstimatorSpec, partText, type TokenEstimator } from '../actors/tokens.js';
+import {
+  TOKENIZATION_COST_MAX,
+  parseEstimatorSpec,
+  partText,
+  tokenizationCost,
+  type TokenEstimator,
+} from '../actors/tokens.js';
+import { invalid } from '../actors/errors.js';
 import type { CpuTask, CpuTaskInit, CpuTaskResult } from './cpu-task.js';
 import { log } from './log.js';
 
@@ -205,6 +212,12 @@ export async function countPartsTokens(
   for (const part of parts) {
     const text = partText(part);
     if (text === undefined) continue;
+    if (text.length > largeTextChars && tokenizationCost(text) > TOKENIZATION_COST_MAX) {
+      throw invalid(
+        'invalid_message',
+        'a text part has an unbroken run too long to count tokens for in bounded time; send the message with token_count',
+      );
+    }
     const toPool = text.length > largeTextChars || !(est.inlineCheap?.(text) ?? true);
     if (pool !== null && toPool) (large ??= []).push(text);
     else total += est.countText(text);

@@ -20,6 +20,7 @@ import {
   type TiktokenEncodingName,
 } from '../../actors/tokens.js';
 import { CpuPool, DEFAULT_LARGE_TEXT_CHARS, countPartsTokens } from '../../runtime/cpu-pool.js';
+import { TOKENIZATION_COST_MAX, tokenizationCost } from '../../actors/tokens.js';
 import { ENGLISH_280, loadCorpus, prng, toolOutputBlob } from '../fixtures/tokens/corpus.js';
 import { scanDivergence } from '../fixtures/tokens/unicode-scan.js';
 
@@ -306,4 +307,21 @@ test('lazy reference: ASCII counts inline without it; other texts go to the pool
   // Without a pool the lazy estimator loads the reference on first need; counts stay equal.
   assert.equal(lazy.countText(cjk), eager.countText(cjk));
   assert.equal(lazy.inlineCheap?.(cjk), true);
+});
+
+test('work bound: unbroken runs that would take the BPE minutes are refused with 400; prose is not', async () => {
+  const est = createEstimator('tiktoken:gpt-4o');
+  const prose = loadCorpus().find((c) => c.text.length > 10_000) ?? { text: ENGLISH_280.repeat(400) };
+  assert.ok(tokenizationCost(prose.text) < TOKENIZATION_COST_MAX / 100);
+  assert.ok(tokenizationCost('漢字'.repeat(5_000)) < TOKENIZATION_COST_MAX, '10k unbroken CJK chars stay countable');
+  assert.ok(tokenizationCost('漢字。'.repeat(30_000)) < TOKENIZATION_COST_MAX / 1000, 'punctuated CJK is cheap');
+  assert.ok(tokenizationCost('漢'.repeat(20_000)) > TOKENIZATION_COST_MAX, '20k unbroken CJK chars (~3 s) are refused');
+  assert.ok(tokenizationCost('a'.repeat(100_000)) > TOKENIZATION_COST_MAX);
+  assert.ok(tokenizationCost('😀'.repeat(30_000)) > TOKENIZATION_COST_MAX);
+  assert.ok(tokenizationCost('1234567890'.repeat(100_000)) < 1000, 'digits are cut in threes');
+  await assert.rejects(
+    countPartsTokens(est, null, [{ type: 'text', text: 'x'.repeat(200_000) }], 2048),
+    (e: unknown) => e instanceof Error && (e as { code?: string }).code === 'invalid' && /token_count/.test(e.message),
+  );
+  assert.equal(await countPartsTokens(est, null, [{ type: 'text', text: ENGLISH_280 }], 2048), est.countText(ENGLISH_280));
 });
