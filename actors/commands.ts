@@ -45,10 +45,6 @@ export type Command = PutCommand | AppendCommand | TombstoneCommand;
 const NOW_OFFSET = 1;
 const ID_RE = /^[A-Za-z0-9_:-]{1,128}$/;
 
-export function isValidId(id: string): boolean {
-  return ID_RE.test(id);
-}
-
 export function checkId(id: string): string {
   if (!ID_RE.test(id)) throw invalid('invalid_id', 'id must be 1-128 characters of [A-Za-z0-9_:-]');
   return id;

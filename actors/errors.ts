@@ -50,7 +50,3 @@ export function toWire(err: unknown): WireError {
   if (err instanceof AppError) return { code: err.code, detail: err.detail, message: err.message };
   return { code: 'internal', message: 'internal error' };
 }
-
-export function fromWire(w: WireError): AppError {
-  return new AppError(w.code, w.message, w.detail);
-}

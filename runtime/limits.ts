@@ -5,7 +5,6 @@ import { assert } from './assert.js';
 export const limits = {
   groupCount: 256,
   conversationIdBytesMax: 128,
-  idempotencyKeyCharsMax: 256,
   /** Idempotency keys remembered per conversation (SPEC: >= 10,000 or 24 h). */
   idempotencyKeysPerConversation: 10_000,
   idempotencyKeyRetentionMs: 24 * 3600 * 1000,
@@ -26,7 +25,6 @@ export const limits = {
   actorsCachedMax: 200_000,
   /** Recent message records kept in memory per worker for tail reads. */
   messageCacheBytesMax: 32 * 1024 * 1024,
-  jsonDepthMax: 64,
 };
 
 assert(limits.queryLimitMax >= 100, 'default page size must fit the max');
