@@ -24,7 +24,7 @@ export const limits = {
   /** Conversation actors kept in memory per worker (LRU beyond). */
   actorsCachedMax: 200_000,
   /** Recent message records kept in memory per worker for tail reads. */
-  messageCacheBytesMax: 32 * 1024 * 1024,
+  messageCacheBytesMax: 16 * 1024 * 1024,
 };
 
 assert(limits.queryLimitMax >= 100, 'default page size must fit the max');
