@@ -286,10 +286,10 @@ export class PartitionDriver {
   }
 
   /**
-   * One RocksDB write per turn, one in flight: every dirty group's Ready
-   * (entries, hard state) plus all state applied since the last write.
-   * Applied state needs no sync of its own — the log it came from is durable —
-   * so it rides along instead of queueing a second write behind the fsync.
+   * One turn, one set of writes in flight: every dirty group's Ready goes to
+   * ONE WAL write + fdatasync, and all state applied since the last turn to
+   * ONE unsynced RocksDB batch, in parallel. Applied state needs no sync of
+   * its own — the log it came from is durable; checkpoint() syncs it later.
    */
   private turn(): void {
     this.turnScheduled = false;
@@ -304,7 +304,13 @@ export class PartitionDriver {
       }
     }
     this.dirty.clear();
-    for (const [g, rd] of readies) this.collect(g, rd);
+    for (const [g, rd] of readies) {
+      try {
+        this.collect(g, rd);
+      } catch (err) {
+        this.stopGroup(g, err);
+      }
+    }
     this.startApply();
     const states = this.stateWrites.splice(0);
     const ops: BatchOp[] = [];
