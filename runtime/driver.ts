@@ -147,6 +147,7 @@ export class PartitionDriver {
       this.markDirty(g);
     }
     this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
+    this.checkpointTimer.unref();
   }
 
   /** Every group leads and has applied an entry of its own term. */
