@@ -333,7 +333,9 @@ export class PartitionDriver {
           for (const [g, index] of w.applied) g.appliedWritten = index;
         }
         this.advanceAll(readies);
-        if (this.stateWrites.length > 0) this.scheduleTurn();
+        // Work that arrived while this write was in flight (turn() returned
+        // early) must not wait for the next tick.
+        if (this.dirty.size > 0 || this.stateWrites.length > 0) this.scheduleTurn();
       },
       (err: unknown) => {
         this.writing = false;
