@@ -52,8 +52,12 @@ export interface TokenEstimator {
   readonly encoding?: string;
   /** "gpt-tokenizer+tiktoken" (routed), "tiktoken" (reference only) or "chars". */
   readonly backend?: string;
-  /** False when counting `text` needs the reference encoder and it is loaded lazily (route such texts to the pool). */
-  readonly inlineCheap?: (text: string) => boolean;
+  /**
+   * The count if it needs nothing not yet loaded, else undefined (the lazily
+   * loaded reference encoder would be needed: count such texts on the pool).
+   * Absent when countText never loads anything.
+   */
+  readonly countInline?: (text: string) => number | undefined;
 }
 
 export const DEFAULT_ESTIMATOR_SPEC = 'tiktoken:gpt-4o';
@@ -241,7 +245,11 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
     name: parsed.spec,
     encoding,
     backend: 'gpt-tokenizer+tiktoken',
-    inlineCheap: (text: string) => !lazy || ref !== null || fastPathEligible(text),
+    countInline: (text: string) => {
+      if (text.length === 0) return 0;
+      if (fastPathEligible(text)) return fast.countTokens(text, options);
+      return ref === null ? undefined : ref.encode(text, [], []).length;
+    },
     countText: (text: string) => {
       if (text.length === 0) return 0;
       if (fastPathEligible(text)) return fast.countTokens(text, options);

@@ -4,7 +4,6 @@
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { limits, walBatchBytesMax } from './limits.js';
-import { DEFAULT_LARGE_TEXT_CHARS } from './cpu-pool.js';
 
 export class ConfigError extends Error {
   constructor(readonly variable: string, message: string) {
@@ -128,7 +127,7 @@ export function loadConfig(env: Env = process.env): Config {
     apiKey: apiKey ? apiKey : null,
     tailKeep: int('TAIL_KEEP', 1000, 1, 100_000_000),
     logLevel: logLevel as Config['logLevel'],
-    poolTextChars: int('POOL_TEXT_CHARS', DEFAULT_LARGE_TEXT_CHARS, 256, 64 * 1024 * 1024),
+    poolTextChars: int('POOL_TEXT_CHARS', limits.poolTextCharsDefault, 256, 64 * 1024 * 1024),
     walSegmentBytes,
   };
 }

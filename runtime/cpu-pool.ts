@@ -12,6 +12,7 @@
 // The pool threads run the same estimator spec as the main thread, so a count
 // is the same wherever it is computed (actors/tokens.ts).
 import { Piscina } from 'piscina';
+import { limits } from './limits.js';
 import {
   TOKENIZATION_COST_MAX,
   parseEstimatorSpec,
@@ -33,7 +34,7 @@ import { log } from './log.js';
  * 2–3× the pool's main-thread overhead, so the pool clearly pays from there,
  * while chat-sized messages (≤ 2 K chars) keep the lower latency of inline.
  */
-export const DEFAULT_LARGE_TEXT_CHARS = 2048;
+export const DEFAULT_LARGE_TEXT_CHARS = limits.poolTextCharsDefault;
 
 export interface CpuPoolOptions {
   /** Pool threads (fixed; started now). */
@@ -197,9 +198,9 @@ export class CpuPool {
 /**
  * Token count of a message's parts (SPEC §3, same result as
  * countMessageTokens): texts up to `largeTextChars` UTF-16 units that `est`
- * counts cheaply (inlineCheap) are counted inline, the others on `pool`
- * (inline when `pool` is null, and when the pool fails). The pool must run
- * the same estimator spec as `est`.
+ * can count with what it has loaded (countInline) are counted inline, the
+ * others on `pool` (inline when `pool` is null, and when the pool fails). The
+ * pool must run the same estimator spec as `est`.
  */
 export async function countPartsTokens(
   est: TokenEstimator,
@@ -218,9 +219,13 @@ export async function countPartsTokens(
         'a text part has an unbroken run too long to count tokens for in bounded time; send the message with token_count',
       );
     }
-    const toPool = text.length > largeTextChars || !(est.inlineCheap?.(text) ?? true);
-    if (pool !== null && toPool) (large ??= []).push(text);
-    else total += est.countText(text);
+    if (pool === null) {
+      total += est.countText(text);
+      continue;
+    }
+    const inline = text.length > largeTextChars ? undefined : est.countInline ? est.countInline(text) : est.countText(text);
+    if (inline === undefined) (large ??= []).push(text);
+    else total += inline;
   }
   if (large !== null && pool !== null) {
     if (pool.estimatorSpec !== est.name) {

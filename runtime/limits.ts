@@ -25,15 +25,17 @@ export const limits = {
   actorsCachedMax: 200_000,
   /** Recent message records kept in memory per worker for tail reads. */
   messageCacheBytesMax: 16 * 1024 * 1024,
+  /** Default FLEETLM_POOL_TEXT_CHARS: longer texts are counted on the CPU pool (bench/tokens.ts). */
+  poolTextCharsDefault: 2048,
 };
 
 assert(limits.queryLimitMax >= 100, 'default page size must fit the max');
 assert(limits.writeBatchBytesMax >= 8 * 1024 * 1024 + 4096, 'one max-size body (FLEETLM_MAX_BODY_BYTES <= 8 MiB) must fit a write batch');
 assert(limits.groupCount * 128 <= limits.walSegmentReserveBytes, 'every hard state fits the segment reserve');
+assert(limits.applyBytesMax >= 2 * 1024 * 1024, 'one max-size entry must fit an apply turn');
+assert(limits.conversationIdBytesMax < 256, 'ids are length-prefixed with one byte');
 
 /** Bytes one WAL write may carry: it must fit one segment next to the hard states. */
 export function walBatchBytesMax(segmentBytes: number): number {
   return Math.min(limits.writeBatchBytesMax, segmentBytes - limits.walSegmentReserveBytes);
 }
-assert(limits.applyBytesMax >= 2 * 1024 * 1024, 'one max-size entry must fit an apply turn');
-assert(limits.conversationIdBytesMax < 256, 'ids are length-prefixed with one byte');

@@ -294,9 +294,9 @@ test('lazy reference: ASCII counts inline without it; other texts go to the pool
   const eager = createEstimator('tiktoken:gpt-4o');
   const lazy = createEstimator('tiktoken:gpt-4o', { lazyReference: true });
   const cjk = '漢字のテキストと한국어 문장'.repeat(8);
-  assert.equal(lazy.inlineCheap?.('plain English words'), true);
-  assert.equal(lazy.inlineCheap?.(cjk), false);
-  assert.equal(eager.inlineCheap?.(cjk), true);
+  assert.equal(lazy.countInline?.('plain English words'), eager.countText('plain English words'));
+  assert.equal(lazy.countInline?.(cjk), undefined);
+  assert.equal(eager.countInline?.(cjk), eager.countText(cjk));
   const pool = CpuPool.create({ threads: 1, estimatorSpec: 'tiktoken:gpt-4o' });
   try {
     const parts = [{ type: 'text', text: 'hello there' }, { type: 'text', text: cjk }];
@@ -306,7 +306,7 @@ test('lazy reference: ASCII counts inline without it; other texts go to the pool
   }
   // Without a pool the lazy estimator loads the reference on first need; counts stay equal.
   assert.equal(lazy.countText(cjk), eager.countText(cjk));
-  assert.equal(lazy.inlineCheap?.(cjk), true);
+  assert.equal(lazy.countInline?.(cjk), eager.countText(cjk));
 });
 
 test('work bound: unbroken runs that would take the BPE minutes are refused with 400; prose is not', async () => {
