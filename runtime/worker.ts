@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { PartitionDriver, type ReadFn } from './driver.js';
 import { PartitionStore } from '../storage/partition-store.js';
-import type { ActorCache } from './actor-cache.js';
+import type { ActorCache, ActorEntry } from './actor-cache.js';
 import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
 import { recordJson } from '../actors/conversation.js';
@@ -92,56 +92,52 @@ function readParams(f: RequestFrame): Record<string, unknown> {
 
 function recordRead(id: string): ReadFn {
   return async (store, actors) => {
-    const rec = actors.get(id)?.conv.record ?? (await store.readRecord(id));
+    const actor = actors.get(id);
+    const rec = actor !== undefined ? actor.conv.record : await store.readRecord(id);
     if (rec === null) throw notFound(`conversation ${id}`);
     return ok(recordJson(rec));
   };
 }
 
-/**
- * Messages lo..hi of a conversation: the newest from memory (which holds
- * everything not yet written), older ones from RocksDB.
- */
-async function messagesBetween(store: PartitionStore, actors: ActorCache, group: number, id: string, lo: number, hi: number) {
-  const a = actors.get(id);
-  if (a === undefined) {
-    const rec = await store.readRecord(id);
-    if (rec === null) throw notFound(`conversation ${id}`);
-    return (await store.readMessages(group, id, lo, Math.min(hi, rec.last_seq))).map((b) => b.toString('utf8'));
-  }
-  if (a.conv.record === null) throw notFound(`conversation ${id}`);
-  const top = Math.min(hi, a.conv.record.last_seq);
-  const mem = actors.cached(a, lo, top);
-  const older = mem.from > lo ? await store.readMessages(group, id, lo, Math.min(top, mem.from - 1)) : [];
-  return [...older.map((b) => b.toString('utf8')), ...mem.texts];
+/** A conversation as reads see it: in memory when loaded, else its record on disk. */
+interface ReadView {
+  lastSeq: number;
+  actor: ActorEntry | undefined;
 }
 
-function lastSeq(store: PartitionStore, actors: ActorCache, id: string): Promise<number> | number {
-  const a = actors.get(id);
-  if (a !== undefined) {
-    if (a.conv.record === null) throw notFound(`conversation ${id}`);
-    return a.conv.record.last_seq;
-  }
-  return store.readRecord(id).then((rec) => {
-    if (rec === null) throw notFound(`conversation ${id}`);
-    return rec.last_seq;
-  });
+async function readView(store: PartitionStore, actors: ActorCache, id: string): Promise<ReadView> {
+  const actor = actors.get(id);
+  const rec = actor !== undefined ? actor.conv.record : await store.readRecord(id);
+  if (rec === null) throw notFound(`conversation ${id}`);
+  return { lastSeq: rec.last_seq, actor };
+}
+
+/**
+ * Messages lo..hi (capped at last_seq): the newest from memory, which holds
+ * everything not yet written, older ones from RocksDB.
+ */
+async function messagesBetween(store: PartitionStore, actors: ActorCache, group: number, id: string, v: ReadView, lo: number, hi: number) {
+  const top = Math.min(hi, v.lastSeq);
+  const mem = v.actor === undefined ? { from: top + 1, texts: [] } : actors.cached(v.actor, lo, top);
+  const older = mem.from > lo ? await store.readMessages(group, id, lo, Math.min(top, mem.from - 1)) : [];
+  return [...older.map((b) => b.toString('utf8')), ...mem.texts];
 }
 
 /** Newest-first page `offset` of `limit` messages, returned oldest→newest. */
 function tailRead(group: number, id: string, limit: number, offset: number): ReadFn {
   return async (store, actors) => {
-    const hi = (await lastSeq(store, actors, id)) - offset;
+    const v = await readView(store, actors, id);
+    const hi = v.lastSeq - offset;
     const lo = Math.max(1, hi - limit + 1);
-    return ok(messagesBody(hi < 1 ? [] : await messagesBetween(store, actors, group, id, lo, hi)));
+    return ok(messagesBody(hi < 1 ? [] : await messagesBetween(store, actors, group, id, v, lo, hi)));
   };
 }
 
 /** Messages with seq > from, ascending. */
 function replayRead(group: number, id: string, from: number, limit: number): ReadFn {
   return async (store, actors) => {
-    await lastSeq(store, actors, id);
-    return ok(messagesBody(await messagesBetween(store, actors, group, id, from + 1, from + limit)));
+    const v = await readView(store, actors, id);
+    return ok(messagesBody(await messagesBetween(store, actors, group, id, v, from + 1, from + limit)));
   };
 }
 
