@@ -31,10 +31,6 @@ export class ActorCache {
     private readonly bytesMax: number,
   ) {}
 
-  get size(): number {
-    return this.map.size;
-  }
-
   get(id: string): ActorEntry | undefined {
     return this.map.get(id);
   }

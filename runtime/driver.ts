@@ -454,6 +454,7 @@ export class PartitionDriver {
     assert(entries[0].index === g.applied + 1, `group ${g.id}: applying ${entries[0].index} after ${g.applied}`);
     const batch = pending.batch;
     batch.group = g.id;
+    const sink = new CachingSink(batch, this.actors);
     let last = g.applied;
     let lastTerm = 0;
     for (const e of entries) {
@@ -463,7 +464,8 @@ export class PartitionDriver {
         assert(groupOf(cmd.id) === g.id, `group ${g.id}: entry ${e.index} is for ${cmd.id} of group ${groupOf(cmd.id)}`);
         const actor = this.actors.get(cmd.id);
         assert(actor !== undefined, `group ${g.id}: conversation ${cmd.id} not loaded before apply`);
-        const result = apply(actor.conv, cmd, new CachingSink(batch, this.actors, actor));
+        sink.actor = actor;
+        const result = apply(actor.conv, cmd, sink);
         this.actors.touch(cmd.id, actor);
         pending.touched.set(actor, actor.conv.record?.last_seq ?? 0);
         const p = g.proposals.get(e.index);
@@ -509,17 +511,21 @@ function safeStatus(core: RaftCore): unknown {
   }
 }
 
-/** Sends apply's writes to the batch and keeps new messages in the cache until persisted. */
+/**
+ * Sends apply's writes to the batch and keeps new messages in the cache until
+ * persisted. One per applyEntries call; `actor` is set before each apply().
+ */
 class CachingSink implements WriteSink {
+  actor: ActorEntry | null = null;
   constructor(
     private readonly batch: ApplyBatch,
     private readonly actors: ActorCache,
-    private readonly actor: ActorEntry,
   ) {}
   putRecord(rec: ConversationRecord): void {
     this.batch.putRecord(rec);
   }
   putMessage(id: string, seq: number, recordJson: string): void {
+    assert(this.actor !== null && this.actor.conv.record?.id === id, `message ${id}/${seq} written for another conversation`);
     this.batch.putMessage(id, seq, recordJson);
     this.actors.noteMessage(this.actor, seq, recordJson);
   }

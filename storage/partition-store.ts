@@ -37,6 +37,8 @@ export class ApplyBatch implements WriteSink {
 }
 
 export class PartitionStore {
+  private checkpoints = 0;
+
   private constructor(
     readonly partition: number,
     readonly db: RocksPartition,
@@ -56,7 +58,6 @@ export class PartitionStore {
   }
 
   /** A synced write: everything written before it is durable once it resolves. */
-  private checkpoints = 0;
   checkpoint(): Promise<void> {
     const v = Buffer.allocUnsafe(8);
     v.writeBigUInt64BE(BigInt(++this.checkpoints));
