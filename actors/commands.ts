@@ -9,7 +9,13 @@ export const enum Op {
   Put = 1,
   Append = 2,
   Tombstone = 3,
+  PutContext = 4,
+  Compact = 5,
+  PatchMetadata = 6,
 }
+
+/** Flag of commands sent through /v1/contexts: the conversation must be a context. */
+export const REQUIRE_CONTEXT = 1;
 
 export interface PutCommand {
   op: Op.Put;
@@ -32,15 +38,51 @@ export interface AppendCommand {
   digest: string;
   /** `"role":…,"parts":…,"metadata":…` — the message object's members, without braces. */
   messageMembers: string;
+  flags: number;
 }
 
 export interface TombstoneCommand {
   op: Op.Tombstone;
   id: string;
   nowMs: number;
+  flags: number;
 }
 
-export type Command = PutCommand | AppendCommand | TombstoneCommand;
+export interface PutContextCommand {
+  op: Op.PutContext;
+  id: string;
+  nowMs: number;
+  /** JSON of a validated ContextConfig. */
+  configJson: string;
+  /** JSON object text, or null to keep the current metadata. */
+  metadataJson: string | null;
+}
+
+export interface ReplacementItem {
+  /** `"role":…,"parts":…,"metadata":…`, as for appends. */
+  members: string;
+  tokenCount: number;
+}
+
+export interface CompactCommand {
+  op: Op.Compact;
+  id: string;
+  nowMs: number;
+  /** -1 when the client sent no if_version. */
+  ifVersion: number;
+  replacement: ReplacementItem[];
+}
+
+export interface PatchMetadataCommand {
+  op: Op.PatchMetadata;
+  id: string;
+  nowMs: number;
+  /** JSON object whose keys are upserted into the metadata. */
+  patchJson: string;
+  flags: number;
+}
+
+export type Command = PutCommand | AppendCommand | TombstoneCommand | PutContextCommand | CompactCommand | PatchMetadataCommand;
 
 const NOW_OFFSET = 1;
 const ID_RE = /^[A-Za-z0-9_:-]{1,128}$/;
@@ -132,14 +174,33 @@ export function encodeCommand(cmd: Command): Uint8Array {
     }
     case Op.Append: {
       const size =
-        head + 8 + 4 + 2 + Buffer.byteLength(cmd.idemKey) + 1 + cmd.digest.length + 4 + Buffer.byteLength(cmd.messageMembers);
+        head + 8 + 4 + 2 + Buffer.byteLength(cmd.idemKey) + 1 + cmd.digest.length + 4 + Buffer.byteLength(cmd.messageMembers) + 1;
       const w = new Writer(size);
       w.u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).f64(cmd.ifVersion).u32(cmd.tokenCount);
-      w.str(cmd.idemKey, 2).str(cmd.digest, 1).str(cmd.messageMembers, 4);
+      w.str(cmd.idemKey, 2).str(cmd.digest, 1).str(cmd.messageMembers, 4).u8(cmd.flags);
       return w.done();
     }
     case Op.Tombstone:
-      return new Writer(head).u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).done();
+      return new Writer(head + 1).u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).u8(cmd.flags).done();
+    case Op.PutContext: {
+      const md = cmd.metadataJson ?? '';
+      const w = new Writer(head + 4 + Buffer.byteLength(cmd.configJson) + 1 + 4 + Buffer.byteLength(md));
+      w.u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).str(cmd.configJson, 4).u8(cmd.metadataJson === null ? 0 : 1).str(md, 4);
+      return w.done();
+    }
+    case Op.Compact: {
+      let size = head + 8 + 4;
+      for (const r of cmd.replacement) size += 4 + 4 + Buffer.byteLength(r.members);
+      const w = new Writer(size);
+      w.u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).f64(cmd.ifVersion).u32(cmd.replacement.length);
+      for (const r of cmd.replacement) w.u32(r.tokenCount).str(r.members, 4);
+      return w.done();
+    }
+    case Op.PatchMetadata: {
+      const w = new Writer(head + 4 + Buffer.byteLength(cmd.patchJson) + 1);
+      w.u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).str(cmd.patchJson, 4).u8(cmd.flags);
+      return w.done();
+    }
   }
 }
 
@@ -159,9 +220,26 @@ export function decodeCommand(bytes: Uint8Array): Command {
     const idemKey = r.str(2);
     const digest = r.str(1);
     const messageMembers = r.str(4);
-    cmd = { op, id, nowMs, ifVersion, tokenCount, idemKey, digest, messageMembers };
+    cmd = { op, id, nowMs, ifVersion, tokenCount, idemKey, digest, messageMembers, flags: r.u8() };
   } else if (op === Op.Tombstone) {
-    cmd = { op, id, nowMs };
+    cmd = { op, id, nowMs, flags: r.u8() };
+  } else if (op === Op.PutContext) {
+    const configJson = r.str(4);
+    const has = r.u8();
+    const md = r.str(4);
+    cmd = { op, id, nowMs, configJson, metadataJson: has ? md : null };
+  } else if (op === Op.Compact) {
+    const ifVersion = r.f64();
+    const n = r.u32();
+    const replacement: ReplacementItem[] = [];
+    for (let i = 0; i < n; i++) {
+      const tokenCount = r.u32();
+      replacement.push({ tokenCount, members: r.str(4) });
+    }
+    cmd = { op, id, nowMs, ifVersion, replacement };
+  } else if (op === Op.PatchMetadata) {
+    const patchJson = r.str(4);
+    cmd = { op, id, nowMs, patchJson, flags: r.u8() };
   } else {
     throw new Error(`unknown command op ${op}`);
   }

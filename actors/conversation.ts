@@ -3,7 +3,8 @@
 // every replica. It never does I/O: the caller loads the conversation
 // (record + idempotency keys) first and persists `writes` afterwards.
 import { AppError, conflict, notFound, tombstoned } from './errors.js';
-import { Op, type AppendCommand, type Command, type PutCommand } from './commands.js';
+import { Op, REQUIRE_CONTEXT, type AppendCommand, type Command, type CompactCommand, type PatchMetadataCommand, type PutCommand, type PutContextCommand } from './commands.js';
+import { type ContextConfig, type ContextState, nextCompaction, windowTokens } from './context.js';
 import { limits } from '../runtime/limits.js';
 
 export interface ConversationRecord {
@@ -15,6 +16,10 @@ export interface ConversationRecord {
   metadata: Record<string, unknown>;
   created_at: string;
   updated_at: string;
+  /** Tokens of every message ever appended (window arithmetic, actors/context.ts). */
+  token_total: number;
+  /** Token budget, policy and latest compaction; null for a plain conversation. */
+  context: ContextState | null;
 }
 
 export interface IdemRecord {
@@ -30,6 +35,8 @@ export interface Conversation {
   record: ConversationRecord | null;
   /** Insertion order = seq order, oldest first (pruning relies on it). */
   idem: Map<string, IdemRecord>;
+  /** Texts of the latest compaction's replacement messages, oldest first. */
+  replacement: readonly string[];
 }
 
 /** Where apply puts its writes; the storage layer turns them into RocksDB ops. */
@@ -38,11 +45,21 @@ export interface WriteSink {
   putMessage(id: string, seq: number, recordJson: string): void;
   putIdem(id: string, key: string, rec: IdemRecord): void;
   delIdem(id: string, key: string): void;
+  putReplacement(id: string, texts: readonly string[]): void;
 }
 
 export type ApplyResult =
-  | { kind: 'record'; record: ConversationRecord }
-  | { kind: 'appended'; seq: number; version: number; tokenCount: number; duplicate: boolean }
+  | { kind: 'record'; record: ConversationRecord; asContext: boolean }
+  | {
+      kind: 'appended';
+      seq: number;
+      version: number;
+      tokenCount: number;
+      duplicate: boolean;
+      /** Window tokens after the append; null for a plain conversation. */
+      tokenEstimate: number | null;
+    }
+  | { kind: 'compacted'; version: number }
   | { kind: 'deleted' }
   | { kind: 'error'; error: AppError };
 
@@ -53,6 +70,13 @@ export function messageRecordJson(seq: number, members: string, tokenCount: numb
   return `{"seq":${seq},${members},"token_count":${tokenCount},"inserted_at":"${insertedAt}"}`;
 }
 
+/** A replacement message as window reads return it: a message record without a seq. */
+export function replacementJson(members: string, tokenCount: number, insertedAt: string): string {
+  return `{${members},"token_count":${tokenCount},"inserted_at":"${insertedAt}"}`;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
 export function apply(conv: Conversation, cmd: Command, sink: WriteSink): ApplyResult {
   try {
     switch (cmd.op) {
@@ -61,7 +85,13 @@ export function apply(conv: Conversation, cmd: Command, sink: WriteSink): ApplyR
       case Op.Append:
         return applyAppend(conv, cmd, sink);
       case Op.Tombstone:
-        return applyTombstone(conv, cmd.id, cmd.nowMs, sink);
+        return applyTombstone(conv, cmd.id, cmd.nowMs, cmd.flags, sink);
+      case Op.PutContext:
+        return applyPutContext(conv, cmd, sink);
+      case Op.Compact:
+        return applyCompact(conv, cmd, sink);
+      case Op.PatchMetadata:
+        return applyPatchMetadata(conv, cmd, sink);
     }
   } catch (err) {
     if (err instanceof AppError) return { kind: 'error', error: err };
@@ -69,35 +99,99 @@ export function apply(conv: Conversation, cmd: Command, sink: WriteSink): ApplyR
   }
 }
 
+function newRecord(id: string, nowMs: number, metadata: Record<string, unknown> | null, context: ContextState | null): ConversationRecord {
+  const now = iso(nowMs);
+  return {
+    id,
+    version: 0,
+    tombstoned: false,
+    last_seq: 0,
+    archived_seq: 0,
+    metadata: metadata ?? {},
+    created_at: now,
+    updated_at: now,
+    token_total: 0,
+    context,
+  };
+}
+
+function update(conv: Conversation, next: ConversationRecord, sink: WriteSink): ConversationRecord {
+  conv.record = next;
+  sink.putRecord(next);
+  return next;
+}
+
+const parseObject = (json: string | null) => (json === null ? null : (JSON.parse(json) as Record<string, unknown>));
+
 function applyPut(conv: Conversation, cmd: PutCommand, sink: WriteSink): ApplyResult {
-  const now = new Date(cmd.nowMs).toISOString();
-  const metadata = cmd.metadataJson === null ? null : (JSON.parse(cmd.metadataJson) as Record<string, unknown>);
+  const metadata = parseObject(cmd.metadataJson);
+  const cur = conv.record;
+  if (cur === null) return { kind: 'record', record: update(conv, newRecord(cmd.id, cmd.nowMs, metadata, null), sink), asContext: false };
+  if (metadata === null) return { kind: 'record', record: cur, asContext: false };
+  if (cur.tombstoned) throw tombstoned(cmd.id);
+  return { kind: 'record', record: update(conv, { ...cur, metadata, updated_at: iso(cmd.nowMs) }, sink), asContext: false };
+}
+
+/** Creates a context, turns a conversation into one, or replaces its config; a compaction survives. */
+function applyPutContext(conv: Conversation, cmd: PutContextCommand, sink: WriteSink): ApplyResult {
+  const config = JSON.parse(cmd.configJson) as ContextConfig;
+  const metadata = parseObject(cmd.metadataJson);
   const cur = conv.record;
   if (cur === null) {
-    const rec: ConversationRecord = {
-      id: cmd.id,
-      version: 0,
-      tombstoned: false,
-      last_seq: 0,
-      archived_seq: 0,
-      metadata: metadata ?? {},
-      created_at: now,
-      updated_at: now,
-    };
-    conv.record = rec;
-    sink.putRecord(rec);
-    return { kind: 'record', record: rec };
+    const rec = newRecord(cmd.id, cmd.nowMs, metadata, { ...config, compacted: null });
+    return { kind: 'record', record: update(conv, rec, sink), asContext: true };
   }
-  if (metadata === null) return { kind: 'record', record: cur };
   if (cur.tombstoned) throw tombstoned(cmd.id);
-  conv.record = { ...cur, metadata, updated_at: now };
-  sink.putRecord(conv.record);
-  return { kind: 'record', record: conv.record };
+  const next: ConversationRecord = {
+    ...cur,
+    metadata: metadata ?? cur.metadata,
+    context: { ...config, compacted: cur.context?.compacted ?? null },
+    updated_at: iso(cmd.nowMs),
+  };
+  return { kind: 'record', record: update(conv, next, sink), asContext: true };
+}
+
+/** The record of a conversation a command may change; `flags` may demand a context. */
+function writable(conv: Conversation, id: string, flags: number): ConversationRecord {
+  const cur = existing(conv, id, flags);
+  if (cur.tombstoned) throw tombstoned(id);
+  return cur;
+}
+
+function existing(conv: Conversation, id: string, flags: number): ConversationRecord {
+  const cur = conv.record;
+  if (cur === null || ((flags & REQUIRE_CONTEXT) !== 0 && cur.context === null)) {
+    throw notFound(flags & REQUIRE_CONTEXT ? `context ${id}` : `conversation ${id}`);
+  }
+  return cur;
+}
+
+/** Replaces the LLM window atomically; the log is untouched. */
+function applyCompact(conv: Conversation, cmd: CompactCommand, sink: WriteSink): ApplyResult {
+  const cur = writable(conv, cmd.id, REQUIRE_CONTEXT);
+  if (cmd.ifVersion >= 0 && cmd.ifVersion !== cur.version) throw conflict(cmd.ifVersion, cur.version);
+  const now = iso(cmd.nowMs);
+  const texts = cmd.replacement.map((r) => replacementJson(r.members, r.tokenCount, now));
+  let tokens = 0;
+  for (const r of cmd.replacement) tokens += r.tokenCount;
+  const version = cur.version + 1;
+  const context: ContextState = { ...cur.context!, compacted: nextCompaction(cur, tokens, version) };
+  update(conv, { ...cur, version, context, updated_at: now }, sink);
+  conv.replacement = texts;
+  sink.putReplacement(cmd.id, texts);
+  return { kind: 'compacted', version };
+}
+
+/** Upserts keys into the metadata. */
+function applyPatchMetadata(conv: Conversation, cmd: PatchMetadataCommand, sink: WriteSink): ApplyResult {
+  const cur = writable(conv, cmd.id, cmd.flags);
+  const metadata = { ...cur.metadata, ...parseObject(cmd.patchJson) };
+  const asContext = (cmd.flags & REQUIRE_CONTEXT) !== 0;
+  return { kind: 'record', record: update(conv, { ...cur, metadata, updated_at: iso(cmd.nowMs) }, sink), asContext };
 }
 
 function applyAppend(conv: Conversation, cmd: AppendCommand, sink: WriteSink): ApplyResult {
-  const cur = conv.record;
-  if (cur === null) throw notFound(`conversation ${cmd.id}`);
+  const cur = existing(conv, cmd.id, cmd.flags);
   // A retry of an append that happened gets its original answer, even if
   // the conversation was tombstoned or moved on since (key before if_version).
   if (cmd.idemKey !== '') {
@@ -106,14 +200,21 @@ function applyAppend(conv: Conversation, cmd: AppendCommand, sink: WriteSink): A
       if (seen.digest !== cmd.digest) {
         throw new AppError('idempotency_conflict', 'idempotency_key was already used with a different message');
       }
-      return { kind: 'appended', seq: seen.seq, version: seen.version, tokenCount: seen.token_count, duplicate: true };
+      const tokenEstimate = cur.context === null ? null : windowTokens(cur);
+      return { kind: 'appended', seq: seen.seq, version: seen.version, tokenCount: seen.token_count, duplicate: true, tokenEstimate };
     }
   }
   if (cur.tombstoned) throw tombstoned(cmd.id);
   if (cmd.ifVersion >= 0 && cmd.ifVersion !== cur.version) throw conflict(cmd.ifVersion, cur.version);
   const seq = cur.last_seq + 1;
-  const now = new Date(cmd.nowMs).toISOString();
-  const next: ConversationRecord = { ...cur, version: cur.version + 1, last_seq: seq, updated_at: now };
+  const now = iso(cmd.nowMs);
+  const next: ConversationRecord = {
+    ...cur,
+    version: cur.version + 1,
+    last_seq: seq,
+    token_total: cur.token_total + cmd.tokenCount,
+    updated_at: now,
+  };
   if (next.last_seq !== cur.last_seq + 1 || next.version <= cur.version) {
     throw new Error(`seq/version must advance by one: ${cur.last_seq}->${next.last_seq}`);
   }
@@ -126,7 +227,8 @@ function applyAppend(conv: Conversation, cmd: AppendCommand, sink: WriteSink): A
     sink.putIdem(cmd.id, cmd.idemKey, rec);
     pruneIdem(conv, cmd.id, cmd.nowMs, sink);
   }
-  return { kind: 'appended', seq, version: next.version, tokenCount: cmd.tokenCount, duplicate: false };
+  const tokenEstimate = next.context === null ? null : windowTokens(next);
+  return { kind: 'appended', seq, version: next.version, tokenCount: cmd.tokenCount, duplicate: false, tokenEstimate };
 }
 
 /** Forget the oldest keys once past both the count and the age floor (or the hard cap). */
@@ -140,15 +242,43 @@ function pruneIdem(conv: Conversation, id: string, nowMs: number, sink: WriteSin
   }
 }
 
-function applyTombstone(conv: Conversation, id: string, nowMs: number, sink: WriteSink): ApplyResult {
-  const cur = conv.record;
-  if (cur === null) throw notFound(`conversation ${id}`);
+function applyTombstone(conv: Conversation, id: string, nowMs: number, flags: number, sink: WriteSink): ApplyResult {
+  const cur = existing(conv, id, flags);
   if (cur.tombstoned) return { kind: 'deleted' };
-  conv.record = { ...cur, tombstoned: true, updated_at: new Date(nowMs).toISOString() };
-  sink.putRecord(conv.record);
+  update(conv, { ...cur, tombstoned: true, updated_at: iso(nowMs) }, sink);
   return { kind: 'deleted' };
 }
 
+/** The record as stored: every field, including the internal ones. */
+export const storedRecordJson = (r: ConversationRecord) => JSON.stringify(r);
+
+/** A stored record, with the fields older versions did not write filled in. */
+export function parseStoredRecord(json: string): ConversationRecord {
+  const r = JSON.parse(json) as ConversationRecord;
+  r.token_total ??= 0;
+  r.context ??= null;
+  return r;
+}
+
+/** SPEC §4 context record. */
+export function contextJson(r: ConversationRecord): string {
+  const c = r.context!;
+  return JSON.stringify({
+    id: r.id,
+    token_budget: c.token_budget,
+    trigger_ratio: c.trigger_ratio,
+    policy: c.policy,
+    version: r.version,
+    metadata: r.metadata,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    tombstoned: r.tombstoned,
+    last_seq: r.last_seq,
+    archived_seq: r.archived_seq,
+  });
+}
+
+/** SPEC §3 conversation record. */
 export function recordJson(r: ConversationRecord): string {
   return JSON.stringify({
     id: r.id,

@@ -27,6 +27,24 @@ export const metrics = {
     buckets: [0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 500, 1000, 5000],
     registers: [registry],
   }),
+  windowLatency: new client.Histogram({
+    name: 'fleet_lm_window_latency_ms',
+    help: 'Context window reads (GET /v1/contexts/:id/context) inside the node',
+    buckets: [0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 500, 1000],
+    registers: [registry],
+  }),
+  compactionRequests: new client.Counter({
+    name: 'fleet_lm_compaction_requests_total',
+    help: 'Compaction requests by outcome: ok, conflict (if_version mismatch), rejected (any other error)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  }),
+  snapshotTokenCount: new client.Histogram({
+    name: 'fleet_lm_snapshot_token_count',
+    help: 'used_tokens of the context windows returned by reads',
+    buckets: [16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576],
+    registers: [registry],
+  }),
   httpRequests: new client.Counter({
     name: 'fleet_lm_http_requests_total',
     help: 'HTTP requests answered, by status class',

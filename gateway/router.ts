@@ -7,6 +7,7 @@ import { AppError, invalid } from '../actors/errors.js';
 import { checkId } from '../actors/commands.js';
 import { toHttp } from './http-errors.js';
 import * as conv from './routes/conversations.js';
+import * as contexts from './routes/contexts.js';
 import * as health from './routes/health.js';
 
 type Handler = (ctx: GatewayContext, req: HttpRequest, id: string) => Promise<HttpResponse> | HttpResponse;
@@ -24,16 +25,35 @@ const COLLECTION: Methods = { GET: (ctx, req) => conv.listConversations(ctx, req
 /** Routes under /v1/conversations/:id, keyed by the rest of the path. */
 const CONVERSATION: Record<string, Methods> = {
   '': {
-    GET: (ctx, _req, id) => conv.getConversation(ctx, id),
+    GET: (ctx, _req, id) => conv.getRecord(ctx, id, 'conversations'),
     PUT: (ctx, req, id) => conv.putConversation(ctx, req, id),
-    DELETE: (ctx, _req, id) => conv.deleteConversation(ctx, id),
+    DELETE: (ctx, _req, id) => conv.deleteConversation(ctx, id, 'conversations'),
   },
   '/messages': {
-    GET: (ctx, req, id) => conv.replay(ctx, req, id),
+    GET: (ctx, req, id) => conv.replay(ctx, req, id, 'conversations'),
     POST: (ctx, req, id) => conv.appendMessage(ctx, req, id, 'conversations'),
   },
-  '/tail': { GET: (ctx, req, id) => conv.tail(ctx, req, id) },
+  '/tail': { GET: (ctx, req, id) => conv.tail(ctx, req, id, 'conversations') },
 };
+
+/** Routes under /v1/contexts/:id (SPEC §4). */
+const CONTEXT: Record<string, Methods> = {
+  '': {
+    GET: (ctx, _req, id) => conv.getRecord(ctx, id, 'contexts'),
+    PUT: (ctx, req, id) => contexts.putContext(ctx, req, id),
+    DELETE: (ctx, _req, id) => conv.deleteConversation(ctx, id, 'contexts'),
+  },
+  '/messages': {
+    GET: (ctx, req, id) => conv.replay(ctx, req, id, 'contexts'),
+    POST: (ctx, req, id) => conv.appendMessage(ctx, req, id, 'contexts'),
+  },
+  '/tail': { GET: (ctx, req, id) => conv.tail(ctx, req, id, 'contexts') },
+  '/context': { GET: (ctx, req, id) => contexts.windowOf(ctx, req, id) },
+  '/compact': { POST: (ctx, req, id) => contexts.compact(ctx, req, id) },
+  '/metadata': { PATCH: (ctx, req, id) => contexts.patchMetadata(ctx, req, id) },
+};
+
+const BY_ID: Record<string, Record<string, Methods>> = { conversations: CONVERSATION, contexts: CONTEXT };
 
 const notFoundRoute = () => new AppError('not_found', 'no such route');
 
@@ -74,11 +94,11 @@ function route(req: HttpRequest): { methods: Methods; id: string } {
   const ops = OPS[req.path];
   if (ops) return { methods: ops, id: '' };
   if (req.path === '/v1/conversations' || req.path === '/v1/conversations/') return { methods: COLLECTION, id: '' };
-  const m = /^\/v1\/conversations\/([^/]*)(\/[a-z]+)?\/?$/.exec(req.path);
+  const m = /^\/v1\/(conversations|contexts)\/([^/]*)(\/[a-z]+)?\/?$/.exec(req.path);
   if (m === null) throw notFoundRoute();
-  const methods = CONVERSATION[m[2] ?? ''];
+  const methods = BY_ID[m[1]][m[3] ?? ''];
   if (methods === undefined) throw notFoundRoute();
-  return { methods, id: m[1] };
+  return { methods, id: m[2] };
 }
 
 export async function dispatch(ctx: GatewayContext, req: HttpRequest): Promise<HttpResponse> {

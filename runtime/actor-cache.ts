@@ -5,6 +5,7 @@
 // everything not written yet: a message leaves `recent` only once persisted,
 // and a conversation is evicted only with no write pending.
 import type { Conversation } from '../actors/conversation.js';
+import type { WindowMemo } from '../actors/context.js';
 import { assert } from './assert.js';
 
 export interface ActorEntry {
@@ -17,6 +18,8 @@ export interface ActorEntry {
   persistedSeq: number;
   /** Apply writes that touch this conversation and have not completed. */
   writesPending: number;
+  /** skip_parts window items already mapped (contexts only; created by the first window read). */
+  windowMemo: WindowMemo | null;
 }
 
 /** Messages kept per conversation once persisted (tail pages default to 100). */
@@ -25,6 +28,8 @@ const RECENT_PER_CONVERSATION = 256;
 export class ActorCache {
   private readonly map = new Map<string, ActorEntry>();
   private bytes = 0;
+  /** Conversations evicted so far: a load that overlapped an eviction may be stale. */
+  evictions = 0;
 
   constructor(
     private readonly actorsMax: number,
@@ -39,7 +44,7 @@ export class ActorCache {
   add(id: string, conv: Conversation): ActorEntry {
     assert(!this.map.has(id), `conversation ${id} loaded twice`);
     const last = conv.record?.last_seq ?? 0;
-    const e: ActorEntry = { conv, recent: [], recentLo: last + 1, recentBytes: 0, persistedSeq: last, writesPending: 0 };
+    const e: ActorEntry = { conv, recent: [], recentLo: last + 1, recentBytes: 0, persistedSeq: last, writesPending: 0, windowMemo: null };
     this.map.set(id, e);
     return e;
   }
@@ -104,6 +109,7 @@ export class ActorCache {
       if (this.map.size <= this.actorsMax) return;
       if (e.writesPending > 0) continue;
       this.map.delete(id);
+      this.evictions++;
       this.bytes -= e.recentBytes;
     }
   }

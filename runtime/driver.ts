@@ -535,4 +535,7 @@ class CachingSink implements WriteSink {
   delIdem(id: string, key: string): void {
     this.batch.delIdem(id, key);
   }
+  putReplacement(id: string, texts: readonly string[]): void {
+    this.batch.putReplacement(id, texts);
+  }
 }

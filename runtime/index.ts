@@ -28,6 +28,8 @@ export interface Runtime {
   onReplies: (buf: ArrayBuffer) => void;
   /** Called when a worker thread is gone: whatever it owed will never be answered. */
   onWorkerDown: (worker: number) => void;
+  /** Token counts a worker needs (one sum per list of texts; -1 = not countable in bounded time). */
+  onCount: (texts: string[][]) => Promise<number[]>;
   isReady(): boolean;
   /** False while worker `w` is starting or being restarted. */
   isWorkerReady(w: number): boolean;
@@ -77,6 +79,7 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
     workers,
     onReplies: () => {},
     onWorkerDown: () => {},
+    onCount: (texts) => Promise.resolve(texts.map(() => -1)),
     isReady: () => !closing && ready.every(Boolean),
     isWorkerReady: (w) => ready[w] === true,
     close: async () => {
@@ -130,7 +133,10 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
     return new Promise<void>((resolve, reject) => {
       w.on('message', (e: WorkerEvent) => {
         if (e.type === 'replies') runtime.onReplies(e.buf);
-        else if (e.type === 'ready') {
+        else if (e.type === 'count') {
+          const answer = (counts: number[]) => w.postMessage({ type: 'counted', id: e.id, counts } satisfies MainCommand);
+          runtime.onCount(e.texts).then(answer, () => answer(e.texts.map(() => -1)));
+        } else if (e.type === 'ready') {
           ready[i] = true;
           resolve();
         } else if (e.type === 'group_stopped') restart(i, w, `group ${e.group} stopped: ${e.reason}`);

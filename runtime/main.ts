@@ -5,7 +5,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { startRuntime, type Runtime } from './index.js';
 import { log, setLogLevel } from './log.js';
 import { createEstimator, type TokenEstimator } from '../actors/tokens.js';
-import { CpuPool } from './cpu-pool.js';
+import { CpuPool, countPartsTokens } from './cpu-pool.js';
 import { Dispatcher } from '../gateway/dispatch.js';
 import { makeContext } from '../gateway/context.js';
 import { loadNativeUws, startGateway } from '../gateway/server.js';
@@ -51,6 +51,12 @@ async function main(): Promise<void> {
   const gateway = await startGateway(uws, ctx, cfg.host, cfg.port);
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });
   runtime = await startRuntime(cfg);
+  runtime.onCount = (texts) =>
+    Promise.all(
+      texts.map((t) =>
+        countPartsTokens(estimator, pool, t.map((text) => ({ text })), cfg.poolTextChars).catch(() => -1),
+      ),
+    );
   dispatcher = new Dispatcher(runtime);
   setInterval(() => metrics.inFlight.set(dispatcher?.inFlight ?? 0), 1000).unref();
   log('info', 'ready', 'node ready', { node: runtime.nodeId, port: gateway.port, ms: Math.round(performance.now() - started) });

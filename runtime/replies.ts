@@ -1,7 +1,7 @@
 // Reply kinds a worker sends back with a JSON body; the gateway maps them to
 // HTTP (Error bodies are WireError JSON, mapped by gateway/http-errors.ts).
 import type { ApplyResult } from '../actors/conversation.js';
-import { recordJson } from '../actors/conversation.js';
+import { contextJson, recordJson } from '../actors/conversation.js';
 import { toWire } from '../actors/errors.js';
 
 export const enum ReplyKind {
@@ -23,14 +23,17 @@ export function errorReply(err: unknown): Reply {
 export function applyReply(res: ApplyResult): Reply {
   switch (res.kind) {
     case 'record':
-      return { kind: ReplyKind.Ok, body: recordJson(res.record) };
+      return { kind: ReplyKind.Ok, body: res.asContext ? contextJson(res.record) : recordJson(res.record) };
     case 'appended': {
+      const est = res.tokenEstimate === null ? '' : `,"token_estimate":${res.tokenEstimate}`;
       const dup = res.duplicate ? ',"duplicate":true' : '';
       return {
         kind: ReplyKind.Created,
-        body: `{"seq":${res.seq},"version":${res.version},"token_count":${res.tokenCount}${dup}}`,
+        body: `{"seq":${res.seq},"version":${res.version},"token_count":${res.tokenCount}${est}${dup}}`,
       };
     }
+    case 'compacted':
+      return { kind: ReplyKind.Ok, body: `{"version":${res.version}}` };
     case 'deleted':
       return { kind: ReplyKind.NoContent, body: '' };
     case 'error':

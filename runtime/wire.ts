@@ -10,6 +10,7 @@ export const enum ReqOp {
   Tail = 3,
   Replay = 4,
   List = 5,
+  Window = 6,
 }
 
 export const REQ_HEADER_BYTES = 11;

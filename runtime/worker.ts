@@ -9,8 +9,9 @@ import { PartitionStore } from '../storage/partition-store.js';
 import type { ActorCache, ActorEntry } from './actor-cache.js';
 import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
-import { recordJson } from '../actors/conversation.js';
-import { notFound, invalid } from '../actors/errors.js';
+import { contextJson, recordJson, type ConversationRecord } from '../actors/conversation.js';
+import { liveFrom, memoSignature, needsCompaction, readWindow, segments } from '../actors/context.js';
+import { conflict, notFound, invalid } from '../actors/errors.js';
 import { systemClock } from './clock.js';
 import { mulberry32 } from './prng.js';
 import { limits } from './limits.js';
@@ -32,10 +33,16 @@ export type WorkerEvent =
   | { type: 'ready' }
   | { type: 'group_stopped'; group: number; reason: string }
   | { type: 'replies'; buf: ArrayBuffer }
+  /** Token counts wanted for window reads (texts of each message's kept parts). */
+  | { type: 'count'; id: number; texts: string[][] }
   | { type: 'closed' }
   | { type: 'fatal'; message: string };
 
-export type MainCommand = { type: 'requests'; buf: ArrayBuffer } | { type: 'close' };
+export type MainCommand =
+  | { type: 'requests'; buf: ArrayBuffer }
+  /** Per message: its token count, or -1 when it could not be counted in bounded time. */
+  | { type: 'counted'; id: number; counts: number[] }
+  | { type: 'close' };
 
 const TICK_MS = 100;
 
@@ -64,6 +71,42 @@ function flush(): void {
 const drivers = new Map<number, PartitionDriver>();
 
 /**
+ * skip_parts recounts a message that lost parts with the node's estimator,
+ * which lives on the main thread (with its CPU pool): loading the vocabularies
+ * in every worker would cost ~135 MB each. Requests of one turn go in one message.
+ */
+const recounter = (() => {
+  let nextId = 1;
+  let queued: { texts: string[][]; resolve: (c: number[]) => void }[] = [];
+  const waiting = new Map<number, { texts: string[][]; resolve: (c: number[]) => void }[]>();
+  const send = () => {
+    const batch = queued;
+    queued = [];
+    const id = nextId++;
+    waiting.set(id, batch);
+    port.postMessage({ type: 'count', id, texts: batch.flatMap((b) => b.texts) } satisfies WorkerEvent);
+  };
+  return {
+    count(texts: string[][]): Promise<number[]> {
+      return new Promise((resolve) => {
+        if (queued.length === 0) setImmediate(send);
+        queued.push({ texts, resolve });
+      });
+    },
+    counted(id: number, counts: number[]): void {
+      const batch = waiting.get(id);
+      if (batch === undefined) return;
+      waiting.delete(id);
+      let at = 0;
+      for (const b of batch) {
+        b.resolve(counts.slice(at, at + b.texts.length));
+        at += b.texts.length;
+      }
+    },
+  };
+})();
+
+/**
  * Fault injection for the supervisor tests: FLEETLM_FAILPOINT=worker-crash-after:N
  * makes worker 0 throw an uncaught error at its Nth proposal.
  */
@@ -90,12 +133,17 @@ function readParams(f: RequestFrame): Record<string, unknown> {
   return JSON.parse(Buffer.from(f.payload).toString('utf8')) as Record<string, unknown>;
 }
 
-function recordRead(id: string): ReadFn {
+/** The record, 404 when absent (or, for /v1/contexts reads, not a context). */
+function mustExist(rec: ConversationRecord | null, id: string, asContext: boolean): ConversationRecord {
+  if (rec === null || (asContext && rec.context === null)) throw notFound(`${asContext ? 'context' : 'conversation'} ${id}`);
+  return rec;
+}
+
+function recordRead(id: string, asContext: boolean): ReadFn {
   return async (store, actors) => {
     const actor = actors.get(id);
-    const rec = actor !== undefined ? actor.conv.record : await store.readRecord(id);
-    if (rec === null) throw notFound(`conversation ${id}`);
-    return ok(recordJson(rec));
+    const rec = mustExist(actor !== undefined ? actor.conv.record : await store.readRecord(id), id, asContext);
+    return ok(asContext ? contextJson(rec) : recordJson(rec));
   };
 }
 
@@ -105,11 +153,59 @@ interface ReadView {
   actor: ActorEntry | undefined;
 }
 
-async function readView(store: PartitionStore, actors: ActorCache, id: string): Promise<ReadView> {
+async function readView(store: PartitionStore, actors: ActorCache, id: string, asContext: boolean): Promise<ReadView> {
   const actor = actors.get(id);
-  const rec = actor !== undefined ? actor.conv.record : await store.readRecord(id);
-  if (rec === null) throw notFound(`conversation ${id}`);
+  const rec = mustExist(actor !== undefined ? actor.conv.record : await store.readRecord(id), id, asContext);
   return { lastSeq: rec.last_seq, actor };
+}
+
+/**
+ * The conversation in memory, loading it when needed. A load that overlapped
+ * an eviction may have read state older than what was evicted (written after
+ * the load read it), so it is retried rather than cached.
+ */
+async function loadActor(store: PartitionStore, actors: ActorCache, group: number, id: string): Promise<ActorEntry> {
+  for (;;) {
+    const cached = actors.get(id);
+    if (cached !== undefined) return cached;
+    const epoch = actors.evictions;
+    const conv = await store.loadConversation(group, id);
+    const now = actors.get(id);
+    if (now !== undefined) return now;
+    if (actors.evictions === epoch) return actors.add(id, conv);
+  }
+}
+
+/** GET /v1/contexts/:id/context: the window through the policy, served from the actor in memory. */
+function windowRead(group: number, id: string, budgetOverride: number | null, ifVersion: number): ReadFn {
+  return async (store, actors) => {
+    const actor = await loadActor(store, actors, group, id);
+    const rec = mustExist(actor.conv.record, id, true);
+    if (ifVersion >= 0 && ifVersion !== rec.version) throw conflict(ifVersion, rec.version);
+    const ctx = rec.context!;
+    const budget = budgetOverride ?? ctx.token_budget;
+    const signature = memoSignature(ctx.policy, rec);
+    if (actor.windowMemo?.signature !== signature) actor.windowMemo = { signature, items: new Map() };
+    const replacement = actor.conv.replacement;
+    const view: ReadView = { lastSeq: rec.last_seq, actor };
+    const w = await readWindow(
+      {
+        lastSeq: rec.last_seq,
+        liveFrom: liveFrom(rec),
+        replacement,
+        messages: (lo, hi) => messagesBetween(store, actors, group, id, view, lo, hi),
+      },
+      ctx.policy,
+      budget,
+      actor.windowMemo,
+      recounter.count,
+    );
+    // used_tokens early in the body: the gateway reads it for its metrics without parsing the rest.
+    return ok(
+      `{"version":${rec.version},"used_tokens":${w.usedTokens},"needs_compaction":${needsCompaction(rec, budget)},` +
+        `"segments":${JSON.stringify(segments(rec, replacement.length))},"messages":[${w.texts.join(',')}]}`,
+    );
+  };
 }
 
 /**
@@ -124,9 +220,9 @@ async function messagesBetween(store: PartitionStore, actors: ActorCache, group:
 }
 
 /** Newest-first page `offset` of `limit` messages, returned oldest→newest. */
-function tailRead(group: number, id: string, limit: number, offset: number): ReadFn {
+function tailRead(group: number, id: string, asContext: boolean, limit: number, offset: number): ReadFn {
   return async (store, actors) => {
-    const v = await readView(store, actors, id);
+    const v = await readView(store, actors, id, asContext);
     const hi = v.lastSeq - offset;
     const lo = Math.max(1, hi - limit + 1);
     return ok(messagesBody(hi < 1 ? [] : await messagesBetween(store, actors, group, id, v, lo, hi)));
@@ -134,9 +230,9 @@ function tailRead(group: number, id: string, limit: number, offset: number): Rea
 }
 
 /** Messages with seq > from, ascending. */
-function replayRead(group: number, id: string, from: number, limit: number): ReadFn {
+function replayRead(group: number, id: string, asContext: boolean, from: number, limit: number): ReadFn {
   return async (store, actors) => {
-    const v = await readView(store, actors, id);
+    const v = await readView(store, actors, id, asContext);
     return ok(messagesBody(await messagesBetween(store, actors, group, id, v, from + 1, from + limit)));
   };
 }
@@ -162,17 +258,25 @@ function onRequest(f: RequestFrame): void {
       d.propose(f.reqId, f.group, Uint8Array.prototype.slice.call(f.payload));
       return;
     }
-    case ReqOp.GetRecord:
-      d.read(f.reqId, f.group, recordRead(String(readParams(f).id)));
+    case ReqOp.GetRecord: {
+      const p = readParams(f);
+      d.read(f.reqId, f.group, recordRead(String(p.id), p.context === true));
       return;
+    }
     case ReqOp.Tail: {
       const p = readParams(f);
-      d.read(f.reqId, f.group, tailRead(f.group, String(p.id), Number(p.limit), Number(p.offset)));
+      d.read(f.reqId, f.group, tailRead(f.group, String(p.id), p.context === true, Number(p.limit), Number(p.offset)));
       return;
     }
     case ReqOp.Replay: {
       const p = readParams(f);
-      d.read(f.reqId, f.group, replayRead(f.group, String(p.id), Number(p.from), Number(p.limit)));
+      d.read(f.reqId, f.group, replayRead(f.group, String(p.id), p.context === true, Number(p.from), Number(p.limit)));
+      return;
+    }
+    case ReqOp.Window: {
+      const p = readParams(f);
+      const budget = p.budget === null ? null : Number(p.budget);
+      d.read(f.reqId, f.group, windowRead(f.group, String(p.id), budget, Number(p.if_version)));
       return;
     }
     default:
@@ -214,6 +318,7 @@ async function start(): Promise<void> {
   }, 2);
   port.on('message', (m: MainCommand) => {
     if (m.type === 'requests') readRequests(m.buf, onRequest);
+    else if (m.type === 'counted') recounter.counted(m.id, m.counts);
     else if (m.type === 'close') {
       clearInterval(ticker);
       clearInterval(readyCheck);

@@ -6,10 +6,11 @@
 //   'R' id                       conversation record     value = crc:u32 | JSON
 //   'M' group:u16 len:u8 id seq:u64   message record     value = crc:u32 | JSON
 //   'K' group:u16 len:u8 id key       idempotency record value = crc:u32 | JSON
+//   'W' id                       context replacement     value = crc:u32 | JSON [text, …]
 // Ids are ASCII ([A-Za-z0-9_:-]), so 'R' keys sort in the id byte order the
 // listing API promises.
 
-export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b } as const;
+export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b, replacement: 0x57 } as const;
 
 export function groupKey(prefix: number, group: number): Buffer {
   const k = Buffer.allocUnsafe(3);
@@ -18,12 +19,15 @@ export function groupKey(prefix: number, group: number): Buffer {
   return k;
 }
 
-export function recordKey(id: string): Buffer {
+/** Key of a per-conversation value that is not group-scoped ('R', 'W'). */
+export function idKey(prefix: number, id: string): Buffer {
   const k = Buffer.allocUnsafe(1 + id.length);
-  k[0] = PREFIX.record;
+  k[0] = prefix;
   k.write(id, 1, 'latin1');
   return k;
 }
+
+export const recordKey = (id: string) => idKey(PREFIX.record, id);
 
 export function recordIdOf(key: Buffer): string {
   return key.toString('latin1', 1);

@@ -2,8 +2,8 @@
 // records, messages, idempotency keys and each group's applied index, all
 // checksummed. Builds batches; the driver decides when to write them.
 import type { Conversation, ConversationRecord, IdemRecord, WriteSink } from '../actors/conversation.js';
-import { recordJson } from '../actors/conversation.js';
-import { PREFIX, convPrefix, groupKey, idemKey, messageKey, prefixEnd, recordIdOf, recordKey } from './keys.js';
+import { parseStoredRecord, storedRecordJson } from '../actors/conversation.js';
+import { PREFIX, convPrefix, groupKey, idKey, idemKey, messageKey, prefixEnd, recordIdOf, recordKey } from './keys.js';
 import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
 
 export interface Applied {
@@ -19,7 +19,7 @@ export class ApplyBatch implements WriteSink {
   group = 0;
 
   putRecord(rec: ConversationRecord): void {
-    this.ops.push({ type: 'put', key: recordKey(rec.id), value: seal(Buffer.from(recordJson(rec))) });
+    this.ops.push({ type: 'put', key: recordKey(rec.id), value: seal(Buffer.from(storedRecordJson(rec))) });
   }
   putMessage(id: string, seq: number, recordJsonText: string): void {
     this.ops.push({ type: 'put', key: messageKey(this.group, id, seq), value: seal(Buffer.from(recordJsonText)) });
@@ -29,6 +29,9 @@ export class ApplyBatch implements WriteSink {
   }
   delIdem(id: string, key: string): void {
     this.ops.push({ type: 'del', key: idemKey(this.group, id, key) });
+  }
+  putReplacement(id: string, texts: readonly string[]): void {
+    this.ops.push({ type: 'put', key: idKey(PREFIX.replacement, id), value: json(texts) });
   }
   /** Same batch as the state it covers, so recovery never applies an entry twice. */
   setApplied(group: number, index: number, term: number): void {
@@ -74,12 +77,19 @@ export class PartitionStore {
       keyed.sort((a, b) => a[1].seq - b[1].seq);
       for (const [k, r] of keyed) idem.set(k, r as IdemRecord);
     }
-    return { record: rec, idem };
+    return { record: rec, idem, replacement: rec?.context?.compacted ? await this.readReplacement(id) : [] };
   }
 
   async readRecord(id: string): Promise<ConversationRecord | null> {
     const v = await this.db.getSealed(recordKey(id));
-    return v === null ? null : (JSON.parse(v.toString()) as ConversationRecord);
+    return v === null ? null : parseStoredRecord(v.toString());
+  }
+
+  /** Texts of a context's latest compaction replacement. */
+  async readReplacement(id: string): Promise<string[]> {
+    const v = await this.db.getSealed(idKey(PREFIX.replacement, id));
+    if (v === null) throw new Error(`context ${id} is compacted but its replacement is missing`);
+    return JSON.parse(v.toString()) as string[];
   }
 
   /** Message record JSON texts with lo <= seq <= hi, ascending, verified. */
@@ -98,7 +108,7 @@ export class PartitionStore {
       limit,
     });
     return rows.map(([k, v]) => {
-      const rec = JSON.parse(unseal(k, v).toString()) as ConversationRecord;
+      const rec = parseStoredRecord(unseal(k, v).toString());
       if (rec.id !== recordIdOf(k)) throw new Error(`record key ${recordIdOf(k)} holds id ${rec.id}`);
       return rec;
     });

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { HttpRequest, HttpResponse } from '../http.js';
 import { parseIntStrict, parseJsonBody, queryInt, queryLimit, rawJson } from '../http.js';
 import type { GatewayContext } from '../context.js';
-import { Op, encodeCommand } from '../../actors/commands.js';
+import { Op, REQUIRE_CONTEXT, encodeCommand } from '../../actors/commands.js';
 import { invalid, overloaded } from '../../actors/errors.js';
 import { isPlainObject, messageMembers, validateAppend, validateMetadata } from '../../actors/validate.js';
 import { countPartsTokens } from '../../runtime/cpu-pool.js';
@@ -27,22 +27,21 @@ export async function putConversation(ctx: GatewayContext, req: HttpRequest, id:
   return ctx.send(ReqOp.Propose, groupOf(id), cmd);
 }
 
-export function getConversation(ctx: GatewayContext, id: string): Promise<HttpResponse> {
-  return ctx.send(ReqOp.GetRecord, groupOf(id), enc({ id }));
+/** Routes under /v1/contexts serve the same conversations, but only those that are contexts. */
+export type Surface = 'conversations' | 'contexts';
+const flagsOf = (surface: Surface) => (surface === 'contexts' ? REQUIRE_CONTEXT : 0);
+
+export function getRecord(ctx: GatewayContext, id: string, surface: Surface): Promise<HttpResponse> {
+  return ctx.send(ReqOp.GetRecord, groupOf(id), enc({ id, context: surface === 'contexts' }));
 }
 
-export async function deleteConversation(ctx: GatewayContext, id: string): Promise<HttpResponse> {
-  const res = await ctx.send(ReqOp.Propose, groupOf(id), encodeCommand({ op: Op.Tombstone, id, nowMs: 0 }));
+export async function deleteConversation(ctx: GatewayContext, id: string, surface: Surface): Promise<HttpResponse> {
+  const res = await ctx.send(ReqOp.Propose, groupOf(id), encodeCommand({ op: Op.Tombstone, id, nowMs: 0, flags: flagsOf(surface) }));
   if (res.status === 204) log('info', 'tombstone', 'conversation tombstoned', { conversation_id: id });
   return res;
 }
 
-export async function appendMessage(
-  ctx: GatewayContext,
-  req: HttpRequest,
-  id: string,
-  source: 'conversations' | 'contexts',
-): Promise<HttpResponse> {
+export async function appendMessage(ctx: GatewayContext, req: HttpRequest, id: string, source: Surface): Promise<HttpResponse> {
   const started = performance.now();
   const headerKey = req.header('idempotency-key');
   const v = validateAppend(parseJsonBody(req), headerKey === '' ? null : headerKey);
@@ -63,6 +62,7 @@ export async function appendMessage(
     idemKey: v.idempotencyKey ?? '',
     digest,
     messageMembers: members,
+    flags: flagsOf(source),
   });
   if (cmd.byteLength > limits.writeBatchBytesMax / 2) throw overloaded('message too large for one log entry');
   const res = await ctx.send(ReqOp.Propose, groupOf(id), cmd);
@@ -78,16 +78,16 @@ export async function appendMessage(
   return res;
 }
 
-export function tail(ctx: GatewayContext, req: HttpRequest, id: string): Promise<HttpResponse> {
+export function tail(ctx: GatewayContext, req: HttpRequest, id: string, surface: Surface): Promise<HttpResponse> {
   const limit = queryLimit(req);
   const offset = queryInt(req, 'offset', 0, 0);
-  return ctx.send(ReqOp.Tail, groupOf(id), enc({ id, limit, offset }));
+  return ctx.send(ReqOp.Tail, groupOf(id), enc({ id, limit, offset, context: surface === 'contexts' }));
 }
 
-export function replay(ctx: GatewayContext, req: HttpRequest, id: string): Promise<HttpResponse> {
+export function replay(ctx: GatewayContext, req: HttpRequest, id: string, surface: Surface): Promise<HttpResponse> {
   const limit = queryLimit(req);
   const from = queryInt(req, 'from', 0, 0);
-  return ctx.send(ReqOp.Replay, groupOf(id), enc({ id, from, limit }));
+  return ctx.send(ReqOp.Replay, groupOf(id), enc({ id, from, limit, context: surface === 'contexts' }));
 }
 
 /** Listing pages by position in id order; `cursor` is the number of matches already seen. */

@@ -19,9 +19,13 @@ class Sink implements WriteSink {
   delIdem(id: string, key: string) {
     this.idem.push([id, key, null]);
   }
+  replacements: [string, readonly string[]][] = [];
+  putReplacement(id: string, texts: readonly string[]) {
+    this.replacements.push([id, texts]);
+  }
 }
 
-const fresh = (): Conversation => ({ record: null, idem: new Map() });
+const fresh = (): Conversation => ({ record: null, idem: new Map(), replacement: [] });
 const put = (id = 'c1', nowMs = 1000): Command => ({ op: Op.Put, id, nowMs, metadataJson: '{"a":1}' });
 const append = (over: Partial<Extract<Command, { op: Op.Append }>> = {}): Command => ({
   op: Op.Append,
@@ -32,6 +36,7 @@ const append = (over: Partial<Extract<Command, { op: Op.Append }>> = {}): Comman
   idemKey: '',
   digest: '',
   messageMembers: '"role":"user","parts":[{"type":"text","text":"hi"}],"metadata":{}',
+  flags: 0,
   ...over,
 });
 
@@ -40,7 +45,7 @@ test('commands - every op round-trips through bytes, id readable without decodin
     put('conv:1'),
     { op: Op.Put, id: 'x', nowMs: 5, metadataJson: null },
     append({ idemKey: 'käy-🔑', digest: 'abc', ifVersion: 7 }),
-    { op: Op.Tombstone, id: 'z_-:', nowMs: 9 },
+    { op: Op.Tombstone, id: 'z_-:', nowMs: 9, flags: 0 },
   ];
   for (const c of cmds) {
     const bytes = encodeCommand(c);
@@ -77,7 +82,7 @@ test('conversation - seq and version advance by one per append, timestamps from 
   apply(c, put(), sink);
   for (let i = 1; i <= 5; i++) {
     const r = apply(c, append({ nowMs: 2000 + i }), sink);
-    assert.deepEqual(r, { kind: 'appended', seq: i, version: i, tokenCount: 3, duplicate: false });
+    assert.deepEqual(r, { kind: 'appended', seq: i, version: i, tokenCount: 3, duplicate: false, tokenEstimate: null });
   }
   assert.equal(c.record!.last_seq, 5);
   assert.deepEqual(sink.messages.map((m) => m[1]), [1, 2, 3, 4, 5]);
@@ -116,14 +121,14 @@ test('conversation - tombstone makes appends 410 and metadata updates 410, reads
   const c = fresh();
   const sink = new Sink();
   apply(c, put(), sink);
-  assert.equal(apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 3000 }, sink).kind, 'deleted');
+  assert.equal(apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 3000, flags: 0 }, sink).kind, 'deleted');
   const r = apply(c, append(), sink);
   assert.ok(r.kind === 'error' && r.error.code === 'tombstoned');
   const p = apply(c, put(), sink);
   assert.ok(p.kind === 'error' && p.error.code === 'tombstoned');
   assert.equal(c.record!.last_seq, 0);
   assert.equal(c.record!.tombstoned, true);
-  assert.equal(apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 4000 }, sink).kind, 'deleted');
+  assert.equal(apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 4000, flags: 0 }, sink).kind, 'deleted');
 });
 
 test('conversation - PUT creates once; later PUT replaces metadata and keeps created_at', () => {
@@ -144,7 +149,7 @@ test('conversation - a retried append after a tombstone still gets its original 
   const sink = new Sink();
   apply(c, put(), sink);
   const first = apply(c, append({ idemKey: 'k', digest: 'd' }), sink);
-  apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 3000 }, sink);
+  apply(c, { op: Op.Tombstone, id: 'c1', nowMs: 3000, flags: 0 }, sink);
   assert.deepEqual(apply(c, append({ idemKey: 'k', digest: 'd' }), sink), { ...first, duplicate: true });
   const fresh410 = apply(c, append({ idemKey: 'other', digest: 'd' }), sink);
   assert.ok(fresh410.kind === 'error' && fresh410.error.code === 'tombstoned');

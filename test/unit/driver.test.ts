@@ -88,6 +88,7 @@ test('driver - state survives a clean close and reopen (WAL + checkpointed Rocks
         idemKey: '',
         digest: '',
         messageMembers: `"role":"user","parts":[{"type":"text","text":"m${n}"}],"metadata":{}`,
+        flags: 0,
       });
     for (let i = 2; i <= 50; i++) h.d.propose(i, groupOf('c'), append(i));
     await until(() => h.replies.size === 50, 'appends');

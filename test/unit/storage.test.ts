@@ -7,6 +7,7 @@ import { crc32c } from '../../storage/crc32c.js';
 import { ChecksumError, seal, unseal } from '../../storage/rocks.js';
 import { ApplyBatch, PartitionStore } from '../../storage/partition-store.js';
 import { messageKey, prefixEnd, recordKey } from '../../storage/keys.js';
+import type { ConversationRecord } from '../../actors/conversation.js';
 
 test('crc32c - known vectors', () => {
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
@@ -38,8 +39,25 @@ test('partition store - applied state, records, messages and idempotency keys su
     let s = await PartitionStore.open(0, dir);
     const b = new ApplyBatch();
     b.group = 9;
-    const rec = { id: 'c', version: 2, tombstoned: false, last_seq: 2, archived_seq: 0, metadata: {}, created_at: 'x', updated_at: 'y' };
+    const rec: ConversationRecord = {
+      id: 'c',
+      version: 2,
+      tombstoned: false,
+      last_seq: 2,
+      archived_seq: 0,
+      metadata: {},
+      created_at: 'x',
+      updated_at: 'y',
+      token_total: 7,
+      context: {
+        token_budget: 100,
+        trigger_ratio: 0.5,
+        policy: { strategy: 'last_n', config: { limit: 3 } },
+        compacted: { from_seq: 1, to_seq: 1, tokens_at: 3, replacement_tokens: 2, version: 2 },
+      },
+    };
     b.putRecord(rec);
+    b.putReplacement('c', ['{"role":"system","parts":[],"metadata":{},"token_count":2,"inserted_at":"z"}']);
     b.putMessage('c', 1, '{"seq":1}');
     b.putMessage('c', 2, '{"seq":2}');
     b.putIdem('c', 'k1', { seq: 2, version: 2, token_count: 1, digest: 'd', at_ms: 5 });
@@ -54,6 +72,8 @@ test('partition store - applied state, records, messages and idempotency keys su
     assert.deepEqual((await s.readMessages(9, 'c', 1, 2)).map(String), ['{"seq":1}', '{"seq":2}']);
     const conv = await s.loadConversation(9, 'c');
     assert.equal(conv.idem.get('k1')?.seq, 2);
+    assert.deepEqual(conv.replacement, ['{"role":"system","parts":[],"metadata":{},"token_count":2,"inserted_at":"z"}']);
+    assert.deepEqual(conv.record, rec);
     const bad = Buffer.from(seal(Buffer.from('{"seq":1}')));
     bad[6] ^= 4;
     await s.db.write([{ type: 'put', key: messageKey(9, 'c', 1), value: bad }], false);
