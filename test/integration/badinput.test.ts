@@ -17,6 +17,10 @@ before(async () => {
   await api(node.url, 'POST', '/v1/conversations/target/messages', {
     message: { role: 'user', parts: [{ type: 'text', text: 'seed' }] },
   });
+  await api(node.url, 'PUT', '/v1/contexts/ctx-target', { token_budget: 100, metadata: { t: 2 } });
+  await api(node.url, 'POST', '/v1/contexts/ctx-target/messages', {
+    message: { role: 'user', parts: [{ type: 'text', text: 'seed' }] },
+  });
 });
 after(async () => {
   await node.stop();
@@ -98,6 +102,33 @@ function generator(rand: () => number) {
     () => ({ method: pick(['PATCH', 'OPTIONS', 'PUT', 'DELETE']), path: pick(['/v1/conversations/target/messages', '/v1/conversations/target/tail', '/v1/conversations']), body: '{}', what: 'wrong method' }),
     () => ({ method: pick(['GET', 'POST']), path: pick(['/v1', '/v1/conversations/target/nope', '/v1/conversations/a/b/c', '/v2/conversations/x', '/' + 'z'.repeat(int(300))]), what: 'unknown path' }),
     () => ({ method: 'PUT', path: '/v1/conversations/fuzz-put', body: JSON.stringify({ metadata: pick(junk.filter((j) => j === true || j === 0 || typeof j === 'string' || Array.isArray(j))) }), headers: { 'content-type': 'application/json' }, what: 'bad metadata' }),
+    () => {
+      const body = pick<unknown>([
+        {},
+        { token_budget: pick(junk.filter((j) => !(typeof j === 'number' && Number.isSafeInteger(j) && j > 0))) },
+        { token_budget: 10, trigger_ratio: pick([0, -0.5, 1.5, '0.7', [], 'x']) },
+        { token_budget: 10, policy: pick(junk.filter((j) => j !== null)) },
+        { token_budget: 10, policy: { strategy: pick(['last_n', 'skip_parts', 'manual']), config: pick([[], 'x', 5, { limit: 0 }, { types: [1] }, { bogus: 1 }]) } },
+        { token_budget: 10, metadata: pick(junk.filter((j) => j !== null && (typeof j !== 'object' || Array.isArray(j)))) },
+      ]);
+      return { method: 'PUT', path: '/v1/contexts/fuzz-ctx', body: JSON.stringify(body), what: 'bad context config' };
+    },
+    () => {
+      const body = pick<unknown>([
+        {},
+        { replacement: pick(junk.filter((j) => !Array.isArray(j))) },
+        { replacement: [pick(junk)] },
+        { replacement: [{ role: 'system', parts: [] }] },
+        { replacement: [{ role: 'system', parts: [{ type: 'text', text: 'ok' }] }], if_version: pick([-1, 1.5, '1', {}]) },
+        { replacement: [{ role: 'system', parts: [{ type: 'text', text: 'ok' }] }], if_version: 0 },
+      ]);
+      return { method: 'POST', path: '/v1/contexts/ctx-target/compact', body: JSON.stringify(body), what: 'bad compaction' };
+    },
+    () => ({ method: 'PATCH', path: '/v1/contexts/ctx-target/metadata', body: JSON.stringify(pick<unknown>([{}, { metadata: pick(junk.filter((j) => j === null || typeof j !== 'object' || Array.isArray(j))) }, []])), what: 'bad metadata patch' }),
+    () => {
+      const q = pick(['budget_tokens=0', 'budget_tokens=-3', 'budget_tokens=abc', 'budget_tokens=', 'budget_tokens=1.5', 'if_version=x', 'if_version=-1', 'if_version=0']);
+      return { method: 'GET', path: `/v1/contexts/ctx-target/context?${q}`, what: 'bad window query' };
+    },
   ];
   return (): Req => {
     if (rand() < 0.002) return post(JSON.stringify({ message: { role: 'user', parts: [{ type: 'text', text: 'x'.repeat(1024 * 1024) }] } }), 'oversized');
@@ -133,6 +164,12 @@ test(`bad input - ${COUNT} generated malformed requests (seed ${SEED}) all get 4
   assert.equal(rec.json.last_seq, 1);
   assert.equal(rec.json.version, 1);
   assert.deepEqual(rec.json.metadata, { t: 1 });
+  const ctx = await api(node.url, 'GET', '/v1/contexts/ctx-target');
+  assert.equal(ctx.json.version, 1);
+  assert.equal(ctx.json.token_budget, 100);
+  assert.deepEqual(ctx.json.metadata, { t: 2 });
+  const window = await api(node.url, 'GET', '/v1/contexts/ctx-target/context');
+  assert.deepEqual(window.json.segments, [{ type: 'live', from_seq: 1, to_seq: 1 }]);
   const list = await api(node.url, 'GET', '/v1/conversations?tombstoned=all&limit=1000');
-  assert.deepEqual(list.json.conversations.map((c: any) => c.id), ['target']);
+  assert.deepEqual(list.json.conversations.map((c: any) => c.id), ['ctx-target', 'target']);
 });
