@@ -185,13 +185,15 @@ export type Recount = (keptTexts: string[][]) => Promise<number[]>;
 /** A window item after skip_parts: null = dropped (no parts left). */
 export type Mapped = { text: string; tokens: number } | null;
 
-/** skip_parts results per item, valid for one set of types and one compaction. */
+/**
+ * skip_parts results of items that had to be parsed (dropped, or recounted),
+ * valid for one context, one set of types and one compaction (memoSignature).
+ */
 export interface WindowMemo {
-  signature: string;
-  items: Map<number, Mapped>;
+  get(key: number): Mapped | undefined;
+  set(key: number, m: Mapped): void;
 }
 
-const MEMO_ITEMS_MAX = 20_000;
 /** Messages fetched per step of the newest-first walk; grows while more are needed. */
 const CHUNK_FIRST = 64;
 const CHUNK_MAX = 1024;
@@ -203,6 +205,7 @@ export function tokensOf(text: string): number {
   return parseInt(text.slice(at + 14, at + 30), 10);
 }
 
+/** What a memoized skip_parts result depends on besides the message itself. */
 export function memoSignature(policy: Policy, rec: WindowRecord): string {
   const types = policy.strategy === 'skip_parts' ? (policy.config.types ?? DEFAULT_SKIP_TYPES) : [];
   return `${JSON.stringify(types)}|${rec.context?.compacted?.version ?? 0}`;
@@ -254,7 +257,6 @@ export async function readWindow(src: WindowSource, policy: Policy, budget: numb
   const limit = policy.strategy === 'last_n' ? (policy.config.limit ?? Infinity) : Infinity;
   const types = policy.strategy === 'skip_parts' ? new Set(policy.config.types ?? DEFAULT_SKIP_TYPES) : null;
   const needles = types === null ? [] : [...types].map((t) => `"type":${JSON.stringify(t)}`);
-  if (memo.items.size > MEMO_ITEMS_MAX) memo.items.clear();
 
   const out: string[] = [];
   let used = 0;
@@ -276,16 +278,15 @@ export async function readWindow(src: WindowSource, policy: Policy, budget: numb
     const mapped: (Mapped | undefined)[] = new Array(texts.length);
     const pending: PendingMap[] = [];
     for (let i = 0; i < texts.length; i++) {
-      const hit = memo.items.get(keys[i]);
+      const hit = memo.get(keys[i]);
       if (hit !== undefined) {
         mapped[i] = hit;
         continue;
       }
       const m = mapSkip(texts[i], types, needles);
-      if (m === null || 'text' in m) {
-        mapped[i] = m;
-        memo.items.set(keys[i], m);
-      } else {
+      if (m === null) memo.set(keys[i], null);
+      if (m === null || 'text' in m) mapped[i] = m;
+      else {
         const keptTexts: string[] = [];
         for (const p of m.parts) if (typeof p.text === 'string') keptTexts.push(p.text);
         pending.push({ key: i, obj: m, keptTexts });
@@ -299,7 +300,7 @@ export async function readWindow(src: WindowSource, policy: Policy, budget: numb
         if (counts[j] >= 0) p.obj.token_count = counts[j];
         const m = { text: JSON.stringify(p.obj), tokens: p.obj.token_count };
         mapped[p.key] = m;
-        memo.items.set(keys[p.key], m);
+        memo.set(keys[p.key], m);
       }
     }
     for (const m of mapped) if (!take(m!)) return void (done = true);

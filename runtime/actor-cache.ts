@@ -5,7 +5,6 @@
 // everything not written yet: a message leaves `recent` only once persisted,
 // and a conversation is evicted only with no write pending.
 import type { Conversation } from '../actors/conversation.js';
-import type { WindowMemo } from '../actors/context.js';
 import { assert } from './assert.js';
 
 export interface ActorEntry {
@@ -18,8 +17,6 @@ export interface ActorEntry {
   persistedSeq: number;
   /** Apply writes that touch this conversation and have not completed. */
   writesPending: number;
-  /** skip_parts window items already mapped (contexts only; created by the first window read). */
-  windowMemo: WindowMemo | null;
 }
 
 /** Messages kept per conversation once persisted (tail pages default to 100). */
@@ -44,7 +41,7 @@ export class ActorCache {
   add(id: string, conv: Conversation): ActorEntry {
     assert(!this.map.has(id), `conversation ${id} loaded twice`);
     const last = conv.record?.last_seq ?? 0;
-    const e: ActorEntry = { conv, recent: [], recentLo: last + 1, recentBytes: 0, persistedSeq: last, writesPending: 0, windowMemo: null };
+    const e: ActorEntry = { conv, recent: [], recentLo: last + 1, recentBytes: 0, persistedSeq: last, writesPending: 0 };
     this.map.set(id, e);
     return e;
   }

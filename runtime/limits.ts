@@ -25,6 +25,8 @@ export const limits = {
   actorsCachedMax: 200_000,
   /** Recent message records kept in memory per worker for tail reads. */
   messageCacheBytesMax: 16 * 1024 * 1024,
+  /** skip_parts window results remembered per worker (runtime/window-memo.ts). */
+  windowMemoBytesMax: 8 * 1024 * 1024,
   /** Default FLEETLM_POOL_TEXT_CHARS: longer texts are counted on the CPU pool (bench/tokens.ts). */
   poolTextCharsDefault: 2048,
 };

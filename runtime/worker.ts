@@ -18,6 +18,7 @@ import { limits } from './limits.js';
 import { log, setLogLevel } from './log.js';
 import { partitionOf } from './placement.js';
 import { listRecords, type ListQuery } from './listing.js';
+import { WindowMemoCache } from './window-memo.js';
 
 export interface WorkerInit {
   workerIndex: number;
@@ -69,6 +70,7 @@ function flush(): void {
 }
 
 const drivers = new Map<number, PartitionDriver>();
+const windowMemo = new WindowMemoCache(limits.windowMemoBytesMax);
 
 /**
  * skip_parts recounts a message that lost parts with the node's estimator,
@@ -184,8 +186,6 @@ function windowRead(group: number, id: string, budgetOverride: number | null, if
     if (ifVersion >= 0 && ifVersion !== rec.version) throw conflict(ifVersion, rec.version);
     const ctx = rec.context!;
     const budget = budgetOverride ?? ctx.token_budget;
-    const signature = memoSignature(ctx.policy, rec);
-    if (actor.windowMemo?.signature !== signature) actor.windowMemo = { signature, items: new Map() };
     const replacement = actor.conv.replacement;
     const view: ReadView = { lastSeq: rec.last_seq, actor };
     const w = await readWindow(
@@ -197,7 +197,7 @@ function windowRead(group: number, id: string, budgetOverride: number | null, if
       },
       ctx.policy,
       budget,
-      actor.windowMemo,
+      windowMemo.view(id, memoSignature(ctx.policy, rec)),
       recounter.count,
     );
     // used_tokens early in the body: the gateway reads it for its metrics without parsing the rest.

@@ -17,6 +17,7 @@ import {
 import { Op, REQUIRE_CONTEXT, decodeCommand, encodeCommand, type Command } from '../../actors/commands.js';
 import { apply, messageRecordJson, type Conversation, type WriteSink } from '../../actors/conversation.js';
 import { AppError } from '../../actors/errors.js';
+import { WindowMemoCache } from '../../runtime/window-memo.js';
 
 type Part = Record<string, unknown>;
 const members = (role: string, parts: Part[]) => JSON.stringify({ role, parts, metadata: {} }).slice(1, -1);
@@ -38,7 +39,7 @@ function source(log: string[], liveFrom = 1, replacement: string[] = []): Window
   return src;
 }
 
-const memo = (): WindowMemo => ({ signature: '', items: new Map() });
+const memo = (): WindowMemo => new WindowMemoCache(1 << 20).view('c', 'sig');
 const noRecount = async (): Promise<number[]> => assert.fail('no recount expected');
 const seqs = (texts: string[]) => texts.map((t) => (JSON.parse(t) as { seq?: number }).seq ?? 'r');
 const lastN = (limit?: number): Policy => ({ strategy: 'last_n', config: limit === undefined ? {} : { limit } });
@@ -174,6 +175,27 @@ test('context - skip_parts drops listed parts, removes emptied messages, recount
   const failed = await readWindow(source(log), policy, 1000, memo(), async (t) => t.map(() => -1));
   assert.equal(JSON.parse(failed.texts[1]).token_count, 30);
   assert.ok(DEFAULT_SKIP_TYPES.includes('tool-result'));
+});
+
+test('context - the memo is per context and signature, LRU within its byte bound', () => {
+  const cache = new WindowMemoCache(10_000);
+  const a = cache.view('a', 's1');
+  a.set(1, { text: 'x'.repeat(100), tokens: 1 });
+  a.set(2, null);
+  assert.deepEqual(a.get(1), { text: 'x'.repeat(100), tokens: 1 });
+  assert.equal(a.get(2), null, 'a dropped message is remembered as dropped');
+  assert.equal(cache.view('a', 's2').get(1), undefined);
+  assert.equal(cache.view('b', 's1').get(1), undefined);
+  // 200 × ~1 KB entries into a 10 KB bound: only the newest few stay; 1 was used last, so it outlives 2.
+  const b = cache.view('b', 's1');
+  for (let i = 0; i < 200; i++) {
+    a.get(1);
+    b.set(i, { text: 'y'.repeat(1000), tokens: i });
+  }
+  assert.equal(b.get(0), undefined);
+  assert.deepEqual(b.get(199), { text: 'y'.repeat(1000), tokens: 199 });
+  assert.ok(a.get(1) !== undefined);
+  assert.equal(a.get(2), undefined);
 });
 
 test('context - memo signature changes with the skip types and with each compaction', () => {
