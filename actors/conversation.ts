@@ -35,8 +35,29 @@ export interface Conversation {
   record: ConversationRecord | null;
   /** Insertion order = seq order, oldest first (pruning relies on it). */
   idem: Map<string, IdemRecord>;
+  compactions: Compactions;
+}
+
+/** A context's compactions, stored apart from the record (written once per compaction). */
+export interface Compactions {
   /** Texts of the latest compaction's replacement messages, oldest first. */
   replacement: readonly string[];
+  /** last_seq at each compaction, ascending: the version of message seq s is s + #(seqs < s). */
+  seqs: readonly number[];
+}
+
+export const NO_COMPACTIONS: Compactions = Object.freeze({ replacement: [], seqs: [] });
+
+/** Every append and every compaction bumps the version; nothing else does. */
+export function versionAt(seq: number, c: Compactions): number {
+  let lo = 0;
+  let hi = c.seqs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (c.seqs[mid] < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return seq + lo;
 }
 
 /** Where apply puts its writes; the storage layer turns them into RocksDB ops. */
@@ -45,7 +66,7 @@ export interface WriteSink {
   putMessage(id: string, seq: number, recordJson: string): void;
   putIdem(id: string, key: string, rec: IdemRecord): void;
   delIdem(id: string, key: string): void;
-  putReplacement(id: string, texts: readonly string[]): void;
+  putCompactions(id: string, c: Compactions): void;
 }
 
 export type ApplyResult =
@@ -177,8 +198,8 @@ function applyCompact(conv: Conversation, cmd: CompactCommand, sink: WriteSink):
   const version = cur.version + 1;
   const context: ContextState = { ...cur.context!, compacted: nextCompaction(cur, tokens, version) };
   update(conv, { ...cur, version, context, updated_at: now }, sink);
-  conv.replacement = texts;
-  sink.putReplacement(cmd.id, texts);
+  conv.compactions = { replacement: texts, seqs: [...conv.compactions.seqs, cur.last_seq] };
+  sink.putCompactions(cmd.id, conv.compactions);
   return { kind: 'compacted', version };
 }
 

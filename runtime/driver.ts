@@ -19,9 +19,12 @@ import { MemoryStorage } from './raft/log.js';
 import { ApplyBatch, type PartitionStore } from '../storage/partition-store.js';
 import type { BatchOp } from '../storage/rocks.js';
 import { Wal } from '../storage/wal.js';
-import { apply, type IdemRecord, type ConversationRecord, type WriteSink } from '../actors/conversation.js';
+import { apply, type Compactions, type IdemRecord, type ConversationRecord, type WriteSink } from '../actors/conversation.js';
 import { ActorCache, type ActorEntry } from './actor-cache.js';
-import { commandId, decodeCommand, patchNow } from '../actors/commands.js';
+import { Op, commandId, decodeCommand, patchNow, type Command } from '../actors/commands.js';
+import type { ApplyResult } from '../actors/conversation.js';
+import { needsCompaction, windowTokens } from '../actors/context.js';
+import { type StreamEvent, compactionEvent, contextEvent, messageEvent, tombstoneEvent } from '../actors/events.js';
 import { AppError, overloaded, unavailable } from '../actors/errors.js';
 import { type Reply, applyReply, errorReply } from './replies.js';
 import type { Clock } from './clock.js';
@@ -31,6 +34,12 @@ import { log } from './log.js';
 import { groupOf } from './placement.js';
 
 export type ReplyFn = (reqId: number, reply: Reply) => void;
+
+/** Where committed changes of conversations someone streams go (runtime/worker.ts). */
+export interface EventSink {
+  has(id: string): boolean;
+  emit(ev: StreamEvent): void;
+}
 /** A read served once the group has applied (durably) up to its read index. */
 export type ReadFn = (store: PartitionStore, actors: ActorCache) => Promise<Reply>;
 
@@ -103,6 +112,7 @@ export class PartitionDriver {
     cacheBytesMax: number,
     private readonly walSegmentBytes: number,
     private readonly onGroupStopped: (group: number, reason: string) => void,
+    private readonly events: EventSink,
   ) {
     this.actors = new ActorCache(actorsMax, cacheBytesMax);
   }
@@ -465,7 +475,10 @@ export class PartitionDriver {
         const actor = this.actors.get(cmd.id);
         assert(actor !== undefined, `group ${g.id}: conversation ${cmd.id} not loaded before apply`);
         sink.actor = actor;
+        const streamed = this.events.has(cmd.id);
+        const before = actor.conv.record;
         const result = apply(actor.conv, cmd, sink);
+        if (streamed) this.emitEvents(cmd, before, actor, result, sink);
         this.actors.touch(cmd.id, actor);
         pending.touched.set(actor, actor.conv.record?.last_seq ?? 0);
         const p = g.proposals.get(e.index);
@@ -480,6 +493,33 @@ export class PartitionDriver {
     }
     batch.setApplied(g.id, last, lastTerm);
     return last;
+  }
+
+  /** The stream events of one applied command (SPEC §5), in the order clients see them. */
+  private emitEvents(cmd: Command, before: ConversationRecord | null, actor: ActorEntry, result: ApplyResult, sink: CachingSink): void {
+    const rec = actor.conv.record;
+    if (rec === null) return;
+    const ctx = () => contextEvent(rec.id, rec.version, windowTokens(rec), needsCompaction(rec, rec.context!.token_budget));
+    switch (result.kind) {
+      case 'appended':
+        if (result.duplicate) return;
+        this.events.emit(messageEvent(rec.id, sink.lastMessage, result.version));
+        if (rec.context !== null) this.events.emit(ctx());
+        return;
+      case 'compacted': {
+        const c = rec.context!.compacted!;
+        this.events.emit(compactionEvent(rec.id, result.version, c.from_seq, c.to_seq));
+        this.events.emit(ctx());
+        return;
+      }
+      case 'deleted':
+        if (before !== null && !before.tombstoned) this.events.emit(tombstoneEvent(rec.id));
+        return;
+      case 'record':
+        // A new budget or ratio can change needs_compaction.
+        if (cmd.op === Op.PutContext) this.events.emit(ctx());
+        return;
+    }
   }
 
   private serveReads(g: Group): void {
@@ -517,6 +557,8 @@ function safeStatus(core: RaftCore): unknown {
  */
 class CachingSink implements WriteSink {
   actor: ActorEntry | null = null;
+  /** Record text of the last message written (for its stream event). */
+  lastMessage = '';
   constructor(
     private readonly batch: ApplyBatch,
     private readonly actors: ActorCache,
@@ -528,6 +570,7 @@ class CachingSink implements WriteSink {
     assert(this.actor !== null && this.actor.conv.record?.id === id, `message ${id}/${seq} written for another conversation`);
     this.batch.putMessage(id, seq, recordJson);
     this.actors.noteMessage(this.actor, seq, recordJson);
+    this.lastMessage = recordJson;
   }
   putIdem(id: string, key: string, rec: IdemRecord): void {
     this.batch.putIdem(id, key, rec);
@@ -535,7 +578,7 @@ class CachingSink implements WriteSink {
   delIdem(id: string, key: string): void {
     this.batch.delIdem(id, key);
   }
-  putReplacement(id: string, texts: readonly string[]): void {
-    this.batch.putReplacement(id, texts);
+  putCompactions(id: string, c: Compactions): void {
+    this.batch.putCompactions(id, c);
   }
 }

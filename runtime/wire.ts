@@ -3,6 +3,9 @@
 // (the buffer is transferred, not copied).
 //   request: reqId:u32 | op:u8 | group:u16 | len:u32 | payload
 //   reply:   reqId:u32 | status:u16 | len:u32 | body (JSON, utf8)
+// Stream events ride the reply direction as frames with reqId 0 and status
+// EVENT_STATUS, body `id \n seq \n type \n json`, in apply order.
+import type { EventType, StreamEvent } from '../actors/events.js';
 
 export const enum ReqOp {
   Propose = 1,
@@ -11,7 +14,13 @@ export const enum ReqOp {
   Replay = 4,
   List = 5,
   Window = 6,
+  /** Start or stop emitting stream events of one conversation. */
+  Interest = 7,
+  /** Message events of a conversation from the log (stream replay and healing). */
+  Events = 8,
 }
+
+export const EVENT_STATUS = 0xffff;
 
 export const REQ_HEADER_BYTES = 11;
 export const REPLY_HEADER_BYTES = 10;
@@ -56,6 +65,10 @@ export class FrameBuffer {
     this.pos += REPLY_HEADER_BYTES + len;
   }
 
+  event(ev: StreamEvent): void {
+    this.reply(0, EVENT_STATUS, `${ev.id}\n${ev.seq}\n${ev.type}\n${ev.json}`);
+  }
+
   /** The frames written so far as a standalone ArrayBuffer; the buffer starts empty again. */
   take(): ArrayBuffer {
     const out = new ArrayBuffer(this.pos);
@@ -97,4 +110,12 @@ export function readReplies(ab: ArrayBuffer, onFrame: (reqId: number, status: nu
     onFrame(b.readUInt32BE(pos), b.readUInt16BE(pos + 4), new Uint8Array(ab, start, len));
     pos = start + len;
   }
+}
+
+export function parseEvent(body: Uint8Array): StreamEvent {
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  const a = text.indexOf('\n');
+  const b = text.indexOf('\n', a + 1);
+  const c = text.indexOf('\n', b + 1);
+  return { id: text.slice(0, a), seq: Number(text.slice(a + 1, b)), type: text.slice(b + 1, c) as EventType, json: text.slice(c + 1) };
 }

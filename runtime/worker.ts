@@ -9,7 +9,8 @@ import { PartitionStore } from '../storage/partition-store.js';
 import type { ActorCache, ActorEntry } from './actor-cache.js';
 import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
-import { contextJson, recordJson, type ConversationRecord } from '../actors/conversation.js';
+import { contextJson, recordJson, versionAt, type ConversationRecord } from '../actors/conversation.js';
+import { messageEvent, type StreamEvent } from '../actors/events.js';
 import { liveFrom, memoSignature, needsCompaction, readWindow, segments } from '../actors/context.js';
 import { conflict, notFound, invalid } from '../actors/errors.js';
 import { systemClock } from './clock.js';
@@ -61,6 +62,19 @@ function reply(reqId: number, r: Reply): void {
     setImmediate(flush);
   }
 }
+
+/** Conversations the main thread streams: only their changes become events. */
+const interest = new Set<string>();
+const events = {
+  has: (id: string) => interest.has(id),
+  emit(ev: StreamEvent): void {
+    out.event(ev);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+  },
+};
 
 function flush(): void {
   flushScheduled = false;
@@ -151,6 +165,7 @@ function recordRead(id: string, asContext: boolean): ReadFn {
 
 /** A conversation as reads see it: in memory when loaded, else its record on disk. */
 interface ReadView {
+  rec: ConversationRecord;
   lastSeq: number;
   actor: ActorEntry | undefined;
 }
@@ -158,7 +173,7 @@ interface ReadView {
 async function readView(store: PartitionStore, actors: ActorCache, id: string, asContext: boolean): Promise<ReadView> {
   const actor = actors.get(id);
   const rec = mustExist(actor !== undefined ? actor.conv.record : await store.readRecord(id), id, asContext);
-  return { lastSeq: rec.last_seq, actor };
+  return { rec, lastSeq: rec.last_seq, actor };
 }
 
 /**
@@ -186,8 +201,8 @@ function windowRead(group: number, id: string, budgetOverride: number | null, if
     if (ifVersion >= 0 && ifVersion !== rec.version) throw conflict(ifVersion, rec.version);
     const ctx = rec.context!;
     const budget = budgetOverride ?? ctx.token_budget;
-    const replacement = actor.conv.replacement;
-    const view: ReadView = { lastSeq: rec.last_seq, actor };
+    const replacement = actor.conv.compactions.replacement;
+    const view: ReadView = { rec, lastSeq: rec.last_seq, actor };
     const w = await readWindow(
       {
         lastSeq: rec.last_seq,
@@ -226,6 +241,24 @@ function tailRead(group: number, id: string, asContext: boolean, limit: number, 
     const hi = v.lastSeq - offset;
     const lo = Math.max(1, hi - limit + 1);
     return ok(messagesBody(hi < 1 ? [] : await messagesBetween(store, actors, group, id, v, lo, hi)));
+  };
+}
+
+/**
+ * Message events with seq > from (at most `limit`), plus where the log ends:
+ * `{"last_seq","tombstoned","events":[…]}`. Versions come from the compaction seqs.
+ */
+function eventsRead(group: number, id: string, from: number, limit: number): ReadFn {
+  return async (store, actors) => {
+    const v = await readView(store, actors, id, false);
+    const compactions =
+      v.actor !== undefined ? v.actor.conv.compactions : v.rec.context?.compacted ? await store.readCompactions(id) : null;
+    const texts = limit > 0 && from < v.lastSeq ? await messagesBetween(store, actors, group, id, v, from + 1, from + limit) : [];
+    const evs = texts.map((t, i) => {
+      const seq = from + 1 + i;
+      return messageEvent(id, t, compactions === null ? seq : versionAt(seq, compactions)).json;
+    });
+    return ok(`{"last_seq":${v.lastSeq},"tombstoned":${v.rec.tombstoned},"events":[${evs.join(',')}]}`);
   };
 }
 
@@ -273,6 +306,18 @@ function onRequest(f: RequestFrame): void {
       d.read(f.reqId, f.group, replayRead(f.group, String(p.id), p.context === true, Number(p.from), Number(p.limit)));
       return;
     }
+    case ReqOp.Interest: {
+      const p = readParams(f);
+      if (p.on === true) interest.add(String(p.id));
+      else interest.delete(String(p.id));
+      reply(f.reqId, ok('{}'));
+      return;
+    }
+    case ReqOp.Events: {
+      const p = readParams(f);
+      d.read(f.reqId, f.group, eventsRead(f.group, String(p.id), Number(p.from), Number(p.limit)));
+      return;
+    }
     case ReqOp.Window: {
       const p = readParams(f);
       const budget = p.budget === null ? null : Number(p.budget);
@@ -301,6 +346,7 @@ async function start(): Promise<void> {
       share(limits.messageCacheBytesMax),
       init.walSegmentBytes,
       (group, reason) => port.postMessage({ type: 'group_stopped', group, reason } satisfies WorkerEvent),
+      events,
     );
     const groups: number[] = [];
     for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);

@@ -1,8 +1,8 @@
 // How the state machine of one storage partition hits disk: conversation
 // records, messages, idempotency keys and each group's applied index, all
 // checksummed. Builds batches; the driver decides when to write them.
-import type { Conversation, ConversationRecord, IdemRecord, WriteSink } from '../actors/conversation.js';
-import { parseStoredRecord, storedRecordJson } from '../actors/conversation.js';
+import type { Compactions, Conversation, ConversationRecord, IdemRecord, WriteSink } from '../actors/conversation.js';
+import { NO_COMPACTIONS, parseStoredRecord, storedRecordJson } from '../actors/conversation.js';
 import { PREFIX, convPrefix, groupKey, idKey, idemKey, messageKey, prefixEnd, recordIdOf, recordKey } from './keys.js';
 import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
 
@@ -30,8 +30,8 @@ export class ApplyBatch implements WriteSink {
   delIdem(id: string, key: string): void {
     this.ops.push({ type: 'del', key: idemKey(this.group, id, key) });
   }
-  putReplacement(id: string, texts: readonly string[]): void {
-    this.ops.push({ type: 'put', key: idKey(PREFIX.replacement, id), value: json(texts) });
+  putCompactions(id: string, c: Compactions): void {
+    this.ops.push({ type: 'put', key: idKey(PREFIX.compactions, id), value: json(c) });
   }
   /** Same batch as the state it covers, so recovery never applies an entry twice. */
   setApplied(group: number, index: number, term: number): void {
@@ -77,7 +77,7 @@ export class PartitionStore {
       keyed.sort((a, b) => a[1].seq - b[1].seq);
       for (const [k, r] of keyed) idem.set(k, r as IdemRecord);
     }
-    return { record: rec, idem, replacement: rec?.context?.compacted ? await this.readReplacement(id) : [] };
+    return { record: rec, idem, compactions: rec?.context?.compacted ? await this.readCompactions(id) : NO_COMPACTIONS };
   }
 
   async readRecord(id: string): Promise<ConversationRecord | null> {
@@ -85,11 +85,10 @@ export class PartitionStore {
     return v === null ? null : parseStoredRecord(v.toString());
   }
 
-  /** Texts of a context's latest compaction replacement. */
-  async readReplacement(id: string): Promise<string[]> {
-    const v = await this.db.getSealed(idKey(PREFIX.replacement, id));
-    if (v === null) throw new Error(`context ${id} is compacted but its replacement is missing`);
-    return JSON.parse(v.toString()) as string[];
+  async readCompactions(id: string): Promise<Compactions> {
+    const v = await this.db.getSealed(idKey(PREFIX.compactions, id));
+    if (v === null) throw new Error(`context ${id} is compacted but its compactions are missing`);
+    return JSON.parse(v.toString()) as Compactions;
   }
 
   /** Message record JSON texts with lo <= seq <= hi, ascending, verified. */

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Op, commandId, decodeCommand, encodeCommand, patchNow, type Command } from '../../actors/commands.js';
-import { apply, type Conversation, type ConversationRecord, type IdemRecord, type WriteSink } from '../../actors/conversation.js';
+import { NO_COMPACTIONS, apply, type Compactions, type Conversation, type ConversationRecord, type IdemRecord, type WriteSink } from '../../actors/conversation.js';
 
 class Sink implements WriteSink {
   records: ConversationRecord[] = [];
@@ -19,13 +19,13 @@ class Sink implements WriteSink {
   delIdem(id: string, key: string) {
     this.idem.push([id, key, null]);
   }
-  replacements: [string, readonly string[]][] = [];
-  putReplacement(id: string, texts: readonly string[]) {
-    this.replacements.push([id, texts]);
+  compactions: [string, Compactions][] = [];
+  putCompactions(id: string, c: Compactions) {
+    this.compactions.push([id, c]);
   }
 }
 
-const fresh = (): Conversation => ({ record: null, idem: new Map(), replacement: [] });
+const fresh = (): Conversation => ({ record: null, idem: new Map(), compactions: NO_COMPACTIONS });
 const put = (id = 'c1', nowMs = 1000): Command => ({ op: Op.Put, id, nowMs, metadataJson: '{"a":1}' });
 const append = (over: Partial<Extract<Command, { op: Op.Append }>> = {}): Command => ({
   op: Op.Append,

@@ -15,7 +15,7 @@ import {
   windowTokens,
 } from '../../actors/context.js';
 import { Op, REQUIRE_CONTEXT, decodeCommand, encodeCommand, type Command } from '../../actors/commands.js';
-import { apply, messageRecordJson, type Conversation, type WriteSink } from '../../actors/conversation.js';
+import { NO_COMPACTIONS, apply, messageRecordJson, versionAt, type Compactions, type Conversation, type WriteSink } from '../../actors/conversation.js';
 import { AppError } from '../../actors/errors.js';
 import { WindowMemoCache } from '../../runtime/window-memo.js';
 
@@ -218,7 +218,7 @@ test('context - memo signature changes with the skip types and with each compact
 
 class Sink implements WriteSink {
   writes = 0;
-  replacement: readonly string[] | null = null;
+  compactions: Compactions | null = null;
   putRecord() {
     this.writes++;
   }
@@ -227,9 +227,9 @@ class Sink implements WriteSink {
   }
   putIdem() {}
   delIdem() {}
-  putReplacement(_id: string, texts: readonly string[]) {
+  putCompactions(_id: string, c: Compactions) {
     this.writes++;
-    this.replacement = texts;
+    this.compactions = c;
   }
 }
 
@@ -253,7 +253,7 @@ const compact = (ifVersion: number, tokens: number[]): Command => ({
   ifVersion,
   replacement: tokens.map((t) => ({ members: members('system', [text('s')]), tokenCount: t })),
 });
-const fresh = (): Conversation => ({ record: null, idem: new Map(), replacement: [] });
+const fresh = (): Conversation => ({ record: null, idem: new Map(), compactions: NO_COMPACTIONS });
 const errorCode = (r: ReturnType<typeof apply>) => (r.kind === 'error' ? r.error.code : r.kind);
 
 test('context commands - round-trip through bytes', () => {
@@ -283,14 +283,19 @@ test('context apply - appends report the window estimate; compaction swaps the w
   assert.equal(c.record!.version, 4);
   const done = apply(c, compact(4, [7, 1]), sink);
   assert.deepEqual(done, { kind: 'compacted', version: 5 });
-  assert.equal(c.replacement.length, 2);
-  assert.deepEqual(sink.replacement, c.replacement);
+  assert.equal(c.compactions.replacement.length, 2);
+  assert.deepEqual(sink.compactions, c.compactions);
+  assert.deepEqual(c.compactions.seqs, [4]);
   assert.equal(c.record!.last_seq, 4, 'the log is untouched');
   assert.deepEqual(c.record!.context!.compacted, { from_seq: 1, to_seq: 4, tokens_at: 65, replacement_tokens: 8, version: 5 });
   const next = apply(c, append(2), sink);
   assert.ok(next.kind === 'appended' && next.tokenEstimate === 10 && next.version === 6);
   // A second compaction keeps the first seq ever compacted.
   apply(c, compact(-1, []), sink);
+  assert.deepEqual(c.compactions.seqs, [4, 5]);
+  // Versions of past messages follow from the compaction seqs: 1..4 → 1..4, 5 → 6 (after one compaction).
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map((s) => versionAt(s, c.compactions)), [1, 2, 3, 4, 6, 8]);
+  assert.equal(c.record!.version, 7);
   assert.equal(c.record!.context!.compacted!.from_seq, 1);
   assert.equal(c.record!.context!.compacted!.to_seq, 5);
   assert.equal(windowTokens(c.record!), 0);

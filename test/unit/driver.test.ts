@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { StreamEvent } from '../../actors/events.js';
 import { PartitionDriver } from '../../runtime/driver.js';
 import { PartitionStore } from '../../storage/partition-store.js';
 import { Op, encodeCommand } from '../../actors/commands.js';
@@ -32,6 +33,8 @@ async function openDriver(dir: string, loadDelayMs: number) {
   };
   const replies = new Map<number, Reply>();
   const stopped: string[] = [];
+  const streamed = new Set(['c']);
+  const events: StreamEvent[] = [];
   const d = new PartitionDriver(
     store,
     'n1',
@@ -42,10 +45,11 @@ async function openDriver(dir: string, loadDelayMs: number) {
     1 << 20,
     4 << 20,
     (g, reason) => stopped.push(`${g}: ${reason}`),
+    { has: (id) => streamed.has(id), emit: (ev) => events.push(ev) },
   );
   await d.open(Array.from({ length: 256 }, (_, g) => g), path.join(dir, 'wal'));
   await until(() => d.isReady(), 'groups to lead');
-  return { d, store, replies, stopped };
+  return { d, store, replies, stopped, events };
 }
 
 const put = (id: string) => encodeCommand({ op: Op.Put, id, nowMs: 0, metadataJson: null });
@@ -95,6 +99,11 @@ test('driver - state survives a clean close and reopen (WAL + checkpointed Rocks
     assert.deepEqual(
       [...h.replies.values()].slice(1).map((r) => JSON.parse(r.body).seq),
       Array.from({ length: 49 }, (_, i) => i + 1),
+    );
+    // Streamed conversations get one message event per append, in seq order.
+    assert.deepEqual(
+      h.events.map((e) => [e.seq, JSON.parse(e.json).version, JSON.parse(e.json).message.parts[0].text]),
+      Array.from({ length: 49 }, (_, i) => [i + 1, i + 1, `m${i + 2}`]),
     );
     await h.d.close();
     await h.store.close();

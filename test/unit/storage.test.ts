@@ -57,7 +57,8 @@ test('partition store - applied state, records, messages and idempotency keys su
       },
     };
     b.putRecord(rec);
-    b.putReplacement('c', ['{"role":"system","parts":[],"metadata":{},"token_count":2,"inserted_at":"z"}']);
+    const compactions = { replacement: ['{"role":"system","parts":[],"metadata":{},"token_count":2,"inserted_at":"z"}'], seqs: [1] };
+    b.putCompactions('c', compactions);
     b.putMessage('c', 1, '{"seq":1}');
     b.putMessage('c', 2, '{"seq":2}');
     b.putIdem('c', 'k1', { seq: 2, version: 2, token_count: 1, digest: 'd', at_ms: 5 });
@@ -72,7 +73,7 @@ test('partition store - applied state, records, messages and idempotency keys su
     assert.deepEqual((await s.readMessages(9, 'c', 1, 2)).map(String), ['{"seq":1}', '{"seq":2}']);
     const conv = await s.loadConversation(9, 'c');
     assert.equal(conv.idem.get('k1')?.seq, 2);
-    assert.deepEqual(conv.replacement, ['{"role":"system","parts":[],"metadata":{},"token_count":2,"inserted_at":"z"}']);
+    assert.deepEqual(conv.compactions, compactions);
     assert.deepEqual(conv.record, rec);
     const bad = Buffer.from(seal(Buffer.from('{"seq":1}')));
     bad[6] ^= 4;
