@@ -236,10 +236,9 @@ const connection = (sockets = 1) => new http.Agent({ keepAlive: true, maxSockets
 
 // ---------------------------------------------------------------- window reads
 
+/** The members of a window body the checks look at. */
 interface WindowBody {
-  version: number;
   used_tokens: number;
-  needs_compaction: boolean;
   messages: Array<{ parts: Array<{ type: string }> }>;
 }
 
@@ -312,9 +311,10 @@ interface AppenderResult {
 }
 
 /**
- * Appends to `spec` at `rate`/s (open loop: due appends are computed from the
- * start time, so a slow server makes them catch up rather than lowering the
- * rate) until stop(); stop() throws if any append was not a 201.
+ * Appends to `spec` at `rate`/s until stop(). Open loop: due appends are
+ * counted from the start time, so after a stall they catch up (at most
+ * APPENDER_CONNECTIONS in flight) rather than the rate quietly dropping; the
+ * achieved rate is reported. stop() throws if any append was not a 201.
  */
 function startAppender(port: number, spec: ContextSpec, rate: number, firstIndex: number): { stop: () => Promise<AppenderResult> } {
   const agent = connection(APPENDER_CONNECTIONS);
@@ -401,13 +401,18 @@ interface PhaseResult {
   /** Messages and used_tokens of the median read. */
   messages: number;
   usedTokens: number;
-  serverCpuS: number;
-  serverCpuPct: number;
-  /** This process (readers, appender), % of one core. */
-  benchCpuPct: number;
-  /** Everything else on the machine, % of one core. */
-  otherCpuPct: number;
+  /** Not for the cold read: /proc counts CPU in 10 ms ticks. */
+  cpu?: PhaseCpu;
   appender?: AppenderResult;
+}
+
+interface PhaseCpu {
+  serverS: number;
+  serverPct: number;
+  /** This process (readers, appender), % of one core. */
+  benchPct: number;
+  /** Everything else on the machine, % of one core. */
+  otherPct: number;
 }
 
 interface Report {
@@ -467,11 +472,11 @@ async function measured(
   startBackground?: () => { stop: () => Promise<AppenderResult> },
 ): Promise<PhaseResult> {
   const h0 = await windowHistogram(port);
-  const cpu = new CpuMeter(srv.pid);
+  const meter = phase === 'cold' ? null : new CpuMeter(srv.pid);
   const background = startBackground?.();
   const reads = await run();
   const appended = await background?.stop();
-  const c = cpu.read();
+  const c = meter?.read();
   const h1 = await windowHistogram(port);
   const n = reads.lat.length;
   return {
@@ -487,17 +492,19 @@ async function measured(
     serverMeanMs: (h1.sumMs - h0.sumMs) / (h1.count - h0.count),
     messages: percentileSorted(reads.messages, 50),
     usedTokens: percentileSorted(reads.usedTokens, 50),
-    serverCpuS: c.cpuS,
-    serverCpuPct: c.pct,
-    benchCpuPct: c.selfPct,
-    otherCpuPct: Math.max(0, c.machinePct - c.pct - c.selfPct - c.kernelPct),
+    cpu: c && {
+      serverS: c.cpuS,
+      serverPct: c.pct,
+      benchPct: c.selfPct,
+      otherPct: Math.max(0, c.machinePct - c.pct - c.selfPct - c.kernelPct),
+    },
     appender: appended,
   };
 }
 
 function logPhase(p: PhaseResult): void {
   log(
-    `${p.context} ${p.phase}: p50 ${fmtMs(p.p50Ms)} p99 ${fmtMs(p.p99Ms)} max ${fmtMs(p.maxMs)}, ${fmtInt(p.readsPerS)} reads/s, ` +
+    `${p.context} ${p.phase}: p50 ${fmtMs(p.p50Ms)} p99 ${fmtMs(p.p99Ms)} max ${fmtMs(p.maxMs)}, ${p.phase === 'cold' ? '' : `${fmtInt(p.readsPerS)} reads/s, `}` +
       `${p.messages} messages / ${p.usedTokens} tokens` +
       (p.appender ? `; appender ${fmtInt(p.appender.ratePerS)}/s` : ''),
   );
@@ -587,10 +594,10 @@ function renderMarkdown(r: Report): string {
   L.push('| context | phase | reads | readers | p50 | p90 | p99 | max | reads/s | server mean | typical read: messages / used_tokens | server CPU | bench CPU | other CPU |');
   L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const p of r.phases) {
+    const cpu = p.cpu ? `${p.cpu.serverS.toFixed(2)} s (${fmtPct(p.cpu.serverPct)}) | ${fmtPct(p.cpu.benchPct)} | ${fmtPct(p.cpu.otherPct)}` : '— | — | —';
     L.push(
       `| ${p.context} | ${p.phase} | ${fmtInt(p.reads)} | ${p.readers} | ${fmtMs(p.p50Ms)} | ${fmtMs(p.p90Ms)} | ${fmtMs(p.p99Ms)} | ${fmtMs(p.maxMs)} | ` +
-        `${fmtInt(p.readsPerS)} | ${fmtMs(p.serverMeanMs)} | ${fmtInt(p.messages)} / ${fmtInt(p.usedTokens)} | ` +
-        `${p.serverCpuS.toFixed(2)} s (${fmtPct(p.serverCpuPct)}) | ${fmtPct(p.benchCpuPct)} | ${fmtPct(p.otherCpuPct)} |`,
+        `${p.phase === 'cold' ? '—' : fmtInt(p.readsPerS)} | ${fmtMs(p.serverMeanMs)} | ${fmtInt(p.messages)} / ${fmtInt(p.usedTokens)} | ${cpu} |`,
     );
   }
   L.push('');
@@ -609,7 +616,7 @@ function renderMarkdown(r: Report): string {
   for (const h of r.histograms) L.push(`| ${h.context} | ${fmtInt(h.count)} | ${fmtMs(h.sumMs)} | ${fmtMs(h.sumMs / h.count)} |`);
   L.push('');
 
-  if (r.phases.some((p) => p.otherCpuPct > 15)) {
+  if (r.phases.some((p) => (p.cpu?.otherPct ?? 0) > 15)) {
     L.push(
       '**Warning:** other processes used the CPU during some phases ("other CPU" > 15%): on a 2-core machine that skews the numbers.',
       '',
@@ -676,6 +683,7 @@ async function main(): Promise<number> {
       await benchContext(srv, port, spec, opts, report);
     }
   } catch (e) {
+    if (isStopping()) return 130; // the signal's shutdown failed the reads in flight
     const msg = (e as Error).message;
     throw new Error(`${msg}${msg.includes('--- last lines of') ? '' : tailLog(srv)}`);
   } finally {

@@ -245,8 +245,9 @@ function tailRead(group: number, id: string, asContext: boolean, limit: number, 
 }
 
 /**
- * Message events with seq > from (at most `limit`), plus where the log ends:
- * `{"last_seq","tombstoned","events":[…]}`. Versions come from the compaction seqs.
+ * Message events with seq > from (at most `limit`), after a first line saying
+ * where the log ends: `{"last_seq","tombstoned"}\n<event>\n<event>…` (JSON
+ * texts have no raw newline). Versions come from the compaction seqs.
  */
 function eventsRead(group: number, id: string, from: number, limit: number): ReadFn {
   return async (store, actors) => {
@@ -258,7 +259,7 @@ function eventsRead(group: number, id: string, from: number, limit: number): Rea
       const seq = from + 1 + i;
       return messageEvent(id, t, compactions === null ? seq : versionAt(seq, compactions)).json;
     });
-    return ok(`{"last_seq":${v.lastSeq},"tombstoned":${v.rec.tombstoned},"events":[${evs.join(',')}]}`);
+    return ok([`{"last_seq":${v.lastSeq},"tombstoned":${v.rec.tombstoned}}`, ...evs].join('\n'));
   };
 }
 
