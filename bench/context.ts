@@ -356,6 +356,17 @@ function startAppender(port: number, spec: ContextSpec, rate: number, firstIndex
 interface Histogram {
   count: number;
   sumMs: number;
+  /** Cumulative counts per bucket upper bound (ms). */
+  buckets: [number, number][];
+}
+
+/** Smallest bucket bound holding `p`% of the reads between two snapshots: "p99 ≤ x ms". */
+function bucketPercentile(h0: Histogram, h1: Histogram, p: number): number {
+  const n = h1.count - h0.count;
+  for (let i = 0; i < h1.buckets.length; i++) {
+    if (h1.buckets[i][1] - h0.buckets[i][1] >= (n * p) / 100) return h1.buckets[i][0];
+  }
+  return Infinity;
 }
 
 /** fleet_lm_window_latency_ms count and sum (the server's whole life). */
@@ -367,7 +378,9 @@ async function windowHistogram(port: number): Promise<Histogram> {
     if (!m) throw new Error(`GET /metrics has no ${name}`);
     return Number(m[1]);
   };
-  return { count: value('fleet_lm_window_latency_ms_count'), sumMs: value('fleet_lm_window_latency_ms_sum') };
+  const buckets: [number, number][] = [];
+  for (const m of r.body.matchAll(/^fleet_lm_window_latency_ms_bucket\{le="([0-9.]+)"\} (\S+)$/gm)) buckets.push([Number(m[1]), Number(m[2])]);
+  return { count: value('fleet_lm_window_latency_ms_count'), sumMs: value('fleet_lm_window_latency_ms_sum'), buckets };
 }
 
 // ---------------------------------------------------------------- results
@@ -398,6 +411,8 @@ interface PhaseResult {
   readsPerS: number;
   /** Mean of fleet_lm_window_latency_ms over the phase's reads (inside the node). */
   serverMeanMs: number;
+  /** Bucket bound of fleet_lm_window_latency_ms holding 99% of the phase's reads. */
+  serverP99BoundMs: number;
   /** Messages and used_tokens of the median read. */
   messages: number;
   usedTokens: number;
@@ -424,7 +439,7 @@ interface Report {
   fill: FillResult[];
   phases: PhaseResult[];
   /** fleet_lm_window_latency_ms over each context's reads (warm-up included). */
-  histograms: Array<{ context: string } & Histogram>;
+  histograms: Array<{ context: string; count: number; sumMs: number }>;
 }
 
 // ---------------------------------------------------------------- phases
@@ -490,6 +505,7 @@ async function measured(
     maxMs: reads.lat[n - 1],
     readsPerS: n / reads.wallS,
     serverMeanMs: (h1.sumMs - h0.sumMs) / (h1.count - h0.count),
+    serverP99BoundMs: bucketPercentile(h0, h1, 99),
     messages: percentileSorted(reads.messages, 50),
     usedTokens: percentileSorted(reads.usedTokens, 50),
     cpu: c && {
@@ -591,13 +607,13 @@ function renderMarkdown(r: Report): string {
       'phase (inside the node). "typical read" is the median messages returned / used_tokens.',
     '',
   );
-  L.push('| context | phase | reads | readers | p50 | p90 | p99 | max | reads/s | server mean | typical read: messages / used_tokens | server CPU | bench CPU | other CPU |');
+  L.push('| context | phase | reads | readers | p50 | p90 | p99 | max | reads/s | server mean | server p99 | typical read: messages / used_tokens | server CPU | bench CPU | other CPU |');
   L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const p of r.phases) {
     const cpu = p.cpu ? `${p.cpu.serverS.toFixed(2)} s (${fmtPct(p.cpu.serverPct)}) | ${fmtPct(p.cpu.benchPct)} | ${fmtPct(p.cpu.otherPct)}` : '— | — | —';
     L.push(
       `| ${p.context} | ${p.phase} | ${fmtInt(p.reads)} | ${p.readers} | ${fmtMs(p.p50Ms)} | ${fmtMs(p.p90Ms)} | ${fmtMs(p.p99Ms)} | ${fmtMs(p.maxMs)} | ` +
-        `${p.phase === 'cold' ? '—' : fmtInt(p.readsPerS)} | ${fmtMs(p.serverMeanMs)} | ${fmtInt(p.messages)} / ${fmtInt(p.usedTokens)} | ${cpu} |`,
+        `${p.phase === 'cold' ? '—' : fmtInt(p.readsPerS)} | ${fmtMs(p.serverMeanMs)} | ≤ ${fmtMs(p.serverP99BoundMs)} | ${fmtInt(p.messages)} / ${fmtInt(p.usedTokens)} | ${cpu} |`,
     );
   }
   L.push('');

@@ -17,6 +17,8 @@ export interface ActorEntry {
   persistedSeq: number;
   /** Apply writes that touch this conversation and have not completed. */
   writesPending: number;
+  /** Persisted messages to keep in `recent` beyond the default (a context's window). */
+  keepRecent: number;
 }
 
 /** Messages kept per conversation once persisted (tail pages default to 100). */
@@ -41,7 +43,7 @@ export class ActorCache {
   add(id: string, conv: Conversation): ActorEntry {
     assert(!this.map.has(id), `conversation ${id} loaded twice`);
     const last = conv.record?.last_seq ?? 0;
-    const e: ActorEntry = { conv, recent: [], recentLo: last + 1, recentBytes: 0, persistedSeq: last, writesPending: 0 };
+    const e: ActorEntry = { conv, recent: [], recentLo: last + 1, recentBytes: 0, persistedSeq: last, writesPending: 0, keepRecent: 0 };
     this.map.set(id, e);
     return e;
   }
@@ -64,7 +66,21 @@ export class ActorCache {
     assert(e.writesPending > 0, 'persisted without a pending write');
     e.writesPending--;
     if (seq > e.persistedSeq) e.persistedSeq = seq;
-    this.trim(e, RECENT_PER_CONVERSATION);
+    this.trim(e, Math.max(RECENT_PER_CONVERSATION, e.keepRecent));
+  }
+
+  /**
+   * Older messages read from disk, `texts[i]` with seq lo + i, ending right
+   * before `recent`: kept so the next read of them needs no disk.
+   */
+  prepend(e: ActorEntry, lo: number, texts: string[]): void {
+    if (texts.length === 0 || lo + texts.length !== e.recentLo) return;
+    let bytes = 0;
+    for (const t of texts) bytes += t.length;
+    e.recent = texts.concat(e.recent);
+    e.recentLo = lo;
+    e.recentBytes += bytes;
+    this.bytes += bytes;
   }
 
   /** Drops persisted messages beyond `keep` from the front of `recent`. */

@@ -47,6 +47,8 @@ export type MainCommand =
   | { type: 'close' };
 
 const TICK_MS = 100;
+/** Most messages a context's window keeps in memory (actor-cache keepRecent). */
+const WINDOW_KEEP_MAX = 4096;
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -203,18 +205,24 @@ function windowRead(group: number, id: string, budgetOverride: number | null, if
     const budget = budgetOverride ?? ctx.token_budget;
     const replacement = actor.conv.compactions.replacement;
     const view: ReadView = { rec, lastSeq: rec.last_seq, actor };
+    let lowest = rec.last_seq + 1;
     const w = await readWindow(
       {
         lastSeq: rec.last_seq,
         liveFrom: liveFrom(rec),
         replacement,
-        messages: (lo, hi) => messagesBetween(store, actors, group, id, view, lo, hi),
+        messages: (lo, hi) => {
+          lowest = Math.min(lowest, lo);
+          return messagesBetween(store, actors, group, id, view, lo, hi, true);
+        },
       },
       ctx.policy,
       budget,
       windowMemo.view(id, memoSignature(ctx.policy, rec)),
       recounter.count,
     );
+    // The window's messages stay in memory across appends (within the cache's byte bound).
+    actor.keepRecent = Math.min(WINDOW_KEEP_MAX, rec.last_seq + 1 - lowest);
     // used_tokens early in the body: the gateway reads it for its metrics without parsing the rest.
     return ok(
       `{"version":${rec.version},"used_tokens":${w.usedTokens},"needs_compaction":${needsCompaction(rec, budget)},` +
@@ -225,13 +233,25 @@ function windowRead(group: number, id: string, budgetOverride: number | null, if
 
 /**
  * Messages lo..hi (capped at last_seq): the newest from memory, which holds
- * everything not yet written, older ones from RocksDB.
+ * everything not yet written, older ones from RocksDB — kept in memory
+ * afterwards when `keep` (window reads: the next read wants them again).
  */
-async function messagesBetween(store: PartitionStore, actors: ActorCache, group: number, id: string, v: ReadView, lo: number, hi: number) {
+async function messagesBetween(
+  store: PartitionStore,
+  actors: ActorCache,
+  group: number,
+  id: string,
+  v: ReadView,
+  lo: number,
+  hi: number,
+  keep = false,
+): Promise<string[]> {
   const top = Math.min(hi, v.lastSeq);
   const mem = v.actor === undefined ? { from: top + 1, texts: [] } : actors.cached(v.actor, lo, top);
-  const older = mem.from > lo ? await store.readMessages(group, id, lo, Math.min(top, mem.from - 1)) : [];
-  return [...older.map((b) => b.toString('utf8')), ...mem.texts];
+  if (mem.from <= lo) return mem.texts;
+  const older = (await store.readMessages(group, id, lo, Math.min(top, mem.from - 1))).map((b) => b.toString('utf8'));
+  if (keep && v.actor !== undefined && older.length === mem.from - lo) actors.prepend(v.actor, lo, older);
+  return mem.texts.length === 0 ? older : older.concat(mem.texts);
 }
 
 /** Newest-first page `offset` of `limit` messages, returned oldest→newest. */
