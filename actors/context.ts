@@ -185,13 +185,13 @@ export type Recount = (keptTexts: string[][]) => Promise<number[]>;
 /** A window item after skip_parts: null = dropped (no parts left). */
 export type Mapped = { text: string; tokens: number } | null;
 
-/**
- * skip_parts results of items that had to be parsed (dropped, or recounted),
- * valid for one context, one set of types and one compaction (memoSignature).
- */
+/** A remembered skip_parts result: the token count of an unchanged item, null (dropped), or the rewritten item. */
+export type MemoEntry = number | Mapped;
+
+/** skip_parts results per item, valid for one context, one set of types and one compaction (memoSignature). */
 export interface WindowMemo {
-  get(key: number): Mapped | undefined;
-  set(key: number, m: Mapped): void;
+  get(key: number): MemoEntry | undefined;
+  set(key: number, m: MemoEntry): void;
 }
 
 /** Messages fetched per step of the newest-first walk; grows while more are needed. */
@@ -280,13 +280,14 @@ export async function readWindow(src: WindowSource, policy: Policy, budget: numb
     for (let i = 0; i < texts.length; i++) {
       const hit = memo.get(keys[i]);
       if (hit !== undefined) {
-        mapped[i] = hit;
+        mapped[i] = typeof hit === 'number' ? { text: texts[i], tokens: hit } : hit;
         continue;
       }
       const m = mapSkip(texts[i], types, needles);
-      if (m === null) memo.set(keys[i], null);
-      if (m === null || 'text' in m) mapped[i] = m;
-      else {
+      if (m === null || 'text' in m) {
+        mapped[i] = m;
+        memo.set(keys[i], m === null ? null : m.tokens);
+      } else {
         const keptTexts: string[] = [];
         for (const p of m.parts) if (typeof p.text === 'string') keptTexts.push(p.text);
         pending.push({ key: i, obj: m, keptTexts });

@@ -177,25 +177,30 @@ test('context - skip_parts drops listed parts, removes emptied messages, recount
   assert.ok(DEFAULT_SKIP_TYPES.includes('tool-result'));
 });
 
-test('context - the memo is per context and signature, LRU within its byte bound', () => {
+test('context - the memo is per context and signature; least recently read contexts go first', () => {
   const cache = new WindowMemoCache(10_000);
   const a = cache.view('a', 's1');
   a.set(1, { text: 'x'.repeat(100), tokens: 1 });
   a.set(2, null);
-  assert.deepEqual(a.get(1), { text: 'x'.repeat(100), tokens: 1 });
-  assert.equal(a.get(2), null, 'a dropped message is remembered as dropped');
-  assert.equal(cache.view('a', 's2').get(1), undefined);
-  assert.equal(cache.view('b', 's1').get(1), undefined);
-  // 200 × ~1 KB entries into a 10 KB bound: only the newest few stay; 1 was used last, so it outlives 2.
-  const b = cache.view('b', 's1');
-  for (let i = 0; i < 200; i++) {
-    a.get(1);
-    b.set(i, { text: 'y'.repeat(1000), tokens: i });
-  }
-  assert.equal(b.get(0), undefined);
-  assert.deepEqual(b.get(199), { text: 'y'.repeat(1000), tokens: 199 });
-  assert.ok(a.get(1) !== undefined);
-  assert.equal(a.get(2), undefined);
+  a.set(3, 7);
+  assert.deepEqual([a.get(1), a.get(2), a.get(3), a.get(4)], [{ text: 'x'.repeat(100), tokens: 1 }, null, 7, undefined]);
+  assert.equal(cache.view('a', 's2').get(1), undefined, 'a new signature starts over');
+  assert.equal(cache.view('a', 's1').get(1), undefined, 'and the old one is gone');
+  const fill = (id: string) => {
+    const m = cache.view(id, 's');
+    m.set(1, { text: 'y'.repeat(4000), tokens: 1 });
+    return m;
+  };
+  fill('b');
+  fill('c');
+  cache.view('b', 's'); // b read again: c is now the least recent
+  fill('d');
+  assert.ok(cache.view('b', 's').get(1) !== undefined);
+  assert.equal(cache.view('c', 's').get(1), undefined);
+  // A single context over the whole bound starts over instead of growing.
+  const big = cache.view('e', 's');
+  for (let i = 0; i < 5; i++) big.set(i, { text: 'z'.repeat(3000), tokens: i });
+  assert.equal(big.get(0), undefined);
 });
 
 test('context - memo signature changes with the skip types and with each compaction', () => {
