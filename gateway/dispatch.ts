@@ -3,7 +3,8 @@
 // posted once per event-loop turn. Every request is answered exactly once.
 import type { Runtime } from '../runtime/index.js';
 import type { MainCommand } from '../runtime/worker.js';
-import { FrameBuffer, ReqOp, readReplies } from '../runtime/wire.js';
+import { EVENT_STATUS, FrameBuffer, ReqOp, parseEvent, readReplies } from '../runtime/wire.js';
+import type { StreamEvent } from '../actors/events.js';
 import { ReplyKind } from '../runtime/replies.js';
 import { AppError, overloaded, unavailable } from '../actors/errors.js';
 import { workerOfGroup } from '../runtime/placement.js';
@@ -29,10 +30,13 @@ export class Dispatcher {
   private nextReqId = 1;
   private flushScheduled = false;
   private readonly sweeper: NodeJS.Timeout;
+  /** Stream events from the workers, in apply order. */
+  onEvent: (ev: StreamEvent) => void = () => {};
 
   constructor(private readonly runtime: Runtime) {
     this.outboxes = runtime.workers.map(() => new FrameBuffer());
-    runtime.onReplies = (buf) => readReplies(buf, (reqId, kind, body) => this.settle(reqId, kind, body));
+    runtime.onReplies = (buf) =>
+      readReplies(buf, (reqId, kind, body) => (kind === EVENT_STATUS ? this.onEvent(parseEvent(body)) : this.settle(reqId, kind, body)));
     runtime.onWorkerDown = (w) => this.failWorker(w);
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();

@@ -45,6 +45,30 @@ export const metrics = {
     buckets: [16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576],
     registers: [registry],
   }),
+  streamConnections: new client.Gauge({
+    name: 'fleet_lm_stream_connections',
+    help: 'Open stream connections by kind (phoenix, raw, sse)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  }),
+  streamDeliveries: new client.Counter({
+    name: 'fleet_lm_stream_deliveries_total',
+    help: 'Events delivered to stream subscribers, by kind',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  }),
+  streamDrops: new client.Counter({
+    name: 'fleet_lm_stream_drops_total',
+    help: 'Stream connections closed by the node, by reason (slow_consumer, pong_timeout, heartbeat_timeout, flood, malformed)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  }),
+  streamLag: new client.Histogram({
+    name: 'fleet_lm_stream_lag_ms',
+    help: 'From a message being appended (inserted_at) to its event being published to live subscribers',
+    buckets: [1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000],
+    registers: [registry],
+  }),
   httpRequests: new client.Counter({
     name: 'fleet_lm_http_requests_total',
     help: 'HTTP requests answered, by status class',

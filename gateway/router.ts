@@ -78,14 +78,23 @@ function decodeId(raw: string): string {
   return checkId(id);
 }
 
-function authorize(ctx: GatewayContext, req: HttpRequest): void {
+/** The token of an `Authorization: Bearer <token>` header, or ''. */
+export function bearerToken(authorization: string): string {
+  const m = /^Bearer\s+(.+)$/i.exec(authorization);
+  return m ? m[1].trim() : '';
+}
+
+/** Whether `token` is the node's API key (always true when none is configured). */
+export function tokenAccepted(ctx: GatewayContext, token: string): boolean {
   const key = ctx.config.apiKey;
-  if (key === null) return;
-  const auth = req.header('authorization');
-  const m = /^Bearer\s+(.+)$/i.exec(auth);
-  const given = Buffer.from(m ? m[1].trim() : '');
+  if (key === null) return true;
+  const given = Buffer.from(token);
   const want = Buffer.from(key);
-  if (given.length !== want.length || !timingSafeEqual(given, want)) {
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+function authorize(ctx: GatewayContext, req: HttpRequest): void {
+  if (!tokenAccepted(ctx, bearerToken(req.header('authorization')))) {
     throw new AppError('unauthorized', 'missing or invalid bearer token');
   }
 }

@@ -10,6 +10,8 @@ import { errorResponse } from './http-errors.js';
 import { metrics } from './metrics.js';
 import { log, logEnabled } from '../runtime/log.js';
 import type * as UWS from 'uWebSockets.js';
+import { Streams } from './streams/sockets.js';
+import type { StreamHub } from './streams/hub.js';
 
 const require = createRequire(import.meta.url);
 
@@ -42,6 +44,18 @@ const STATUS_TEXT: Record<number, string> = {
   503: '503 Service Unavailable',
 };
 
+/** Writes a complete plain response (corked). */
+export function writeResponse(res: UWS.HttpResponse, r: PlainResponse, closeConnection = false): void {
+  metrics.httpRequests.labels(`${Math.floor(r.status / 100)}xx`).inc();
+  res.cork(() => {
+    res.writeStatus(STATUS_TEXT[r.status] ?? `${r.status} Status`);
+    res.writeHeader('content-type', r.headers?.['content-type'] ?? 'application/json');
+    for (const [k, v] of Object.entries(r.headers ?? {})) if (k !== 'content-type') res.writeHeader(k, v);
+    if (closeConnection) res.writeHeader('connection', 'close');
+    res.end(r.status === 204 ? '' : r.body);
+  });
+}
+
 const HEADERS = [
   'content-type',
   'content-length',
@@ -57,6 +71,7 @@ const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export interface Gateway {
   port: number;
+  streams: Streams;
   /** Stops accepting connections; in-flight requests still get answers. */
   stopListening(): void;
   inFlight(): number;
@@ -69,22 +84,23 @@ function ipFromHeaders(h: Record<string, string>): string | null {
   return null;
 }
 
-export function startGateway(uws: typeof UWS, ctx: GatewayContext, host: string, port: number): Promise<Gateway> {
+export function startGateway(
+  uws: typeof UWS,
+  ctx: GatewayContext,
+  host: string,
+  port: number,
+  hub: () => StreamHub | null,
+): Promise<Gateway> {
   const app = uws.App();
+  const streams = new Streams(app, ctx, { maxConnections: ctx.config.streamMaxConnections, bufferBytes: ctx.config.streamBufferBytes, hub });
+  streams.register(uws);
   let inFlight = 0;
   let draining = false;
 
   const write = (res: UWS.HttpResponse, r: PlainResponse, state: { aborted: boolean }) => {
-    metrics.httpRequests.labels(`${Math.floor(r.status / 100)}xx`).inc();
-    if (state.aborted) return;
+    if (state.aborted) return metrics.httpRequests.labels(`${Math.floor(r.status / 100)}xx`).inc();
     state.aborted = true; // answered: nothing more may touch `res`
-    res.cork(() => {
-      res.writeStatus(STATUS_TEXT[r.status] ?? `${r.status} Status`);
-      res.writeHeader('content-type', r.headers?.['content-type'] ?? 'application/json');
-      for (const [k, v] of Object.entries(r.headers ?? {})) if (k !== 'content-type') res.writeHeader(k, v);
-      if (draining) res.writeHeader('connection', 'close');
-      res.end(r.status === 204 ? '' : r.body);
-    });
+    writeResponse(res, r, draining);
   };
 
   const run = (res: UWS.HttpResponse, req: HttpRequest, state: { aborted: boolean }) => {
@@ -148,6 +164,7 @@ export function startGateway(uws: typeof UWS, ctx: GatewayContext, host: string,
       const bound = uws.us_socket_local_port(token);
       resolve({
         port: bound,
+        streams,
         inFlight: () => inFlight,
         stopListening: () => {
           draining = true;

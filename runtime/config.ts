@@ -22,6 +22,8 @@ export interface Config {
   maxBodyBytes: number;
   tokenEstimator: string;
   streamMaxConnections: number;
+  /** Unsent bytes a stream connection may hold before it is closed as a slow consumer. */
+  streamBufferBytes: number;
   apiKey: string | null;
   tailKeep: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -124,6 +126,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxBodyBytes,
     tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
     streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),
+    streamBufferBytes: int('STREAM_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
     apiKey: apiKey ? apiKey : null,
     tailKeep: int('TAIL_KEEP', 1000, 1, 100_000_000),
     logLevel: logLevel as Config['logLevel'],

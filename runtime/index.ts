@@ -28,6 +28,8 @@ export interface Runtime {
   onReplies: (buf: ArrayBuffer) => void;
   /** Called when a worker thread is gone: whatever it owed will never be answered. */
   onWorkerDown: (worker: number) => void;
+  /** Called when worker `w` is ready (again): stream interest must be restated. */
+  onWorkerReady: (worker: number) => void;
   /** Token counts a worker needs (one sum per list of texts; -1 = not countable in bounded time). */
   onCount: (texts: string[][]) => Promise<number[]>;
   isReady(): boolean;
@@ -80,6 +82,7 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
     onReplies: () => {},
     onWorkerDown: () => {},
     onCount: (texts) => Promise.resolve(texts.map(() => -1)),
+    onWorkerReady: () => {},
     isReady: () => !closing && ready.every(Boolean),
     isWorkerReady: (w) => ready[w] === true,
     close: async () => {
@@ -138,6 +141,7 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
           runtime.onCount(e.texts).then(answer, () => answer(e.texts.map(() => -1)));
         } else if (e.type === 'ready') {
           ready[i] = true;
+          runtime.onWorkerReady(i);
           resolve();
         } else if (e.type === 'group_stopped') restart(i, w, `group ${e.group} stopped: ${e.reason}`);
         else if (e.type === 'fatal') reject(new Error(`worker ${i}: ${e.message}`));

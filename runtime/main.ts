@@ -9,7 +9,12 @@ import { CpuPool, countPartsTokens } from './cpu-pool.js';
 import { Dispatcher } from '../gateway/dispatch.js';
 import { makeContext } from '../gateway/context.js';
 import { loadNativeUws, startGateway } from '../gateway/server.js';
-import { unavailable } from '../actors/errors.js';
+import { AppError, type WireError, unavailable } from '../actors/errors.js';
+import { StreamHub, type EventsPage } from '../gateway/streams/hub.js';
+import type { StreamEvent } from '../actors/events.js';
+import { ReplyKind } from './replies.js';
+import { ReqOp } from './wire.js';
+import { groupOf, workerOfGroup } from './placement.js';
 import { metrics } from '../gateway/metrics.js';
 
 const DRAIN_MS_MAX = 10_000;
@@ -36,6 +41,7 @@ async function main(): Promise<void> {
   const pool = CpuPool.create({ threads: 1, estimatorSpec: cfg.tokenEstimator });
   let runtime: Runtime | null = null;
   let dispatcher: Dispatcher | null = null;
+  let hub: StreamHub | null = null;
   const ctx = makeContext(
     cfg,
     estimator,
@@ -48,7 +54,7 @@ async function main(): Promise<void> {
     },
     () => runtime !== null && runtime.isReady(),
   );
-  const gateway = await startGateway(uws, ctx, cfg.host, cfg.port);
+  const gateway = await startGateway(uws, ctx, cfg.host, cfg.port, () => hub);
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });
   runtime = await startRuntime(cfg);
   runtime.onCount = (texts) =>
@@ -57,7 +63,20 @@ async function main(): Promise<void> {
         countPartsTokens(estimator, pool, t.map((text) => ({ text })), cfg.poolTextChars).catch(() => -1),
       ),
     );
-  dispatcher = new Dispatcher(runtime);
+  const d = (dispatcher = new Dispatcher(runtime));
+  const rt = runtime;
+  hub = new StreamHub({
+    readEvents: (id, from, limit) => readEvents(d, id, from, limit),
+    setInterest: (id, on) => {
+      // A worker that is down gets the interest restated when it is back (onWorkerReady).
+      d.request(ReqOp.Interest, groupOf(id), Buffer.from(JSON.stringify({ id, on }))).catch(() => {});
+    },
+    broadcast: (id, ev) => gateway.streams.broadcast(id, ev),
+    sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+  });
+  const streamHub = hub;
+  d.onEvent = (ev) => streamHub.onEvent(ev);
+  runtime.onWorkerReady = (w) => streamHub.resync((id) => workerOfGroup(groupOf(id), rt.partitions, rt.workers.length) === w);
   setInterval(() => metrics.inFlight.set(dispatcher?.inFlight ?? 0), 1000).unref();
   log('info', 'ready', 'node ready', { node: runtime.nodeId, port: gateway.port, ms: Math.round(performance.now() - started) });
 
@@ -67,6 +86,7 @@ async function main(): Promise<void> {
     stopping = true;
     log('info', 'draining', 'stopping: draining in-flight requests', { signal, in_flight: gateway.inFlight() });
     gateway.stopListening();
+    gateway.streams.closeAll();
     const deadline = Date.now() + DRAIN_MS_MAX;
     while (gateway.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     dispatcher?.failAll('node is shutting down');
@@ -77,6 +97,25 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/** ReqOp.Events: a first line with where the log ends, then one message event per line. */
+async function readEvents(d: Dispatcher, id: string, from: number, limit: number): Promise<EventsPage> {
+  const r = await d.request(ReqOp.Events, groupOf(id), Buffer.from(JSON.stringify({ id, from, limit })));
+  const text = Buffer.from(r.body).toString('utf8');
+  if (r.kind === ReplyKind.Error) {
+    const w = JSON.parse(text) as WireError;
+    throw new AppError(w.code, w.message, w.detail);
+  }
+  const lines = text.split('\n');
+  const head = JSON.parse(lines[0]) as { last_seq: number; tombstoned: boolean };
+  const events: StreamEvent[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const json = lines[i];
+    const seq = Number(json.slice(json.indexOf('"seq":') + 6, json.indexOf(',"version"')));
+    events.push({ id, seq, type: 'message', json });
+  }
+  return { lastSeq: head.last_seq, tombstoned: head.tombstoned, events };
 }
 
 main().catch((err: unknown) => {

@@ -42,9 +42,11 @@ export interface Subscriber {
   /** Last seq this subscriber has (its cursor, then what it was sent). */
   position: number;
   closed: boolean;
-  /** Sends one event to this subscriber only; false when it is gone or was closed as too slow. */
+  /** Sends one event to this subscriber only; false when it is gone. */
   send(ev: StreamEvent): boolean;
-  /** Resolves once the subscriber's send buffer is low enough for more replay. */
+  /** Its send buffer is past the point where replay should wait. */
+  backlogged(): boolean;
+  /** Resolves once the send buffer is low again, or the subscriber was closed as too slow. */
   drained(): Promise<void>;
   /** From now on it receives the topic's broadcasts. */
   goLive(): void;
@@ -138,9 +140,8 @@ export class StreamHub {
     for (;;) {
       const page = await this.read(t, sub.position, REPLAY_PAGE);
       if (page === null || sub.closed) return;
-      for (const ev of page.events) if (!this.sendTo(sub, ev)) return;
+      for (const ev of page.events) if (!(await this.paced(sub, ev))) return;
       if (page.events.length < REPLAY_PAGE || sub.position >= page.lastSeq) return;
-      await sub.drained();
     }
   }
 
@@ -242,7 +243,7 @@ export class StreamHub {
         sub.position = t.head; // trimmed from the log: the gap was published already
         break;
       }
-      for (const ev of page.events) if (ev.seq <= t.head && !this.sendTo(sub, ev)) return;
+      for (const ev of page.events) if (ev.seq <= t.head && !(await this.paced(sub, ev))) return;
     }
     if (sub.position > t.head) t.parked.add(sub);
     else this.goLive(t, sub);
@@ -264,6 +265,12 @@ export class StreamHub {
 
   private publish(t: Topic, ev: StreamEvent): void {
     if (t.live.size > 0) this.deps.broadcast(t.id, ev, t.live);
+  }
+
+  /** A replayed event: waits for the subscriber to drain first when it is behind. */
+  private async paced(sub: Subscriber, ev: StreamEvent): Promise<boolean> {
+    if (sub.backlogged()) await sub.drained();
+    return !sub.closed && this.sendTo(sub, ev);
   }
 
   private sendTo(sub: Subscriber, ev: StreamEvent): boolean {

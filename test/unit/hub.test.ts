@@ -24,6 +24,9 @@ class FakeSub implements Subscriber {
     else this.others.push(ev.type);
     return true;
   }
+  backlogged(): boolean {
+    return false;
+  }
   drained(): Promise<void> {
     return Promise.resolve();
   }
