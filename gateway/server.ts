@@ -92,7 +92,12 @@ export function startGateway(
   hub: () => StreamHub | null,
 ): Promise<Gateway> {
   const app = uws.App();
-  const streams = new Streams(app, ctx, { maxConnections: ctx.config.streamMaxConnections, bufferBytes: ctx.config.streamBufferBytes, hub });
+  const streams = new Streams(app, ctx, {
+    maxConnections: ctx.config.streamMaxConnections,
+    bufferBytes: ctx.config.streamBufferBytes,
+    pingMs: ctx.config.streamPingMs,
+    hub,
+  });
   streams.register(uws);
   let inFlight = 0;
   let draining = false;

@@ -24,6 +24,8 @@ export interface Config {
   streamMaxConnections: number;
   /** Unsent bytes a stream connection may hold before it is closed as a slow consumer. */
   streamBufferBytes: number;
+  /** Ping interval of raw and SSE streams; pong and heartbeat timeouts are multiples of it. */
+  streamPingMs: number;
   apiKey: string | null;
   tailKeep: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -127,6 +129,7 @@ export function loadConfig(env: Env = process.env): Config {
     tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
     streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),
     streamBufferBytes: int('STREAM_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
+    streamPingMs: int('STREAM_PING_MS', 30_000, 100, 3_600_000),
     apiKey: apiKey ? apiKey : null,
     tailKeep: int('TAIL_KEEP', 1000, 1, 100_000_000),
     logLevel: logLevel as Config['logLevel'],

@@ -21,12 +21,13 @@ import { groupOf } from '../../runtime/placement.js';
 import { ReqOp } from '../../runtime/wire.js';
 import { metrics } from '../metrics.js';
 
-/** Raw streams: a ping every 30 s; closed after 90 s without a pong (SPEC §5). */
-const RAW_PING_MS = 30_000;
-const RAW_PONG_TIMEOUT_MS = 90_000;
-/** Phoenix clients heartbeat every 30 s; a connection silent for 60 s is gone. */
-const PHOENIX_IDLE_MS = 60_000;
-const SSE_PING_MS = 30_000;
+/**
+ * Raw streams and SSE get a ping every pingMs (SPEC §5: 30 s); a raw stream
+ * silent for 3 pings (90 s) is closed. Phoenix clients heartbeat every 30 s
+ * on their own; one silent for 2 pings (60 s) is gone.
+ */
+const PONG_TIMEOUT_PINGS = 3;
+const PHOENIX_IDLE_PINGS = 2;
 /** How often send buffers and idle timers are checked. */
 const SWEEP_MS = 100;
 /** Inbound frames per connection per second before it is closed as a flood. */
@@ -51,6 +52,7 @@ export const CLOSE = {
 export interface StreamOptions {
   maxConnections: number;
   bufferBytes: number;
+  pingMs: number;
   hub: () => StreamHub | null;
 }
 
@@ -299,7 +301,8 @@ export class Streams {
   /** Sweep: slow consumers, raw pings and pong timeouts, silent Phoenix clients. */
   private sweep(): void {
     const now = Date.now();
-    const ping = now - this.lastPingMs >= RAW_PING_MS;
+    const { pingMs } = this.opts;
+    const ping = now - this.lastPingMs >= pingMs;
     if (ping) this.lastPingMs = now;
     for (const c of this.conns) {
       if (c.closed || c.ws === null) continue;
@@ -308,13 +311,13 @@ export class Streams {
         continue;
       }
       if (c.kind === 'raw') {
-        if (now - c.lastHeardMs > RAW_PONG_TIMEOUT_MS) {
+        if (now - c.lastHeardMs > PONG_TIMEOUT_PINGS * pingMs) {
           metrics.streamDrops.labels('pong_timeout').inc();
-          this.endConn(c, CLOSE.pongTimeout, `no pong for ${RAW_PONG_TIMEOUT_MS / 1000} s`);
+          this.endConn(c, CLOSE.pongTimeout, `no pong for ${(PONG_TIMEOUT_PINGS * pingMs) / 1000} s`);
         } else if (ping) c.ws.send('{"type":"ping"}');
-      } else if (now - c.lastHeardMs > PHOENIX_IDLE_MS) {
+      } else if (now - c.lastHeardMs > PHOENIX_IDLE_PINGS * pingMs) {
         metrics.streamDrops.labels('heartbeat_timeout').inc();
-        this.endConn(c, CLOSE.pongTimeout, `no heartbeat for ${PHOENIX_IDLE_MS / 1000} s`);
+        this.endConn(c, CLOSE.pongTimeout, `no heartbeat for ${(PHOENIX_IDLE_PINGS * pingMs) / 1000} s`);
       }
     }
     if (ping) for (const s of this.sse) s.write(': ping\n\n');

@@ -351,13 +351,39 @@ describe('delivery guarantees', () => {
 describe('limits and auth', () => {
   let limited: NodeProc;
   before(async () => {
-    limited = await startNode({ env: { FLEETLM_STREAM_MAX_CONNECTIONS: '2', FLEETLM_API_KEY: 'stream-secret-1' } });
+    limited = await startNode({
+      env: { FLEETLM_STREAM_MAX_CONNECTIONS: '2', FLEETLM_API_KEY: 'stream-secret-1', FLEETLM_STREAM_PING_MS: '200' },
+    });
     const auth = { authorization: 'Bearer stream-secret-1' };
     await api(limited.url, 'PUT', '/v1/conversations/lim', {}, auth);
   });
   after(async () => {
     await limited.stop();
     fs.rmSync(limited.dataDir, { recursive: true, force: true });
+  });
+
+  test('raw streams are pinged; a client that never answers is closed, one that pongs stays (FLEETLM_STREAM_PING_MS=200)', async () => {
+    const base = limited.url.replace('http', 'ws');
+    const open = (answer: boolean) => {
+      const ws = new WebSocket(`${base}/v1/conversations/lim/stream?token=stream-secret-1`);
+      const c = { ws, pings: 0, closed: null as null | number };
+      ws.on('message', (d) => {
+        if (JSON.parse(d.toString()).type !== 'ping') return;
+        c.pings++;
+        if (answer) ws.send('{"type":"pong"}');
+      });
+      ws.on('close', (code) => (c.closed = code));
+      return c;
+    };
+    const silent = open(false);
+    const polite = open(true);
+    await until(() => silent.closed !== null, 'pong timeout', 5000);
+    assert.equal(silent.closed, 4001);
+    assert.ok(silent.pings >= 2, `${silent.pings} pings before the close`);
+    assert.equal(polite.closed, null);
+    assert.ok(polite.pings >= 3);
+    polite.ws.close();
+    await sleep(100);
   });
 
   test('the API key is checked on upgrade (header, token parameter, Phoenix auth token); the connection limit refuses with 503', async () => {
