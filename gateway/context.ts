@@ -15,6 +15,8 @@ export interface GatewayContext {
   estimator: TokenEstimator;
   pool: CpuPool | null;
   isReady(): boolean;
+  /** The NATS connection: 'disabled' when NATS_URL is unset. */
+  natsStatus(): 'ok' | 'failing' | 'disabled';
   /** One request to the owning worker, its reply as an HTTP response. */
   send(op: ReqOp, group: number, payload: Uint8Array): Promise<HttpResponse>;
   /** One request to every worker; the raw Ok bodies, or throws the first error. */
@@ -43,12 +45,14 @@ export function makeContext(
   pool: CpuPool | null,
   dispatcher: Pick<Dispatcher, 'request' | 'broadcast'>,
   isReady: () => boolean,
+  natsStatus: () => 'ok' | 'failing' | 'disabled',
 ): GatewayContext {
   return {
     config,
     estimator,
     pool,
     isReady,
+    natsStatus,
     send: async (op, group, payload) => replyToHttp(await dispatcher.request(op, group, payload)),
     broadcastRead: async (op, payload) => {
       const replies = await dispatcher.broadcast(op, payload);

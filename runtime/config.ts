@@ -1,6 +1,7 @@
 // Configuration from the environment (SPEC §7). FLEETLM_* names win over their
 // FASTPACA_* aliases. A bad value throws ConfigError naming the variable; the
 // entry point prints that one line and exits.
+import fs from 'node:fs';
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { limits, walBatchBytesMax } from './limits.js';
@@ -32,9 +33,22 @@ export interface Config {
   /** Texts longer than this are counted on the CPU pool, not the main thread. */
   poolTextChars: number;
   walSegmentBytes: number;
+  /** NATS for stream events; null when NATS_URL is unset. */
+  nats: NatsConfig | null;
 }
 
 type Env = Record<string, string | undefined>;
+
+export interface NatsConfig {
+  servers: string[];
+  subjectPrefix: string;
+  user: string | null;
+  password: string | null;
+  token: string | null;
+  credsFile: string | null;
+  tls: { caFile: string | null; certFile: string | null; keyFile: string | null } | null;
+}
+
 
 /** Value of FLEETLM_<suffix>, else FASTPACA_<suffix>, with the name it came from. */
 function aliased(env: Env, suffix: string): [string, string | undefined] {
@@ -74,8 +88,8 @@ function refuseUnsupported(env: Env): void {
   if (cluster && cluster.split(',').filter((s) => s.trim()).length > 1) {
     throw new ConfigError(clusterVar, 'multi-node clusters are not available in this build yet; unset it for a single node');
   }
-  for (const name of ['NATS_URL', 'DNS_CLUSTER_QUERY']) {
-    if (env[name]) throw new ConfigError(name, 'clustering is not available in this build yet; unset it for a single node');
+  if (env.DNS_CLUSTER_QUERY) {
+    throw new ConfigError('DNS_CLUSTER_QUERY', 'clustering is not available in this build yet; unset it for a single node');
   }
   const [archName, arch] = aliased(env, 'ARCHIVER_ENABLED');
   if (parseBoolean(archName, arch, false)) {
@@ -135,5 +149,51 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as Config['logLevel'],
     poolTextChars: int('POOL_TEXT_CHARS', limits.poolTextCharsDefault, 256, 64 * 1024 * 1024),
     walSegmentBytes,
+    nats: natsConfigFrom(env),
   };
 }
+
+/** NATS settings from the environment (names in README's configuration table). */
+function natsConfigFrom(env: Env): NatsConfig | null {
+  const url = env.NATS_URL;
+  if (url === undefined || url.trim() === '') return null;
+  const servers = url.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of servers) {
+    if (!/^(nats|tls):\/\/[^\s/]+$/.test(s) && !/^[^\s/:]+:[0-9]+$/.test(s)) {
+      throw new ConfigError('NATS_URL', `must be nats://host:port (comma-separated for several), got ${JSON.stringify(s)}`);
+    }
+  }
+  const opt = (name: string) => {
+    const v = env[name];
+    return v === undefined || v === '' ? null : v;
+  };
+  const prefix = opt('FLEETLM_NATS_SUBJECT_PREFIX') ?? 'fleetlm';
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
+    throw new ConfigError('FLEETLM_NATS_SUBJECT_PREFIX', `must be dot-separated tokens of [A-Za-z0-9_-], got ${JSON.stringify(prefix)}`);
+  }
+  const credsFile = opt('FLEETLM_NATS_CREDS_FILE');
+  const tlsFiles = { caFile: opt('FLEETLM_NATS_TLS_CA_FILE'), certFile: opt('FLEETLM_NATS_TLS_CERT_FILE'), keyFile: opt('FLEETLM_NATS_TLS_KEY_FILE') };
+  for (const [name, file] of [
+    ['FLEETLM_NATS_CREDS_FILE', credsFile],
+    ['FLEETLM_NATS_TLS_CA_FILE', tlsFiles.caFile],
+    ['FLEETLM_NATS_TLS_CERT_FILE', tlsFiles.certFile],
+    ['FLEETLM_NATS_TLS_KEY_FILE', tlsFiles.keyFile],
+  ] as const) {
+    if (file !== null && !fs.existsSync(file)) throw new ConfigError(name, `no such file: ${file}`);
+  }
+  const user = opt('FLEETLM_NATS_USER');
+  const password = opt('FLEETLM_NATS_PASSWORD');
+  if ((user === null) !== (password === null)) {
+    throw new ConfigError(user === null ? 'FLEETLM_NATS_USER' : 'FLEETLM_NATS_PASSWORD', 'NATS user and password go together');
+  }
+  return {
+    servers,
+    subjectPrefix: prefix,
+    user,
+    password,
+    token: opt('FLEETLM_NATS_TOKEN'),
+    credsFile,
+    tls: tlsFiles.caFile || tlsFiles.certFile || tlsFiles.keyFile || servers.some((s) => s.startsWith('tls://')) ? tlsFiles : null,
+  };
+}
+

@@ -65,7 +65,8 @@ function loadManifest(cfg: Config): Manifest {
   return m;
 }
 
-export async function startRuntime(cfg: Config): Promise<Runtime> {
+/** `publishAllEvents`: every committed change becomes an event (NATS), not only streamed conversations'. */
+export async function startRuntime(cfg: Config, publishAllEvents = false): Promise<Runtime> {
   const manifest = loadManifest(cfg);
   const workerCount = Math.min(cfg.workers, manifest.partitions);
   // Single-node mode: the Raft identity is the data dir's, so a random
@@ -102,6 +103,7 @@ export async function startRuntime(cfg: Config): Promise<Runtime> {
       nodeId,
       logLevel: cfg.logLevel,
       walSegmentBytes: cfg.walSegmentBytes,
+      publishAllEvents,
     };
   };
 

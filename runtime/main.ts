@@ -16,6 +16,7 @@ import { ReplyKind } from './replies.js';
 import { ReqOp } from './wire.js';
 import { groupOf, workerOfGroup } from './placement.js';
 import { metrics } from '../gateway/metrics.js';
+import { EventPublisher } from './nats.js';
 
 const DRAIN_MS_MAX = 10_000;
 
@@ -42,6 +43,8 @@ async function main(): Promise<void> {
   let runtime: Runtime | null = null;
   let dispatcher: Dispatcher | null = null;
   let hub: StreamHub | null = null;
+  // Unreachable NATS stops boot, before anything listens.
+  const publisher = cfg.nats === null ? null : await EventPublisher.connect(cfg.nats, cfg.nodeName);
   const ctx = makeContext(
     cfg,
     estimator,
@@ -53,10 +56,11 @@ async function main(): Promise<void> {
         dispatcher ? dispatcher.broadcast(op, payload) : Promise.reject(unavailable('node is starting')),
     },
     () => runtime !== null && runtime.isReady(),
+    () => (publisher === null ? 'disabled' : publisher.connected ? 'ok' : 'failing'),
   );
   const gateway = await startGateway(uws, ctx, cfg.host, cfg.port, () => hub);
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });
-  runtime = await startRuntime(cfg);
+  runtime = await startRuntime(cfg, publisher !== null);
   runtime.onCount = (texts) =>
     Promise.all(
       texts.map((t) =>
@@ -75,7 +79,10 @@ async function main(): Promise<void> {
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   });
   const streamHub = hub;
-  d.onEvent = (ev) => streamHub.onEvent(ev);
+  d.onEvent = (ev) => {
+    publisher?.publish(ev);
+    streamHub.onEvent(ev);
+  };
   runtime.onWorkerReady = (w) => streamHub.resync((id) => workerOfGroup(groupOf(id), rt.partitions, rt.workers.length) === w);
   setInterval(() => metrics.inFlight.set(dispatcher?.inFlight ?? 0), 1000).unref();
   log('info', 'ready', 'node ready', { node: runtime.nodeId, port: gateway.port, ms: Math.round(performance.now() - started) });
@@ -91,6 +98,7 @@ async function main(): Promise<void> {
     while (gateway.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     dispatcher?.failAll('node is shutting down');
     await runtime?.close();
+    await publisher?.close();
     await pool.close();
     log('info', 'stopped', 'storage closed cleanly', {});
     process.exit(0);

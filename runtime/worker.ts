@@ -29,6 +29,8 @@ export interface WorkerInit {
   nodeId: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   walSegmentBytes: number;
+  /** Emit events of every conversation (published to NATS), not only streamed ones. */
+  publishAllEvents: boolean;
 }
 
 export type WorkerEvent =
@@ -68,7 +70,7 @@ function reply(reqId: number, r: Reply): void {
 /** Conversations the main thread streams: only their changes become events. */
 const interest = new Set<string>();
 const events = {
-  has: (id: string) => interest.has(id),
+  has: (id: string) => init.publishAllEvents || interest.has(id),
   emit(ev: StreamEvent): void {
     out.event(ev);
     if (!flushScheduled) {

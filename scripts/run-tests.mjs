@@ -29,6 +29,11 @@ if (all.length === 0) {
 let failed = false;
 for (const [files, concurrency] of [[parallel, 2], [serial, 1]]) {
   if (files.length === 0) continue;
+  if (files === serial) {
+    // Process-level tests start real services (nats-server): install what is missing.
+    const deps = spawnSync('bash', [path.join(root, 'scripts', 'test-deps.sh')], { stdio: 'inherit', cwd: root });
+    if (deps.status !== 0) process.exit(1);
+  }
   const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...files], {
     stdio: 'inherit',
     cwd: root,

@@ -15,7 +15,7 @@ export function ready(ctx: GatewayContext): HttpResponse {
   return ctx.isReady() ? json(200, { status: 'ready' }) : json(503, { status: 'starting' });
 }
 
-/** `?check=` names one check; without it, all. NATS and Postgres are not configured on a single node. */
+/** `?check=` names one check; without it, all. A check whose feature is not configured is 'disabled'. */
 export function healthz(ctx: GatewayContext, req: HttpRequest): HttpResponse {
   const only = req.query.get('check');
   if (only !== null && !(CHECKS as readonly string[]).includes(only)) {
@@ -24,7 +24,7 @@ export function healthz(ctx: GatewayContext, req: HttpRequest): HttpResponse {
   const results: Record<string, string> = {};
   for (const c of CHECKS) {
     if (only !== null && c !== only) continue;
-    results[c] = c === 'raft' ? (ctx.isReady() ? 'ok' : 'failing') : 'disabled';
+    results[c] = c === 'raft' ? (ctx.isReady() ? 'ok' : 'failing') : c === 'nats' ? ctx.natsStatus() : 'disabled';
   }
   const failing = Object.entries(results).filter(([, v]) => v === 'failing').map(([k]) => k);
   return json(failing.length === 0 ? 200 : 500, { status: failing.length === 0 ? 'ok' : 'failing', checks: results, failing });

@@ -34,7 +34,12 @@ test('boot - a bad value stops boot with one line naming the variable', async ()
     [{ FLEETLM_MAX_BODY_BYTES: '1MB' }, 'FLEETLM_MAX_BODY_BYTES'],
     [{ FLEETLM_TOKEN_ESTIMATOR: 'tiktoken:no-such-model' }, 'FLEETLM_TOKEN_ESTIMATOR'],
     [{ FASTPACA_ARCHIVE_FLUSH_INTERVAL_MS: 'soon' }, 'FASTPACA_ARCHIVE_FLUSH_INTERVAL_MS'],
-    [{ NATS_URL: 'nats://127.0.0.1:4222' }, 'NATS_URL'],
+    // Nothing listens on port 1: an unreachable NATS stops boot.
+    [{ NATS_URL: 'nats://127.0.0.1:1' }, 'NATS_URL'],
+    [{ NATS_URL: 'http://x' }, 'NATS_URL'],
+    [{ NATS_URL: 'nats://127.0.0.1:4222', FLEETLM_NATS_SUBJECT_PREFIX: 'a..b' }, 'FLEETLM_NATS_SUBJECT_PREFIX'],
+    [{ NATS_URL: 'nats://127.0.0.1:4222', FLEETLM_NATS_USER: 'u' }, 'FLEETLM_NATS_PASSWORD'],
+    [{ NATS_URL: 'nats://127.0.0.1:4222', FLEETLM_NATS_CREDS_FILE: '/nonexistent.creds' }, 'FLEETLM_NATS_CREDS_FILE'],
   ];
   for (const [env, variable] of cases) {
     const r = await bootWith(env);

@@ -1,0 +1,85 @@
+// NATS for stream events (SPEC §5): every committed event of every
+// conversation is published once on `<prefix>.conversations.<id>.events`,
+// in apply order (one connection; NATS keeps a publisher's order). The Raft
+// transport will use the same connection when replication lands.
+import fs from 'node:fs';
+import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import type { StreamEvent } from '../actors/events.js';
+import { ConfigError, type NatsConfig } from './config.js';
+import { log } from './log.js';
+
+/** How long boot waits for NATS before it stops with one line. */
+const CONNECT_TIMEOUT_MS = 5000;
+
+export const eventSubject = (prefix: string, id: string) => `${prefix}.conversations.${id}.events`;
+
+/** An event too large for the server's max payload goes out as this stub; readers fetch the body from the log. */
+export function truncatedEvent(ev: StreamEvent): string {
+  const version = /"version":([0-9]+)/.exec(ev.json)?.[1] ?? 'null';
+  return `{"type":"message","seq":${ev.seq},"version":${version},"message":null,"truncated":true}`;
+}
+
+export class EventPublisher {
+  private published = 0;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly prefix: string,
+  ) {}
+
+  static async connect(cfg: NatsConfig, nodeName: string): Promise<EventPublisher> {
+    const opts: NodeConnectionOptions = {
+      servers: cfg.servers,
+      name: `fleetlm-${nodeName}`,
+      timeout: CONNECT_TIMEOUT_MS,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    };
+    if (cfg.user !== null) {
+      opts.user = cfg.user;
+      opts.pass = cfg.password ?? '';
+    }
+    if (cfg.token !== null) opts.token = cfg.token;
+    if (cfg.credsFile !== null) opts.authenticator = credsAuthenticator(fs.readFileSync(cfg.credsFile));
+    if (cfg.tls !== null) {
+      opts.tls = {
+        ...(cfg.tls.caFile ? { caFile: cfg.tls.caFile } : {}),
+        ...(cfg.tls.certFile ? { certFile: cfg.tls.certFile } : {}),
+        ...(cfg.tls.keyFile ? { keyFile: cfg.tls.keyFile } : {}),
+      };
+    }
+    let nc: NatsConnection;
+    try {
+      nc = await connect(opts);
+    } catch (err) {
+      throw new ConfigError('NATS_URL', `cannot connect to ${cfg.servers.join(',')}: ${(err as Error).message}`);
+    }
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect' || s.type === 'reconnect') log('warn', `nats_${s.type}`, `NATS ${s.type}`, { server: nc.getServer() });
+      }
+    })();
+    log('info', 'nats_connected', 'connected to NATS', { server: nc.getServer(), max_payload: nc.info?.max_payload });
+    return new EventPublisher(nc, cfg.subjectPrefix);
+  }
+
+  get connected(): boolean {
+    return !this.nc.isClosed() && this.nc.info !== undefined && !this.nc.isDraining();
+  }
+
+  get count(): number {
+    return this.published;
+  }
+
+  publish(ev: StreamEvent): void {
+    const max = this.nc.info?.max_payload ?? 1024 * 1024;
+    // Leave room for NATS's own framing; compare bytes, not UTF-16 units.
+    const body = Buffer.byteLength(ev.json) + 256 > max ? truncatedEvent(ev) : ev.json;
+    this.nc.publish(eventSubject(this.prefix, ev.id), body);
+    this.published++;
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}
