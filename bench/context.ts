@@ -14,9 +14,9 @@
 //   concurrent    --reads reads by --concurrency readers, one connection each
 //   + appends     --reads sequential reads while one appender adds
 //                 --append-rate messages/s to the same context
-// Every read is checked (200, messages non-empty, used_tokens <= budget,
-// last_n: at most 200 messages, skip_parts: no reasoning/tool_result part);
-// the bench fails on the first read that is wrong. Latency is client-side,
+// Every read is checked for 200 and used_tokens <= budget, one in ten in full
+// (messages non-empty, last_n: at most 200 messages, skip_parts: no
+// reasoning/tool_result part); the bench fails on the first read that is wrong. Latency is client-side,
 // request sent → response body complete; the server's own view is the
 // fleet_lm_window_latency_ms histogram from /metrics, read around each phase.
 //
@@ -28,7 +28,8 @@
 //   --messages=10000     messages appended to each context before the reads
 //   --budget=8192        token_budget of both contexts, and budget_tokens of every read
 //   --reads=2000         measured reads per phase
-//   --warmup=100         unmeasured (but checked) reads after the cold read
+//   --wrk-seconds=10     sequential reads by wrk (-t1 -c1), if wrk is installed; 0 skips
+//   --warmup=1000        unmeasured (but checked) reads after the cold read (JIT and GC settle after the fill)
 //   --concurrency=8      readers in the concurrent phase
 //   --append-rate=500    appends/s of the background appender
 //   --server=dist/runtime/main.js   entry point of the server
@@ -42,6 +43,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   CpuMeter,
+  runMeasured,
+  which,
   closeHttpAgent,
   fmtInt,
   fmtMs,
@@ -86,13 +89,15 @@ interface Options {
   warmup: number;
   concurrency: number;
   appendRate: number;
+  /** Seconds of wrk reads per context; 0 (or no wrk installed) skips the phase. */
+  wrkSeconds: number;
   server: string;
   out: string;
   tmp: string;
   keep: boolean;
 }
 
-const OPTION_NAMES = ['messages', 'budget', 'reads', 'warmup', 'concurrency', 'append-rate', 'server', 'out', 'tmp', 'keep'];
+const OPTION_NAMES = ['messages', 'budget', 'reads', 'warmup', 'concurrency', 'append-rate', 'wrk-seconds', 'server', 'out', 'tmp', 'keep'];
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   const kv = new Map<string, string>();
@@ -116,9 +121,10 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     messages: int('messages', 10_000),
     budget: int('budget', 8192),
     reads: int('reads', 2000),
-    warmup: int('warmup', 100, 0),
+    warmup: int('warmup', 1000, 0),
     concurrency: int('concurrency', 8),
     appendRate: int('append-rate', 500),
+    wrkSeconds: which('wrk') ? int('wrk-seconds', 10, 0) : 0,
     server: path.resolve(ROOT, kv.get('server') ?? 'dist/runtime/main.js'),
     out: path.resolve(ROOT, kv.get('out') ?? 'bench/results/context-latest.md'),
     tmp: kv.get('tmp') ?? os.tmpdir(),
@@ -261,9 +267,22 @@ function checkWindow(spec: ContextSpec, budget: number, r: Timed): { messages: n
   return { messages: w.messages.length, usedTokens: w.used_tokens };
 }
 
+const CHECK_EVERY = 10;
+
+/** Status and used_tokens (near the start of the body) without parsing the rest; the message count is unknown. */
+function checkWindowCheaply(spec: ContextSpec, budget: number, r: Timed): { messages: number | null; usedTokens: number } {
+  const where = `GET ${windowPath(spec, budget)}`;
+  if (r.status !== 200) throw new Error(`${where}: HTTP ${r.status} ${r.body.slice(0, 300)}`);
+  const used = /"used_tokens":([0-9]+)/.exec(r.body.slice(0, 128));
+  if (used === null || !(Number(used[1]) <= budget)) throw new Error(`${where}: used_tokens missing or over budget ${budget}`);
+  return { messages: null, usedTokens: Number(used[1]) };
+}
+
 interface Reads {
-  /** Latencies, ascending, ms. */
+  /** Latencies, ascending, ms (empty when the reads came from wrk: see summary). */
   lat: number[];
+  /** Percentiles computed by the load generator itself (wrk). */
+  summary?: { count: number; p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number };
   wallS: number;
   /** Messages and used_tokens per read, ascending (for the median read). */
   messages: number[];
@@ -281,10 +300,13 @@ async function readWindows(port: number, spec: ContextSpec, budget: number, coun
     try {
       while (next < count) {
         next++;
+        const i = next;
         const r = await requestOn(agent, port, 'GET', windowPath(spec, budget));
-        const w = checkWindow(spec, budget, r);
+        // Parsing every 35–60 KB body would make the client's GC part of the
+        // latencies it measures: one read in CHECK_EVERY is checked in full.
+        const w = i % CHECK_EVERY === 1 ? checkWindow(spec, budget, r) : checkWindowCheaply(spec, budget, r);
         lat.push(r.ms);
-        messages.push(w.messages);
+        if (w.messages !== null) messages.push(w.messages);
         usedTokens.push(w.usedTokens);
       }
     } catch (e) {
@@ -299,6 +321,45 @@ async function readWindows(port: number, spec: ContextSpec, budget: number, coun
   const wallS = (performance.now() - t0) / 1000;
   const asc = (a: number[]) => a.sort((x, y) => x - y);
   return { lat: asc(lat), wallS, messages: asc(messages), usedTokens: asc(usedTokens) };
+}
+
+/** wrk's `--latency` value for a percentile ("99%  796.00us") or its Max, in ms. */
+function wrkLatency(out: string, label: string): number {
+  const re = label === 'max' ? /^\s*Latency\s+\S+\s+\S+\s+(\S+)/m : new RegExp(`^\\s*${label}%\\s+(\\S+)`, 'm');
+  const m = re.exec(out);
+  if (!m) throw new Error(`wrk output has no ${label} latency:\n${out}`);
+  const v = /^([\d.]+)(us|ms|s)$/.exec(m[1]);
+  if (!v) throw new Error(`wrk latency ${m[1]} not understood`);
+  return Number(v[1]) * (v[2] === 'us' ? 0.001 : v[2] === 's' ? 1000 : 1);
+}
+
+/**
+ * Sequential reads by wrk (one connection, C client): the node's latency
+ * without a Node HTTP client's overhead and GC on the same two cores. wrk
+ * checks nothing but the status; one checked read gives the window's shape.
+ */
+async function wrkReads(port: number, spec: ContextSpec, budget: number, seconds: number, tmp: string): Promise<Reads> {
+  const agent = connection();
+  const shape = checkWindow(spec, budget, await requestOn(agent, port, 'GET', windowPath(spec, budget)));
+  agent.destroy();
+  const url = `http://127.0.0.1:${port}${windowPath(spec, budget)}`;
+  const m = await runMeasured('wrk', 'wrk', ['-t1', '-c1', `-d${seconds}s`, '--latency', url], { timeoutMs: (seconds + 30) * 1000, tmpDir: tmp });
+  if (m.code !== 0) throw new Error(`wrk exited ${m.code}: ${m.stderr}`);
+  if (/Non-2xx or 3xx responses|Socket errors/.test(m.stdout)) throw new Error(`wrk saw errors:\n${m.stdout}`);
+  const requests = Number(/(\d+) requests in/.exec(m.stdout)?.[1]);
+  return {
+    lat: [],
+    wallS: seconds,
+    messages: [shape.messages],
+    usedTokens: [shape.usedTokens],
+    summary: {
+      count: requests,
+      p50Ms: wrkLatency(m.stdout, '50'),
+      p90Ms: wrkLatency(m.stdout, '90'),
+      p99Ms: wrkLatency(m.stdout, '99'),
+      maxMs: wrkLatency(m.stdout, 'max'),
+    },
+  };
 }
 
 // ---------------------------------------------------------------- background appender
@@ -397,7 +458,7 @@ interface FillResult {
   tokensMax: number;
 }
 
-type PhaseName = 'cold' | 'sequential' | 'concurrent' | 'sequential + appends';
+type PhaseName = 'cold' | 'sequential' | 'sequential (wrk)' | 'concurrent' | 'sequential + appends';
 
 interface PhaseResult {
   context: string;
@@ -493,16 +554,17 @@ async function measured(
   const appended = await background?.stop();
   const c = meter?.read();
   const h1 = await windowHistogram(port);
-  const n = reads.lat.length;
+  const s = reads.summary;
+  const n = s?.count ?? reads.lat.length;
   return {
     context: spec.id,
     phase,
     reads: n,
     readers,
-    p50Ms: percentileSorted(reads.lat, 50),
-    p90Ms: percentileSorted(reads.lat, 90),
-    p99Ms: percentileSorted(reads.lat, 99),
-    maxMs: reads.lat[n - 1],
+    p50Ms: s?.p50Ms ?? percentileSorted(reads.lat, 50),
+    p90Ms: s?.p90Ms ?? percentileSorted(reads.lat, 90),
+    p99Ms: s?.p99Ms ?? percentileSorted(reads.lat, 99),
+    maxMs: s?.maxMs ?? reads.lat[n - 1],
     readsPerS: n / reads.wallS,
     serverMeanMs: (h1.sumMs - h0.sumMs) / (h1.count - h0.count),
     serverP99BoundMs: bucketPercentile(h0, h1, 99),
@@ -537,6 +599,10 @@ async function benchContext(srv: Tracked, port: number, spec: ContextSpec, opts:
 
   phases.push(await measured(srv, port, spec, 'sequential', 1, () => readWindows(port, spec, budget, reads, 1)));
   logPhase(phases[phases.length - 1]);
+  if (opts.wrkSeconds > 0) {
+    phases.push(await measured(srv, port, spec, 'sequential (wrk)', 1, () => wrkReads(port, spec, budget, opts.wrkSeconds, opts.tmp)));
+    logPhase(phases[phases.length - 1]);
+  }
   phases.push(
     await measured(srv, port, spec, 'concurrent', opts.concurrency, () => readWindows(port, spec, budget, reads, opts.concurrency)),
   );
@@ -642,9 +708,11 @@ function renderMarkdown(r: Report): string {
   L.push(
     '- The server is started on a free 127.0.0.1 port with a fresh data directory and stopped by PID at the end.',
     '- "cold" is the first read after the fill: the actor is in memory, the skip_parts memo is empty (messages that lost parts are recounted).',
-    `- "sequential": one reader on one keep-alive connection; "concurrent": ${o.concurrency} readers, one connection each, ` +
+    `- "sequential": one reader (Node http) on one keep-alive connection; "sequential (wrk)": \`wrk -t1 -c1 --latency\` for ${o.wrkSeconds} s ` +
+      `(percentiles from wrk; it checks only the status, one read before it is checked in full; its own CPU is not in the CPU columns); ` +
+      `"concurrent": ${o.concurrency} readers, one connection each, ` +
       `sharing the phase's reads; "sequential + appends": one reader while an open-loop appender adds ${fmtInt(o.appendRate)} messages/s to the same context.`,
-    `- Every read is checked: HTTP 200, messages non-empty, used_tokens ≤ ${o.budget}, last_n returns ≤ ${LAST_N_LIMIT} messages, ` +
+    `- Every read is checked for HTTP 200 and used_tokens ≤ ${o.budget}; one in ${CHECK_EVERY} is parsed and checked in full (parsing every body would put the client's GC into the latencies): messages non-empty, used_tokens ≤ ${o.budget}, last_n returns ≤ ${LAST_N_LIMIT} messages, ` +
       'skip_parts returns no reasoning or tool_result part. The JSON is parsed after the latency is taken, but its CPU counts in "bench CPU".',
     '- Server CPU: utime+stime of the server process tree from /proc over the phase. "Other CPU": the machine\'s busy time minus the server, this script and kernel threads.',
     '',
