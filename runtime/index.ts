@@ -3,6 +3,7 @@
 // entry. The data dir's manifest fixes the partition count forever, so a
 // different worker count later never moves or loses data.
 import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.js';
@@ -66,6 +67,16 @@ function loadManifest(cfg: Config): Manifest {
 }
 
 /** `publishAllEvents`: every committed change becomes an event (NATS), not only streamed conversations'. */
+/**
+ * The RocksDB addon registers itself only when its library is first mapped,
+ * and the library stays mapped after the last thread using it exits (C++
+ * unique symbols defeat dlclose). A worker started after every worker that
+ * had it loaded has exited then fails with "Module did not self-register".
+ * Holding it loaded on the main thread for the process's life keeps Node's
+ * record of the module, so restarted workers always find it.
+ */
+createRequire(import.meta.url)('rocksdb');
+
 export async function startRuntime(cfg: Config, publishAllEvents = false): Promise<Runtime> {
   const manifest = loadManifest(cfg);
   const workerCount = Math.min(cfg.workers, manifest.partitions);
