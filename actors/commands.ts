@@ -12,6 +12,7 @@ export const enum Op {
   PutContext = 4,
   Compact = 5,
   PatchMetadata = 6,
+  AckArchived = 7,
 }
 
 /** Flag of commands sent through /v1/contexts: the conversation must be a context. */
@@ -82,7 +83,24 @@ export interface PatchMetadataCommand {
   flags: number;
 }
 
-export type Command = PutCommand | AppendCommand | TombstoneCommand | PutContextCommand | CompactCommand | PatchMetadataCommand;
+/** The archive holds seqs 1..seq of a conversation (write-behind, storage/archive). */
+export interface AckArchivedCommand {
+  op: Op.AckArchived;
+  id: string;
+  nowMs: number;
+  seq: number;
+  /** Newest messages kept hot (the leader's FLEETLM_TAIL_KEEP, so every replica trims alike). */
+  tailKeep: number;
+}
+
+export type Command =
+  | PutCommand
+  | AppendCommand
+  | TombstoneCommand
+  | PutContextCommand
+  | CompactCommand
+  | PatchMetadataCommand
+  | AckArchivedCommand;
 
 const NOW_OFFSET = 1;
 const ID_RE = /^[A-Za-z0-9_:-]{1,128}$/;
@@ -201,6 +219,8 @@ export function encodeCommand(cmd: Command): Uint8Array {
       w.u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).str(cmd.patchJson, 4).u8(cmd.flags);
       return w.done();
     }
+    case Op.AckArchived:
+      return new Writer(head + 16).u8(cmd.op).f64(cmd.nowMs).str(cmd.id, 1).f64(cmd.seq).f64(cmd.tailKeep).done();
   }
 }
 
@@ -240,6 +260,9 @@ export function decodeCommand(bytes: Uint8Array): Command {
   } else if (op === Op.PatchMetadata) {
     const patchJson = r.str(4);
     cmd = { op, id, nowMs, patchJson, flags: r.u8() };
+  } else if (op === Op.AckArchived) {
+    const seq = r.f64();
+    cmd = { op, id, nowMs, seq, tailKeep: r.f64() };
   } else {
     throw new Error(`unknown command op ${op}`);
   }

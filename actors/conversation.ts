@@ -3,8 +3,18 @@
 // every replica. It never does I/O: the caller loads the conversation
 // (record + idempotency keys) first and persists `writes` afterwards.
 import { AppError, conflict, notFound, tombstoned } from './errors.js';
-import { Op, REQUIRE_CONTEXT, type AppendCommand, type Command, type CompactCommand, type PatchMetadataCommand, type PutCommand, type PutContextCommand } from './commands.js';
-import { type ContextConfig, type ContextState, nextCompaction, windowTokens } from './context.js';
+import {
+  Op,
+  REQUIRE_CONTEXT,
+  type AckArchivedCommand,
+  type AppendCommand,
+  type Command,
+  type CompactCommand,
+  type PatchMetadataCommand,
+  type PutCommand,
+  type PutContextCommand,
+} from './commands.js';
+import { type ContextConfig, type ContextState, liveFrom, nextCompaction, windowTokens } from './context.js';
 import { limits } from '../runtime/limits.js';
 
 export interface ConversationRecord {
@@ -18,6 +28,8 @@ export interface ConversationRecord {
   updated_at: string;
   /** Tokens of every message ever appended (window arithmetic, actors/context.ts). */
   token_total: number;
+  /** Messages up to here were archived and removed from the hot tier (0: none). */
+  trimmed_seq: number;
   /** Token budget, policy and latest compaction; null for a plain conversation. */
   context: ContextState | null;
 }
@@ -67,6 +79,10 @@ export interface WriteSink {
   putIdem(id: string, key: string, rec: IdemRecord): void;
   delIdem(id: string, key: string): void;
   putCompactions(id: string, c: Compactions): void;
+  /** Hot messages lo..hi were archived and leave the hot tier. */
+  delMessages(id: string, lo: number, hi: number): void;
+  /** The conversation has messages the archive does not (set on the first one, cleared when caught up). */
+  setArchivePending(id: string, pending: boolean): void;
 }
 
 export type ApplyResult =
@@ -81,6 +97,7 @@ export type ApplyResult =
       tokenEstimate: number | null;
     }
   | { kind: 'compacted'; version: number }
+  | { kind: 'archived'; archivedSeq: number; trimmedSeq: number }
   | { kind: 'deleted' }
   | { kind: 'error'; error: AppError };
 
@@ -113,6 +130,8 @@ export function apply(conv: Conversation, cmd: Command, sink: WriteSink): ApplyR
         return applyCompact(conv, cmd, sink);
       case Op.PatchMetadata:
         return applyPatchMetadata(conv, cmd, sink);
+      case Op.AckArchived:
+        return applyAckArchived(conv, cmd, sink);
     }
   } catch (err) {
     if (err instanceof AppError) return { kind: 'error', error: err };
@@ -132,6 +151,7 @@ function newRecord(id: string, nowMs: number, metadata: Record<string, unknown> 
     created_at: now,
     updated_at: now,
     token_total: 0,
+    trimmed_seq: 0,
     context,
   };
 }
@@ -203,6 +223,25 @@ function applyCompact(conv: Conversation, cmd: CompactCommand, sink: WriteSink):
   return { kind: 'compacted', version };
 }
 
+/**
+ * The archive has seqs 1..seq: archived_seq moves up (never down; acks may
+ * repeat after a leader change) and hot messages it covers are trimmed, except
+ * the newest `tailKeep` and a context's live window (window reads stay in memory).
+ */
+function applyAckArchived(conv: Conversation, cmd: AckArchivedCommand, sink: WriteSink): ApplyResult {
+  const cur = existing(conv, cmd.id, 0);
+  const archived = Math.max(cur.archived_seq, Math.min(cmd.seq, cur.last_seq));
+  const keepFrom = Math.min(cur.last_seq - cmd.tailKeep + 1, cur.context === null ? Infinity : liveFrom(cur));
+  const trimmed = Math.max(cur.trimmed_seq, Math.min(archived, keepFrom - 1));
+  if (archived === cur.archived_seq && trimmed === cur.trimmed_seq) {
+    return { kind: 'archived', archivedSeq: archived, trimmedSeq: trimmed };
+  }
+  if (trimmed > cur.trimmed_seq) sink.delMessages(cmd.id, cur.trimmed_seq + 1, trimmed);
+  if (archived === cur.last_seq) sink.setArchivePending(cmd.id, false);
+  update(conv, { ...cur, archived_seq: archived, trimmed_seq: trimmed }, sink);
+  return { kind: 'archived', archivedSeq: archived, trimmedSeq: trimmed };
+}
+
 /** Upserts keys into the metadata. */
 function applyPatchMetadata(conv: Conversation, cmd: PatchMetadataCommand, sink: WriteSink): ApplyResult {
   const cur = writable(conv, cmd.id, cmd.flags);
@@ -242,6 +281,7 @@ function applyAppend(conv: Conversation, cmd: AppendCommand, sink: WriteSink): A
   conv.record = next;
   sink.putMessage(cmd.id, seq, messageRecordJson(seq, cmd.messageMembers, cmd.tokenCount, now));
   sink.putRecord(next);
+  if (cur.last_seq === cur.archived_seq) sink.setArchivePending(cmd.id, true);
   if (cmd.idemKey !== '') {
     const rec: IdemRecord = { seq, version: next.version, token_count: cmd.tokenCount, digest: cmd.digest, at_ms: cmd.nowMs };
     conv.idem.set(cmd.idemKey, rec);
@@ -277,6 +317,7 @@ export const storedRecordJson = (r: ConversationRecord) => JSON.stringify(r);
 export function parseStoredRecord(json: string): ConversationRecord {
   const r = JSON.parse(json) as ConversationRecord;
   r.token_total ??= 0;
+  r.trimmed_seq ??= 0;
   r.context ??= null;
   return r;
 }

@@ -69,6 +69,18 @@ export class ActorCache {
     this.trim(e, Math.max(RECENT_PER_CONVERSATION, e.keepRecent));
   }
 
+  /** Messages up to `seq` left the hot tier (archived and trimmed): reads of them go to the archive. */
+  dropThrough(e: ActorEntry, seq: number): void {
+    const drop = Math.min(e.recent.length, seq - e.recentLo + 1);
+    if (drop <= 0) return;
+    let bytes = 0;
+    for (let i = 0; i < drop; i++) bytes += e.recent[i].length;
+    e.recent.splice(0, drop);
+    e.recentLo += drop;
+    e.recentBytes -= bytes;
+    this.bytes -= bytes;
+  }
+
   /**
    * Older messages read from disk, `texts[i]` with seq lo + i, ending right
    * before `recent`: kept so the next read of them needs no disk.

@@ -581,4 +581,11 @@ class CachingSink implements WriteSink {
   putCompactions(id: string, c: Compactions): void {
     this.batch.putCompactions(id, c);
   }
+  delMessages(id: string, lo: number, hi: number): void {
+    this.batch.delMessages(id, lo, hi);
+    this.actors.dropThrough(this.actor!, hi);
+  }
+  setArchivePending(id: string, pending: boolean): void {
+    this.batch.setArchivePending(id, pending);
+  }
 }

@@ -34,6 +34,8 @@ export function applyReply(res: ApplyResult): Reply {
     }
     case 'compacted':
       return { kind: ReplyKind.Ok, body: `{"version":${res.version}}` };
+    case 'archived':
+      return { kind: ReplyKind.Ok, body: `{"archived_seq":${res.archivedSeq},"trimmed_seq":${res.trimmedSeq}}` };
     case 'deleted':
       return { kind: ReplyKind.NoContent, body: '' };
     case 'error':

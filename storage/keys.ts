@@ -7,10 +7,11 @@
 //   'M' group:u16 len:u8 id seq:u64   message record     value = crc:u32 | JSON
 //   'K' group:u16 len:u8 id key       idempotency record value = crc:u32 | JSON
 //   'W' id                       context compactions     value = crc:u32 | JSON {replacement, seqs}
+//   'P' group:u16 len:u8 id      archive pending         value = crc:u32 (messages the archive lacks)
 // Ids are ASCII ([A-Za-z0-9_:-]), so 'R' keys sort in the id byte order the
 // listing API promises.
 
-export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b, compactions: 0x57 } as const;
+export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b, compactions: 0x57, archivePending: 0x50 } as const;
 
 export function groupKey(prefix: number, group: number): Buffer {
   const k = Buffer.allocUnsafe(3);

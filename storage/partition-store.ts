@@ -30,6 +30,13 @@ export class ApplyBatch implements WriteSink {
   delIdem(id: string, key: string): void {
     this.ops.push({ type: 'del', key: idemKey(this.group, id, key) });
   }
+  delMessages(id: string, lo: number, hi: number): void {
+    for (let seq = lo; seq <= hi; seq++) this.ops.push({ type: 'del', key: messageKey(this.group, id, seq) });
+  }
+  setArchivePending(id: string, pending: boolean): void {
+    const key = convPrefix(PREFIX.archivePending, this.group, id);
+    this.ops.push(pending ? { type: 'put', key, value: seal(Buffer.alloc(0)) } : { type: 'del', key });
+  }
   putCompactions(id: string, c: Compactions): void {
     this.ops.push({ type: 'put', key: idKey(PREFIX.compactions, id), value: json(c) });
   }
@@ -96,6 +103,17 @@ export class PartitionStore {
     if (hi < lo) return [];
     const rows = await this.db.scan({ gte: messageKey(group, id, lo), lte: messageKey(group, id, hi) });
     return rows.map(([k, v]) => unseal(k, v));
+  }
+
+  /** Ids of conversations with messages the archive lacks, in key order after `after` ('' = from the start). */
+  async archivePending(after: { group: number; id: string } | null, limit: number): Promise<{ group: number; id: string }[]> {
+    const start = Buffer.from([PREFIX.archivePending]);
+    const rows = await this.db.scan({
+      ...(after === null ? { gt: start } : { gt: convPrefix(PREFIX.archivePending, after.group, after.id) }),
+      lt: prefixEnd(start),
+      limit,
+    });
+    return rows.map(([k]) => ({ group: k.readUInt16BE(1), id: k.toString('latin1', 4, 4 + k[3]) }));
   }
 
   /** Records in id order after `afterId` (exclusive; '' = from the start), up to `limit` rows scanned. */

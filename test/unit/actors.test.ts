@@ -20,6 +20,14 @@ class Sink implements WriteSink {
     this.idem.push([id, key, null]);
   }
   compactions: [string, Compactions][] = [];
+  trims: [string, number, number][] = [];
+  pending: [string, boolean][] = [];
+  delMessages(id: string, lo: number, hi: number) {
+    this.trims.push([id, lo, hi]);
+  }
+  setArchivePending(id: string, pending: boolean) {
+    this.pending.push([id, pending]);
+  }
   putCompactions(id: string, c: Compactions) {
     this.compactions.push([id, c]);
   }
@@ -153,4 +161,28 @@ test('conversation - a retried append after a tombstone still gets its original 
   assert.deepEqual(apply(c, append({ idemKey: 'k', digest: 'd' }), sink), { ...first, duplicate: true });
   const fresh410 = apply(c, append({ idemKey: 'other', digest: 'd' }), sink);
   assert.ok(fresh410.kind === 'error' && fresh410.error.code === 'tombstoned');
+});
+
+test('conversation - archive acks move archived_seq up, trim all but the hot tail, and track pending conversations', () => {
+  const c = fresh();
+  const sink = new Sink();
+  apply(c, put(), sink);
+  for (let i = 0; i < 10; i++) apply(c, append(), sink);
+  assert.deepEqual(sink.pending, [['c1', true]], 'pending once, on the first unarchived message');
+  const ack = (seq: number, tailKeep = 3): Command => ({ op: Op.AckArchived, id: 'c1', nowMs: 9, seq, tailKeep });
+  assert.deepEqual(apply(c, ack(6), sink), { kind: 'archived', archivedSeq: 6, trimmedSeq: 6 });
+  assert.deepEqual(sink.trims, [['c1', 1, 6]]);
+  // The newest 3 stay hot however far the archive goes; the record says so.
+  assert.deepEqual(apply(c, ack(15), sink), { kind: 'archived', archivedSeq: 10, trimmedSeq: 7 });
+  assert.deepEqual(sink.trims.at(-1), ['c1', 7, 7]);
+  assert.deepEqual(sink.pending.at(-1), ['c1', false]);
+  assert.equal(c.record!.version, 10, 'archiving is not a client change');
+  // A repeated or older ack (new leader, retry) writes nothing.
+  const writes = sink.records.length;
+  assert.deepEqual(apply(c, ack(4), sink), { kind: 'archived', archivedSeq: 10, trimmedSeq: 7 });
+  assert.equal(sink.records.length, writes);
+  apply(c, append(), sink);
+  assert.deepEqual(sink.pending.at(-1), ['c1', true], 'pending again with the next message');
+  // Round trip through bytes.
+  assert.deepEqual(decodeCommand(encodeCommand(ack(7, 1000))), ack(7, 1000));
 });

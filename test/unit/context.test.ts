@@ -232,6 +232,10 @@ class Sink implements WriteSink {
   }
   putIdem() {}
   delIdem() {}
+  delMessages() {
+    this.writes++;
+  }
+  setArchivePending() {}
   putCompactions(_id: string, c: Compactions) {
     this.writes++;
     this.compactions = c;
@@ -343,4 +347,15 @@ test('context apply - metadata patch upserts keys; tombstoned contexts refuse ev
   apply(plain, { op: Op.Put, id: 'x', nowMs: 1, metadataJson: null }, sink);
   assert.equal(errorCode(apply(plain, compact(-1, []), sink)), 'not_found');
   assert.equal(errorCode(apply(fresh(), compact(-1, []), sink)), 'not_found');
+});
+
+test('context apply - archive trims never reach into the live window', () => {
+  const c = fresh();
+  const sink = new Sink();
+  apply(c, putCtx(), sink);
+  for (let i = 0; i < 2; i++) apply(c, append(1), sink);
+  apply(c, compact(-1, [1]), sink);
+  for (let i = 0; i < 8; i++) apply(c, append(1), sink);
+  const r = apply(c, { op: Op.AckArchived, id: 'x', nowMs: 5, seq: 10, tailKeep: 1 }, sink);
+  assert.deepEqual(r, { kind: 'archived', archivedSeq: 10, trimmedSeq: 2 }, 'seqs 3..10 are the live window');
 });

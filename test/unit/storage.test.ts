@@ -49,6 +49,7 @@ test('partition store - applied state, records, messages and idempotency keys su
       created_at: 'x',
       updated_at: 'y',
       token_total: 7,
+      trimmed_seq: 0,
       context: {
         token_budget: 100,
         trigger_ratio: 0.5,
