@@ -19,6 +19,8 @@ export interface GatewayContext {
   natsStatus(): 'ok' | 'failing' | 'disabled';
   /** One request to the owning worker, its reply as an HTTP response. */
   send(op: ReqOp, group: number, payload: Uint8Array): Promise<HttpResponse>;
+  /** A page of messages (tail, replay): the part below the hot tier comes from the archive. */
+  sendPage(op: ReqOp, group: number, id: string, payload: Uint8Array): Promise<HttpResponse>;
   /** One request to every worker; the raw Ok bodies, or throws the first error. */
   broadcastRead(op: ReqOp, payload: Uint8Array): Promise<Uint8Array[]>;
 }
@@ -28,7 +30,12 @@ const STATUS_OF: Record<ReplyKind, number> = {
   [ReplyKind.Ok]: 200,
   [ReplyKind.Created]: 201,
   [ReplyKind.NoContent]: 204,
+  // Only sendPage may see one; anywhere else it is a bug.
+  [ReplyKind.Partial]: 500,
 };
+
+/** Reads archived messages, in seq order, as stored message record texts. */
+export type ArchiveReader = (id: string, lo: number, hi: number) => Promise<string[]>;
 
 function parseWire(body: Uint8Array): WireError {
   return JSON.parse(Buffer.from(body).toString('utf8')) as WireError;
@@ -46,6 +53,7 @@ export function makeContext(
   dispatcher: Pick<Dispatcher, 'request' | 'broadcast'>,
   isReady: () => boolean,
   natsStatus: () => 'ok' | 'failing' | 'disabled',
+  archive: () => ArchiveReader | null,
 ): GatewayContext {
   return {
     config,
@@ -54,6 +62,18 @@ export function makeContext(
     isReady,
     natsStatus,
     send: async (op, group, payload) => replyToHttp(await dispatcher.request(op, group, payload)),
+    sendPage: async (op, group, id, payload) => {
+      const r = await dispatcher.request(op, group, payload);
+      if (r.kind !== ReplyKind.Partial) return replyToHttp(r);
+      const page = JSON.parse(Buffer.from(r.body).toString('utf8')) as { cold: [number, number]; hot: unknown[] };
+      const read = archive();
+      if (read === null) {
+        throw new AppError('unavailable', `messages up to seq ${page.cold[1]} are in the archive, which this node does not have enabled`);
+      }
+      const cold = await read(id, page.cold[0], page.cold[1]);
+      const hot = page.hot.map((m) => JSON.stringify(m));
+      return { status: 200, body: '{"messages":[' + cold.concat(hot).join(',') + ']}' };
+    },
     broadcastRead: async (op, payload) => {
       const replies = await dispatcher.broadcast(op, payload);
       for (const r of replies) {

@@ -11,6 +11,7 @@ import { metrics } from './metrics.js';
 import { log, logEnabled } from '../runtime/log.js';
 import type * as UWS from 'uWebSockets.js';
 import { Streams } from './streams/sockets.js';
+import { registerExport } from './export.js';
 import type { StreamHub } from './streams/hub.js';
 
 const require = createRequire(import.meta.url);
@@ -99,6 +100,7 @@ export function startGateway(
     hub,
   });
   streams.register(uws);
+  registerExport(app, ctx);
   let inFlight = 0;
   let draining = false;
 

@@ -35,6 +35,16 @@ export interface Config {
   walSegmentBytes: number;
   /** NATS for stream events; null when NATS_URL is unset. */
   nats: NatsConfig | null;
+  /** The Postgres archive; null unless FLEETLM_ARCHIVER_ENABLED. */
+  archive: ArchiveConfig | null;
+}
+
+export interface ArchiveConfig {
+  url: string;
+  flushIntervalMs: number;
+  batchSize: number;
+  poolSize: number;
+  migrateOnBoot: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -91,10 +101,6 @@ function refuseUnsupported(env: Env): void {
   if (env.DNS_CLUSTER_QUERY) {
     throw new ConfigError('DNS_CLUSTER_QUERY', 'clustering is not available in this build yet; unset it for a single node');
   }
-  const [archName, arch] = aliased(env, 'ARCHIVER_ENABLED');
-  if (parseBoolean(archName, arch, false)) {
-    throw new ConfigError(archName, 'the Postgres archive is not available in this build yet');
-  }
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -120,10 +126,17 @@ export function loadConfig(env: Env = process.env): Config {
     const [name, raw] = aliased(env, suffix);
     return parseInteger(name, raw, dflt, min, max);
   };
-  // Validated now so a typo stops boot even before the archive exists.
-  int('ARCHIVE_FLUSH_INTERVAL_MS', 5000, 1, 3_600_000);
-  int('ARCHIVER_BATCH_SIZE', 5000, 1, 1_000_000);
-  parseInteger('DB_POOL_SIZE', env.DB_POOL_SIZE, 10, 1, 1000);
+  const flushIntervalMs = int('ARCHIVE_FLUSH_INTERVAL_MS', 5000, 1, 3_600_000);
+  const batchSize = int('ARCHIVER_BATCH_SIZE', 5000, 1, 1_000_000);
+  const poolSize = parseInteger('DB_POOL_SIZE', env.DB_POOL_SIZE, 10, 1, 1000);
+  const [archName, arch] = aliased(env, 'ARCHIVER_ENABLED');
+  let archive: ArchiveConfig | null = null;
+  if (parseBoolean(archName, arch, false)) {
+    const [urlVar, url] = first(env, ['DATABASE_URL', 'FLEETLM_POSTGRES_URL']);
+    if (url === undefined || url.trim() === '') throw new ConfigError(urlVar, `is required when ${archName} is true`);
+    if (!/^postgres(ql)?:\/\//.test(url.trim())) throw new ConfigError(urlVar, 'must be a postgres:// URL');
+    archive = { url: url.trim(), flushIntervalMs, batchSize, poolSize, migrateOnBoot: parseBoolean('MIGRATE_ON_BOOT', env.MIGRATE_ON_BOOT, true) };
+  }
   const [opsVar, ops] = aliased(env, 'OPS_PORT');
   const maxBodyBytes = int('MAX_BODY_BYTES', 1024 * 1024, 1024, 8 * 1024 * 1024);
   const [segVar, segRaw] = aliased(env, 'WAL_SEGMENT_BYTES');
@@ -150,6 +163,7 @@ export function loadConfig(env: Env = process.env): Config {
     poolTextChars: int('POOL_TEXT_CHARS', limits.poolTextCharsDefault, 256, 64 * 1024 * 1024),
     walSegmentBytes,
     nats: natsConfigFrom(env),
+    archive,
   };
 }
 

@@ -17,6 +17,8 @@ import { ReqOp } from './wire.js';
 import { groupOf, workerOfGroup } from './placement.js';
 import { metrics } from '../gateway/metrics.js';
 import { EventPublisher } from './nats.js';
+import { openArchive, type Archive } from '../storage/archive/db.js';
+import { Archiver, readArchived } from './archiver.js';
 
 const DRAIN_MS_MAX = 10_000;
 
@@ -45,6 +47,9 @@ async function main(): Promise<void> {
   let hub: StreamHub | null = null;
   // Unreachable NATS stops boot, before anything listens.
   const publisher = cfg.nats === null ? null : await EventPublisher.connect(cfg.nats, cfg.nodeName);
+  // So does an unreachable archive database or a failed migration.
+  const archive = cfg.archive === null ? null : await openArchiveOrFail(cfg.archive.url, cfg.archive.poolSize, cfg.archive.migrateOnBoot);
+  let archiver: Archiver | null = null;
   const ctx = makeContext(
     cfg,
     estimator,
@@ -57,6 +62,7 @@ async function main(): Promise<void> {
     },
     () => runtime !== null && runtime.isReady(),
     () => (publisher === null ? 'disabled' : publisher.connected ? 'ok' : 'failing'),
+    () => (archive === null ? null : (id, lo, hi) => readArchived(archive, id, lo, hi)),
   );
   const gateway = await startGateway(uws, ctx, cfg.host, cfg.port, () => hub);
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });
@@ -83,6 +89,10 @@ async function main(): Promise<void> {
     publisher?.publish(ev);
     streamHub.onEvent(ev);
   };
+  if (archive !== null && cfg.archive !== null) {
+    archiver = new Archiver(archive, d, runtime.workers.length, cfg.archive, cfg.tailKeep);
+    archiver.start();
+  }
   runtime.onWorkerReady = (w) => streamHub.resync((id) => workerOfGroup(groupOf(id), rt.partitions, rt.workers.length) === w);
   setInterval(() => metrics.inFlight.set(dispatcher?.inFlight ?? 0), 1000).unref();
   log('info', 'ready', 'node ready', { node: runtime.nodeId, port: gateway.port, ms: Math.round(performance.now() - started) });
@@ -96,15 +106,36 @@ async function main(): Promise<void> {
     gateway.streams.closeAll();
     const deadline = Date.now() + DRAIN_MS_MAX;
     while (gateway.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await archiver?.stop();
     dispatcher?.failAll('node is shutting down');
     await runtime?.close();
     await publisher?.close();
+    await archive?.close();
     await pool.close();
     log('info', 'stopped', 'storage closed cleanly', {});
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+async function openArchiveOrFail(url: string, poolSize: number, migrate: boolean): Promise<Archive> {
+  let archive: Archive;
+  try {
+    archive = await openArchive(url, poolSize);
+  } catch (err) {
+    throw new ConfigError('DATABASE_URL', `cannot reach the archive database: ${(err as Error).message}`);
+  }
+  if (migrate) {
+    try {
+      await archive.migrate();
+    } catch (err) {
+      await archive.close();
+      throw new ConfigError('MIGRATE_ON_BOOT', `archive migration failed: ${(err as Error).message}`);
+    }
+  }
+  log('info', 'archive_ready', 'archive database reachable and migrated', { migrated: migrate });
+  return archive;
 }
 
 /** ReqOp.Events: a first line with where the log ends, then one message event per line. */

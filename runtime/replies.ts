@@ -9,6 +9,8 @@ export const enum ReplyKind {
   Ok = 1,
   Created = 2,
   NoContent = 3,
+  /** A page partly below the hot tier: `{"cold":[lo,hi],"hot":[…]}` (the gateway reads the cold part from the archive). */
+  Partial = 4,
 }
 
 export interface Reply {

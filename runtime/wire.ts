@@ -18,6 +18,8 @@ export const enum ReqOp {
   Interest = 7,
   /** Message events of a conversation from the log (stream replay and healing). */
   Events = 8,
+  /** Messages the archive lacks, for the archiver (runtime/archiver.ts). */
+  ArchiveBatch = 9,
 }
 
 export const EVENT_STATUS = 0xffff;

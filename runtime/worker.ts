@@ -9,7 +9,7 @@ import { PartitionStore } from '../storage/partition-store.js';
 import type { ActorCache, ActorEntry } from './actor-cache.js';
 import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
-import { contextJson, recordJson, versionAt, type ConversationRecord } from '../actors/conversation.js';
+import { contextJson, recordJson, storedRecordJson, versionAt, type ConversationRecord } from '../actors/conversation.js';
 import { messageEvent, type StreamEvent } from '../actors/events.js';
 import { liveFrom, memoSignature, needsCompaction, readWindow, segments } from '../actors/context.js';
 import { conflict, notFound, invalid } from '../actors/errors.js';
@@ -89,6 +89,8 @@ function flush(): void {
 
 const drivers = new Map<number, PartitionDriver>();
 const windowMemo = new WindowMemoCache(limits.windowMemoBytesMax);
+/** Where each partition's archive scan continues (round-robin over pending conversations). */
+const archiveCursors = new Map<PartitionDriver, { group: number; id: string } | null>();
 
 /**
  * skip_parts recounts a message that lost parts with the node's estimator,
@@ -262,8 +264,60 @@ function tailRead(group: number, id: string, asContext: boolean, limit: number, 
     const v = await readView(store, actors, id, asContext);
     const hi = v.lastSeq - offset;
     const lo = Math.max(1, hi - limit + 1);
-    return ok(messagesBody(hi < 1 ? [] : await messagesBetween(store, actors, group, id, v, lo, hi)));
+    return hi < 1 ? ok(messagesBody([])) : pageOf(store, actors, group, id, v, lo, hi);
   };
+}
+
+/**
+ * Messages lo..hi as a reply. Seqs the hot tier no longer has (archived and
+ * trimmed) make it a Partial reply, `{"cold":[lo,coldHi],"hot":[…]}`: the
+ * gateway reads those from the archive and merges.
+ */
+async function pageOf(store: PartitionStore, actors: ActorCache, group: number, id: string, v: ReadView, lo: number, hi: number): Promise<Reply> {
+  const coldHi = Math.min(hi, v.rec.trimmed_seq);
+  if (lo > coldHi) return ok(messagesBody(await messagesBetween(store, actors, group, id, v, lo, hi)));
+  const hot = coldHi < hi ? await messagesBetween(store, actors, group, id, v, coldHi + 1, hi) : [];
+  return { kind: ReplyKind.Partial, body: `{"cold":[${lo},${coldHi}],"hot":[${hot.join(',')}]}` };
+}
+
+/**
+ * Up to `limit` messages the archive lacks, from conversations marked
+ * pending, taken round-robin across calls so no conversation starves:
+ * `{"pending_conversations":N,"batches":[{"record":{…},"messages":[…]}]}`.
+ */
+async function archiveBatch(limit: number): Promise<Reply> {
+  const batches: string[] = [];
+  let pendingConversations = 0;
+  let left = limit;
+  for (const d of drivers.values()) {
+    pendingConversations += await d.store.countArchivePending();
+    let after = archiveCursors.get(d) ?? null;
+    let wrapped = false;
+    const seen = new Set<string>();
+    scan: while (left > 0) {
+      const page = await d.store.archivePending(after, 64);
+      if (page.length === 0) {
+        if (wrapped || after === null) break;
+        wrapped = true;
+        after = null;
+        continue;
+      }
+      for (const p of page) {
+        if (left <= 0 || seen.has(p.id)) break scan; // full, or round the whole index once
+        seen.add(p.id);
+        after = p;
+        const v = await readView(d.store, d.actors, p.id, false);
+        const from = v.rec.archived_seq + 1;
+        const to = Math.min(v.lastSeq, from + left - 1);
+        if (to < from) continue;
+        const texts = await messagesBetween(d.store, d.actors, p.group, p.id, v, from, to);
+        batches.push(`{"record":${storedRecordJson(v.rec)},"messages":[${texts.join(',')}]}`);
+        left -= texts.length;
+      }
+    }
+    archiveCursors.set(d, after);
+  }
+  return ok(`{"pending_conversations":${pendingConversations},"batches":[${batches.join(',')}]}`);
 }
 
 /**
@@ -276,9 +330,11 @@ function eventsRead(group: number, id: string, from: number, limit: number): Rea
     const v = await readView(store, actors, id, false);
     const compactions =
       v.actor !== undefined ? v.actor.conv.compactions : v.rec.context?.compacted ? await store.readCompactions(id) : null;
-    const texts = limit > 0 && from < v.lastSeq ? await messagesBetween(store, actors, group, id, v, from + 1, from + limit) : [];
+    // Below the hot tier the log lives in the archive: the stream starts where the hot tier does.
+    const lo = Math.max(from + 1, v.rec.trimmed_seq + 1);
+    const texts = limit > 0 && lo <= v.lastSeq ? await messagesBetween(store, actors, group, id, v, lo, from + limit) : [];
     const evs = texts.map((t, i) => {
-      const seq = from + 1 + i;
+      const seq = lo + i;
       return messageEvent(id, t, compactions === null ? seq : versionAt(seq, compactions)).json;
     });
     return ok([`{"last_seq":${v.lastSeq},"tombstoned":${v.rec.tombstoned}}`, ...evs].join('\n'));
@@ -289,7 +345,8 @@ function eventsRead(group: number, id: string, from: number, limit: number): Rea
 function replayRead(group: number, id: string, asContext: boolean, from: number, limit: number): ReadFn {
   return async (store, actors) => {
     const v = await readView(store, actors, id, asContext);
-    return ok(messagesBody(await messagesBetween(store, actors, group, id, v, from + 1, from + limit)));
+    const hi = Math.min(v.lastSeq, from + limit);
+    return hi <= from ? ok(messagesBody([])) : pageOf(store, actors, group, id, v, from + 1, hi);
   };
 }
 
@@ -299,6 +356,13 @@ function onRequest(f: RequestFrame): void {
     const q = readParams(f) as unknown as ListQuery;
     listRecords([...drivers.values()].map((x) => x.store), q).then(
       (recs) => reply(f.reqId, ok('[' + recs.map(recordJson).join(',') + ']')),
+      (err: unknown) => reply(f.reqId, errorReply(err)),
+    );
+    return;
+  }
+  if (f.op === ReqOp.ArchiveBatch) {
+    archiveBatch(Number(readParams(f).limit)).then(
+      (r) => reply(f.reqId, r),
       (err: unknown) => reply(f.reqId, errorReply(err)),
     );
     return;

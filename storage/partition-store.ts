@@ -105,6 +105,11 @@ export class PartitionStore {
     return rows.map(([k, v]) => unseal(k, v));
   }
 
+  async countArchivePending(): Promise<number> {
+    const start = Buffer.from([PREFIX.archivePending]);
+    return (await this.db.scan({ gt: start, lt: prefixEnd(start) })).length;
+  }
+
   /** Ids of conversations with messages the archive lacks, in key order after `after` ('' = from the start). */
   async archivePending(after: { group: number; id: string } | null, limit: number): Promise<{ group: number; id: string }[]> {
     const start = Buffer.from([PREFIX.archivePending]);

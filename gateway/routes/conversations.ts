@@ -81,13 +81,13 @@ export async function appendMessage(ctx: GatewayContext, req: HttpRequest, id: s
 export function tail(ctx: GatewayContext, req: HttpRequest, id: string, surface: Surface): Promise<HttpResponse> {
   const limit = queryLimit(req);
   const offset = queryInt(req, 'offset', 0, 0);
-  return ctx.send(ReqOp.Tail, groupOf(id), enc({ id, limit, offset, context: surface === 'contexts' }));
+  return ctx.sendPage(ReqOp.Tail, groupOf(id), id, enc({ id, limit, offset, context: surface === 'contexts' }));
 }
 
 export function replay(ctx: GatewayContext, req: HttpRequest, id: string, surface: Surface): Promise<HttpResponse> {
   const limit = queryLimit(req);
   const from = queryInt(req, 'from', 0, 0);
-  return ctx.send(ReqOp.Replay, groupOf(id), enc({ id, from, limit, context: surface === 'contexts' }));
+  return ctx.sendPage(ReqOp.Replay, groupOf(id), id, enc({ id, from, limit, context: surface === 'contexts' }));
 }
 
 /** Listing pages by position in id order; `cursor` is the number of matches already seen. */

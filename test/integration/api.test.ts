@@ -304,3 +304,21 @@ describe('operations', () => {
     assert.ok(lines.some((l) => JSON.parse(l).type === 'uws_native'));
   });
 });
+
+describe('export', () => {
+  test('GET /export streams the whole history as NDJSON in seq order (more than one page)', async () => {
+    await api(node.url, 'PUT', '/v1/conversations/c-export', {});
+    for (let i = 0; i < 1200; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, j) => api(node.url, 'POST', '/v1/conversations/c-export/messages', msg(`line ${i + j}`))));
+    }
+    const r = await fetch(`${node.url}/v1/conversations/c-export/export`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type') ?? '', /application\/x-ndjson/);
+    const lines = (await r.text()).trimEnd().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((m) => m.seq), Array.from({ length: 1200 }, (_, i) => i + 1));
+    const replay = await api(node.url, 'GET', '/v1/conversations/c-export/messages?from=1100&limit=100');
+    assert.deepEqual(lines.slice(1100), replay.json.messages);
+    assert.equal((await fetch(`${node.url}/v1/conversations/nope/export`)).status, 404);
+    assert.equal((await fetch(`${node.url}/v1/conversations/bad%20id/export`)).status, 400);
+  });
+});
