@@ -281,9 +281,19 @@ async function pageOf(store: PartitionStore, actors: ActorCache, group: number, 
 }
 
 /**
+ * A stored message as an archive row, [seq, role, parts JSON, metadata JSON,
+ * token_count, inserted_at]: the JSON columns are encoded here, on the worker,
+ * so the main thread only passes them through to Postgres.
+ */
+function archiveRow(text: string): [number, string, string, string, number, string] {
+  const m = JSON.parse(text) as { seq: number; role: string; parts: unknown; metadata: unknown; token_count: number; inserted_at: string };
+  return [m.seq, m.role, JSON.stringify(m.parts), JSON.stringify(m.metadata), m.token_count, m.inserted_at];
+}
+
+/**
  * Up to `limit` messages the archive lacks, from conversations marked
  * pending, taken round-robin across calls so no conversation starves:
- * `{"pending_conversations":N,"batches":[{"record":{…},"messages":[…]}]}`.
+ * `{"pending_conversations":N,"batches":[{"record":{…},"rows":[archiveRow…]}]}`.
  */
 async function archiveBatch(limit: number): Promise<Reply> {
   const batches: string[] = [];
@@ -311,7 +321,7 @@ async function archiveBatch(limit: number): Promise<Reply> {
         const to = Math.min(v.lastSeq, from + left - 1);
         if (to < from) continue;
         const texts = await messagesBetween(d.store, d.actors, p.group, p.id, v, from, to);
-        batches.push(`{"record":${storedRecordJson(v.rec)},"messages":[${texts.join(',')}]}`);
+        batches.push(`{"record":${storedRecordJson(v.rec)},"rows":${JSON.stringify(texts.map(archiveRow))}}`);
         left -= texts.length;
       }
     }
