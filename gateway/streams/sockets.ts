@@ -64,12 +64,13 @@ interface Conn {
   closed: boolean;
   /** Phoenix: topic → stream; raw: one entry. */
   subs: Map<string, WsSub>;
-  /** Phoenix joins waiting for their existence check. */
-  joining: Set<string>;
+  /** Phoenix joins waiting for their existence check (created on the first join: idle sockets stay small). */
+  joining: Set<string> | null;
   lastHeardMs: number;
   inboundWindowMs: number;
   inboundCount: number;
-  drainWaiters: (() => void)[];
+  /** Replays waiting for the send buffer to drain (created when one waits). */
+  drainWaiters: (() => void)[] | null;
   /** Raw streams: set at upgrade. */
   raw: { id: string; kind: Kind; cursor: number | null } | null;
 }
@@ -221,11 +222,11 @@ export class Streams {
         ws: null,
         closed: false,
         subs: new Map(),
-        joining: new Set(),
+        joining: null,
         lastHeardMs: Date.now(),
         inboundWindowMs: 0,
         inboundCount: 0,
-        drainWaiters: [],
+        drainWaiters: null,
         raw: null,
       };
       let protocol = '';
@@ -272,7 +273,9 @@ export class Streams {
     metrics.streamConnections.labels(conn.kind).dec();
     for (const sub of conn.subs.values()) this.dropSub(sub);
     conn.subs.clear();
-    for (const w of conn.drainWaiters.splice(0)) w();
+    const waiters = conn.drainWaiters;
+    conn.drainWaiters = null;
+    for (const w of waiters ?? []) w();
   }
 
   dropSub(sub: WsSub | SseSub): void {
@@ -283,7 +286,9 @@ export class Streams {
 
   private onDrain(conn: Conn): void {
     if (conn.ws === null || conn.ws.getBufferedAmount() > this.opts.bufferBytes / 2) return;
-    for (const w of conn.drainWaiters.splice(0)) w();
+    const waiters = conn.drainWaiters;
+    conn.drainWaiters = null;
+    for (const w of waiters ?? []) w();
   }
 
   endConn(conn: Conn, code: number, reason: string): void {
@@ -374,7 +379,7 @@ export class Streams {
     if (m.event === 'phx_join') return void this.phoenixJoin(conn, m, reply);
     const sub = conn.subs.get(m.topic);
     if (m.event === 'phx_leave') {
-      conn.joining.delete(m.topic);
+      conn.joining?.delete(m.topic);
       if (sub !== undefined) {
         conn.subs.delete(m.topic);
         this.dropSub(sub);
@@ -404,7 +409,7 @@ export class Streams {
       this.dropSub(old);
       this.phoenixSend(conn, old.joinRef, old.joinRef, m.topic, 'phx_close', '{}');
     }
-    conn.joining.add(m.topic);
+    (conn.joining ??= new Set()).add(m.topic);
     try {
       await this.checkExists(id, false);
     } catch (err) {
@@ -515,7 +520,7 @@ class WsSub implements Subscriber {
         this.streams.slow(this.conn);
         resolve();
       }, DRAIN_TIMEOUT_MS);
-      this.conn.drainWaiters.push(() => {
+      (this.conn.drainWaiters ??= []).push(() => {
         clearTimeout(timer);
         resolve();
       });
