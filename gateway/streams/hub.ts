@@ -140,6 +140,7 @@ export class StreamHub {
     for (;;) {
       const page = await this.read(t, sub.position, REPLAY_PAGE);
       if (page === null || sub.closed) return;
+      this.gapBefore(sub, page);
       for (const ev of page.events) if (!(await this.paced(sub, ev))) return;
       if (page.events.length < REPLAY_PAGE || sub.position >= page.lastSeq) return;
     }
@@ -243,6 +244,7 @@ export class StreamHub {
         sub.position = t.head; // trimmed from the log: the gap was published already
         break;
       }
+      this.gapBefore(sub, page);
       for (const ev of page.events) if (ev.seq <= t.head && !(await this.paced(sub, ev))) return;
     }
     if (sub.position > t.head) t.parked.add(sub);
@@ -265,6 +267,12 @@ export class StreamHub {
 
   private publish(t: Topic, ev: StreamEvent): void {
     if (t.live.size > 0) this.deps.broadcast(t.id, ev, t.live);
+  }
+
+  /** The log no longer has what comes right after the subscriber's position (archived): it is told so. */
+  private gapBefore(sub: Subscriber, page: EventsPage): void {
+    const first = page.events[0];
+    if (first !== undefined && first.seq > sub.position + 1) sub.send(gapEvent(sub.id, sub.position + 1, first.seq));
   }
 
   /** A replayed event: waits for the subscriber to drain first when it is behind. */

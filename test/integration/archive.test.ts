@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import pg from 'pg';
+import WebSocket from 'ws';
 import { api, startNode, tempDir, type NodeProc } from './harness.js';
 import { startPostgres, type Postgres } from './postgres.js';
 
@@ -94,6 +95,14 @@ describe('archive', () => {
     assert.match(m, /fleet_lm_archive_inserted_total [1-9]/);
     // tail_keep 20: everything but the newest 20 left the hot tier, nothing unarchived did.
     assert.match(m, /fleet_lm_archive_trimmed_total 280\n/);
+    // A stream resumed from below the hot tier is told about the part it cannot replay.
+    const ws = new WebSocket(`${node.url.replace('http', 'ws')}/v1/conversations/ar-1/stream?cursor=0`);
+    const events: any[] = [];
+    ws.on('message', (d) => events.push(JSON.parse(d.toString())));
+    await until(async () => events.length === 21, 'gap + 20 hot messages');
+    assert.deepEqual(events[0], { type: 'gap', expected: 1, actual: 281 });
+    assert.deepEqual(events.slice(1).map((e) => e.seq), Array.from({ length: 20 }, (_, i) => 281 + i));
+    ws.close();
   });
 
   test('Postgres down: appends keep succeeding; the backlog drains after it returns, no gap, no duplicate', async () => {
@@ -139,5 +148,18 @@ test('archive - an unreachable database stops boot with one line', async () => {
   await assert.rejects(
     startNode({ env: { FLEETLM_ARCHIVER_ENABLED: 'true', DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' } }),
     (err: Error) => /DATABASE_URL: cannot reach the archive database/.test(err.message),
+  );
+});
+
+test('archive - a migration that fails stops boot with one line naming MIGRATE_ON_BOOT', async () => {
+  // A database where the archive's table names are taken by something else.
+  await client.query('CREATE DATABASE broken');
+  const broken = new pg.Client({ connectionString: pgServer.url.replace(/\/postgres$/, '/broken') });
+  await broken.connect();
+  await broken.query('CREATE TABLE messages (x int)');
+  await broken.end();
+  await assert.rejects(
+    startNode({ env: { FLEETLM_ARCHIVER_ENABLED: 'true', DATABASE_URL: pgServer.url.replace(/\/postgres$/, '/broken') } }),
+    (err: Error) => /MIGRATE_ON_BOOT: archive migration failed/.test(err.message),
   );
 });
