@@ -15,6 +15,21 @@ test('config - defaults', () => {
   assert.equal(loadConfig({ FLEETLM_WAL_SEGMENT_BYTES: '1048576', FLEETLM_MAX_BODY_BYTES: '262144' }).walSegmentBytes, 1048576);
 });
 
+test('config - archive, streams and NATS settings', () => {
+  assert.equal(loadConfig({}).archive, null);
+  assert.equal(loadConfig({}).nats, null);
+  const a = loadConfig({ FLEETLM_ARCHIVER_ENABLED: 'true', FLEETLM_POSTGRES_URL: 'postgres://u@h:5432/db', DB_POOL_SIZE: '4' }).archive;
+  assert.deepEqual(a, { url: 'postgres://u@h:5432/db', flushIntervalMs: 5000, batchSize: 5000, poolSize: 4, migrateOnBoot: true });
+  assert.equal(loadConfig({ FLEETLM_ARCHIVER_ENABLED: 'true', DATABASE_URL: 'postgresql://h/db', MIGRATE_ON_BOOT: 'false' }).archive!.migrateOnBoot, false);
+  const s = loadConfig({ FLEETLM_STREAM_BUFFER_BYTES: '65536', FLEETLM_STREAM_PING_MS: '500' });
+  assert.deepEqual([s.streamBufferBytes, s.streamPingMs], [65536, 500]);
+  const n = loadConfig({ NATS_URL: 'nats://a:4222, tls://b:4443', FLEETLM_NATS_USER: 'u', FLEETLM_NATS_PASSWORD: 'p' }).nats!;
+  assert.deepEqual(n.servers, ['nats://a:4222', 'tls://b:4443']);
+  assert.equal(n.subjectPrefix, 'fleetlm');
+  assert.deepEqual([n.user, n.password, n.token], ['u', 'p', null]);
+  assert.ok(n.tls !== null, 'a tls:// server turns TLS on');
+});
+
 test('config - FLEETLM_* wins over FASTPACA_* aliases', () => {
   assert.equal(loadConfig({ FASTPACA_RAFT_DATA_DIR: '/a' }).dataDir, '/a');
   assert.equal(loadConfig({ FASTPACA_RAFT_DATA_DIR: '/a', FLEETLM_RAFT_DATA_DIR: '/b' }).dataDir, '/b');
@@ -33,6 +48,17 @@ test('config - a bad value names the variable', () => {
     [{ NODE_NAME: 'bad name' }, /^NODE_NAME: /],
     [{ FLEETLM_LOG_LEVEL: 'loud' }, /^FLEETLM_LOG_LEVEL: /],
     [{ FLEETLM_WAL_SEGMENT_BYTES: '1048576', FLEETLM_MAX_BODY_BYTES: '1048576' }, /^FLEETLM_WAL_SEGMENT_BYTES: .*at least/],
+    [{ FLEETLM_ARCHIVER_ENABLED: 'true' }, /^DATABASE_URL: is required/],
+    [{ FLEETLM_ARCHIVER_ENABLED: 'true', DATABASE_URL: 'mysql://x' }, /^DATABASE_URL: must be a postgres/],
+    [{ FLEETLM_ARCHIVER_ENABLED: 'true', FLEETLM_POSTGRES_URL: 'pg://x' }, /^FLEETLM_POSTGRES_URL: /],
+    [{ FLEETLM_ARCHIVER_ENABLED: 'true', DATABASE_URL: 'postgres://x/db', MIGRATE_ON_BOOT: 'sometimes' }, /^MIGRATE_ON_BOOT: /],
+    [{ FLEETLM_STREAM_BUFFER_BYTES: '1000' }, /^FLEETLM_STREAM_BUFFER_BYTES: /],
+    [{ FLEETLM_STREAM_PING_MS: 'soon' }, /^FLEETLM_STREAM_PING_MS: /],
+    [{ FLEETLM_STREAM_MAX_CONNECTIONS: '0' }, /^FLEETLM_STREAM_MAX_CONNECTIONS: /],
+    [{ NATS_URL: 'localhost' }, /^NATS_URL: /],
+    [{ NATS_URL: 'nats://a:4222', FLEETLM_NATS_PASSWORD: 'p' }, /^FLEETLM_NATS_USER: /],
+    [{ NATS_URL: 'nats://a:4222', FLEETLM_NATS_TLS_CA_FILE: '/no/such/ca.pem' }, /^FLEETLM_NATS_TLS_CA_FILE: /],
+    [{ DNS_CLUSTER_QUERY: 'fleet.internal' }, /^DNS_CLUSTER_QUERY: /],
   ];
   for (const [env, re] of bad) {
     assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(env));
