@@ -160,6 +160,12 @@ export class PartitionDriver {
     this.checkpointTimer.unref();
   }
 
+  /** This node leads the group now (only a leader archives its conversations). */
+  leads(gid: number): boolean {
+    const g = this.groups.get(gid);
+    return g !== undefined && g.stopped === null && g.core.status().role === Role.Leader;
+  }
+
   /** Every group leads and has applied an entry of its own term. */
   isReady(): boolean {
     for (const g of this.groups.values()) {

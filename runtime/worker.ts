@@ -316,6 +316,8 @@ async function archiveBatch(limit: number): Promise<Reply> {
         if (left <= 0 || seen.has(p.id)) break scan; // full, or round the whole index once
         seen.add(p.id);
         after = p;
+        // A follower's copy is archived by the group's leader.
+        if (!d.leads(p.group)) continue;
         const v = await readView(d.store, d.actors, p.id, false);
         const from = v.rec.archived_seq + 1;
         const to = Math.min(v.lastSeq, from + left - 1);
