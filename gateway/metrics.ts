@@ -103,6 +103,8 @@ export const metrics = {
   }),
   archiveTrimmed: new client.Counter({ name: 'fleet_lm_archive_trimmed_total', help: 'Messages removed from the hot tier after archiving', registers: [registry] }),
   archiveLlmTokens: new client.Counter({ name: 'fleet_lm_archive_llm_token_count', help: 'Tokens of the messages sent to the archive', registers: [registry] }),
+  natsPublished: new client.Counter({ name: 'fleet_lm_nats_events_published_total', help: 'Stream events published to NATS', registers: [registry] }),
+  natsPublishFailures: new client.Counter({ name: 'fleet_lm_nats_publish_failures_total', help: 'Stream events NATS refused (connection closed)', registers: [registry] }),
   httpRequests: new client.Counter({
     name: 'fleet_lm_http_requests_total',
     help: 'HTTP requests answered, by status class',

@@ -7,6 +7,7 @@ import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOp
 import type { StreamEvent } from '../actors/events.js';
 import { ConfigError, type NatsConfig } from './config.js';
 import { log } from './log.js';
+import { metrics } from '../gateway/metrics.js';
 
 /** How long boot waits for NATS before it stops with one line. */
 const CONNECT_TIMEOUT_MS = 5000;
@@ -20,7 +21,7 @@ export function truncatedEvent(ev: StreamEvent): string {
 }
 
 export class EventPublisher {
-  private published = 0;
+  private failed = 0;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -67,16 +68,18 @@ export class EventPublisher {
     return !this.nc.isClosed() && this.nc.info !== undefined && !this.nc.isDraining();
   }
 
-  get count(): number {
-    return this.published;
-  }
-
+  /** Never throws: a publish the client refuses (connection closed) is counted and logged, the node goes on. */
   publish(ev: StreamEvent): void {
     const max = this.nc.info?.max_payload ?? 1024 * 1024;
     // Leave room for NATS's own framing; compare bytes, not UTF-16 units.
     const body = Buffer.byteLength(ev.json) + 256 > max ? truncatedEvent(ev) : ev.json;
-    this.nc.publish(eventSubject(this.prefix, ev.id), body);
-    this.published++;
+    try {
+      this.nc.publish(eventSubject(this.prefix, ev.id), body);
+      metrics.natsPublished.inc();
+    } catch (err) {
+      metrics.natsPublishFailures.inc();
+      if (this.failed++ % 1000 === 0) log('error', 'nats_publish_failed', 'NATS refused an event', { err: String(err), failed: this.failed });
+    }
   }
 
   async close(): Promise<void> {

@@ -90,10 +90,13 @@ describe('NATS events', () => {
     assert.equal(log.json.messages[0].parts[0].text, text);
   });
 
-  test('/healthz reports the NATS connection', async () => {
+  test('/healthz reports the NATS connection; /metrics counts published events', async () => {
     const r = await api(node.url, 'GET', '/healthz?check=nats');
     assert.equal(r.status, 200);
     assert.deepEqual(r.json.checks, { nats: 'ok' });
+    const m = (await api(node.url, 'GET', '/metrics')).text;
+    assert.match(m, /fleet_lm_nats_events_published_total 10[0-9]\n/);
+    assert.match(m, /fleet_lm_nats_publish_failures_total 0\n/);
   });
 });
 
