@@ -15,13 +15,13 @@ export const enum Kind {
   Sse = 4,
 }
 
-export const KINDS = [Kind.Phoenix2, Kind.Phoenix1, Kind.Raw, Kind.RawNoMessages, Kind.Sse] as const;
 export const KIND_LABEL = ['phoenix', 'phoenix', 'raw', 'raw', 'sse'] as const;
 
 /** uWS topic of one conversation for one WebSocket kind. */
 export const topicName = (kind: Kind, id: string) => `${kind}:${id}`;
 
-export const phoenixTopic = (id: string) => `conversation:${id}`;
+export const PHOENIX_TOPIC_PREFIX = 'conversation:';
+export const phoenixTopic = (id: string) => PHOENIX_TOPIC_PREFIX + id;
 
 /** Does a subscriber of this kind get this event at all? */
 export const wants = (kind: Kind, ev: StreamEvent) => kind !== Kind.RawNoMessages || ev.type !== 'message';

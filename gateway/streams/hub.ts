@@ -70,7 +70,7 @@ class Topic {
   constructor(readonly id: string) {}
 }
 
-export const REPLAY_PAGE = 1000;
+const REPLAY_PAGE = 1000;
 const RETRY_MS = 250;
 
 export class StreamHub {

@@ -8,7 +8,7 @@
 import type * as UWS from 'uWebSockets.js';
 import type { GatewayContext } from '../context.js';
 import type { StreamHub, Subscriber } from './hub.js';
-import { KIND_LABEL, Kind, phoenixTopic, serialize, topicName, wants } from './formats.js';
+import { KIND_LABEL, Kind, PHOENIX_TOPIC_PREFIX, phoenixTopic, serialize, topicName, wants } from './formats.js';
 import type { StreamEvent } from '../../actors/events.js';
 import { AppError, invalid } from '../../actors/errors.js';
 import { checkId } from '../../actors/commands.js';
@@ -33,13 +33,12 @@ const SWEEP_MS = 100;
 /** Inbound frames per connection per second before it is closed as a flood. */
 const INBOUND_PER_SECOND_MAX = 200;
 const INBOUND_BYTES_MAX = 64 * 1024;
-const PHOENIX_TOPIC_PREFIX = 'conversation:';
 /** A replaying subscriber that does not drain its buffer within this is a slow consumer. */
 const DRAIN_TIMEOUT_MS = 10_000;
 const AUTH_PROTOCOL_PREFIX = 'base64url.bearer.phx.';
 
 /** Close codes a client can act on. */
-export const CLOSE = {
+const CLOSE = {
   slowConsumer: 4008,
   pongTimeout: 4001,
   flood: 4029,
