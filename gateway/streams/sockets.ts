@@ -96,8 +96,11 @@ export class Streams {
     this.sweeper.unref();
   }
 
+  /** Upgrades and SSE requests past the limit check, still awaiting their existence check. */
+  private reserved = 0;
+
   get connections(): number {
-    return this.conns.size + this.sse.size;
+    return this.conns.size + this.sse.size + this.reserved;
   }
 
   // ------------------------------------------------------------- hub side
@@ -175,10 +178,17 @@ export class Streams {
     writeResponse(res, r);
   }
 
-  private checkLimit(): void {
+  /** Holds a place under the connection limit until `release` (so concurrent upgrades cannot overshoot it). */
+  private reserve(): () => void {
     if (this.connections >= this.opts.maxConnections) {
       throw new AppError('unavailable', `stream connection limit (${this.opts.maxConnections}) reached; retry later`);
     }
+    this.reserved++;
+    let held = true;
+    return () => {
+      if (held) this.reserved--;
+      held = false;
+    };
   }
 
   /** SPEC §5 auth: bearer header, `token` query parameter, or Phoenix's protocol-header token. */
@@ -211,10 +221,11 @@ export class Streams {
     const extensions = req.getHeader('sec-websocket-extensions');
     const authorization = req.getHeader('authorization');
     const rawId = kind === 'raw' ? req.getParameter(0) ?? '' : '';
+    let release = () => {};
     try {
       if (this.opts.hub() === null) throw new AppError('unavailable', 'node is starting');
       this.checkAuth(authorization, query, protocols);
-      this.checkLimit();
+      release = this.reserve();
       const conn: Conn = {
         kind,
         vsn: 2,
@@ -250,6 +261,8 @@ export class Streams {
       res.cork(() => res.upgrade(conn, key, protocol, extensions, context));
     } catch (err) {
       this.refuse(res, state, err instanceof URIError ? toHttp(invalid('invalid_id', 'id is not valid percent-encoding')) : toHttp(err));
+    } finally {
+      release();
     }
   }
 
@@ -448,10 +461,11 @@ export class Streams {
     const lastEventId = req.getHeader('last-event-id');
     const authorization = req.getHeader('authorization');
     const rawId = req.getParameter(0) ?? '';
+    let release = () => {};
     try {
       if (this.opts.hub() === null) throw new AppError('unavailable', 'node is starting');
       this.checkAuth(authorization, query, '');
-      this.checkLimit();
+      release = this.reserve();
       const id = checkId(decodeURIComponent(rawId));
       const cursorRaw = lastEventId !== '' ? lastEventId : query.get('cursor');
       const cursor = cursorRaw === null ? null : parseIntStrict(cursorRaw, lastEventId !== '' ? 'last_event_id' : 'cursor', 0);
@@ -464,6 +478,8 @@ export class Streams {
       void this.opts.hub()!.join(sub, cursor);
     } catch (err) {
       this.refuse(res, state, err instanceof URIError ? toHttp(invalid('invalid_id', 'id is not valid percent-encoding')) : toHttp(err));
+    } finally {
+      release();
     }
   }
 
