@@ -9,7 +9,8 @@ export interface StreamEvent {
   json: string;
 }
 
-export type EventType = 'message' | 'tombstone' | 'gap' | 'context' | 'compaction';
+/** 'head' is internal: a worker's periodic "this conversation is at seq N", never sent to clients. */
+export type EventType = 'message' | 'tombstone' | 'gap' | 'context' | 'compaction' | 'head';
 
 /** From a stored message record `{"seq":S,<members>,"token_count":…,"inserted_at":…}`. */
 export function messageEvent(id: string, recordText: string, version: number): StreamEvent {
@@ -22,6 +23,9 @@ export function messageEvent(id: string, recordText: string, version: number): S
     json: `{"type":"message","seq":${seq},"version":${version},"message":{${recordText.slice(comma + 1)}}`,
   };
 }
+
+/** The newest seq of a streamed conversation, announced so a lost final event is noticed (gateway/streams/hub.ts). */
+export const headEvent = (id: string, seq: number): StreamEvent => ({ id, seq, type: 'head', json: '' });
 
 export const tombstoneEvent = (id: string): StreamEvent => ({ id, seq: 0, type: 'tombstone', json: '{"type":"tombstone"}' });
 

@@ -86,7 +86,7 @@ async function main(): Promise<void> {
   });
   const streamHub = hub;
   d.onEvent = (ev) => {
-    publisher?.publish(ev);
+    if (ev.type !== 'head') publisher?.publish(ev);
     streamHub.onEvent(ev);
   };
   if (archive !== null && cfg.archive !== null) {

@@ -10,7 +10,7 @@ import type { ActorCache, ActorEntry } from './actor-cache.js';
 import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
 import { contextJson, recordJson, storedRecordJson, versionAt, type ConversationRecord } from '../actors/conversation.js';
-import { messageEvent, type StreamEvent } from '../actors/events.js';
+import { headEvent, messageEvent, type StreamEvent } from '../actors/events.js';
 import { liveFrom, memoSignature, needsCompaction, readWindow, segments } from '../actors/context.js';
 import { conflict, notFound, invalid } from '../actors/errors.js';
 import { systemClock } from './clock.js';
@@ -49,6 +49,7 @@ export type MainCommand =
   | { type: 'close' };
 
 const TICK_MS = 100;
+const HEADS_MS = 1000;
 /** Most messages a context's window keeps in memory (actor-cache keepRecent). */
 const WINDOW_KEEP_MAX = 4096;
 
@@ -69,9 +70,12 @@ function reply(reqId: number, r: Reply): void {
 
 /** Conversations the main thread streams: only their changes become events. */
 const interest = new Set<string>();
+/** Streamed conversations that got messages since the last head announcement → their newest seq. */
+const recentHeads = new Map<string, number>();
 const events = {
   has: (id: string) => init.publishAllEvents || interest.has(id),
   emit(ev: StreamEvent): void {
+    if (ev.type === 'message' && interest.has(ev.id)) recentHeads.set(ev.id, ev.seq);
     out.event(ev);
     if (!flushScheduled) {
       flushScheduled = true;
@@ -455,6 +459,12 @@ async function start(): Promise<void> {
   const ticker = setInterval(() => {
     for (const d of drivers.values()) d.tick();
   }, TICK_MS);
+  // Once a second the newest seq of each recently active streamed conversation
+  // follows its events, so the gateway notices a lost final event within a second.
+  const heads = setInterval(() => {
+    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq));
+    recentHeads.clear();
+  }, HEADS_MS);
   const readyCheck = setInterval(() => {
     if ([...drivers.values()].every((d) => d.isReady())) {
       clearInterval(readyCheck);
@@ -466,6 +476,7 @@ async function start(): Promise<void> {
     else if (m.type === 'counted') recounter.counted(m.id, m.counts);
     else if (m.type === 'close') {
       clearInterval(ticker);
+      clearInterval(heads);
       clearInterval(readyCheck);
       void close();
     }

@@ -187,6 +187,11 @@ export class StreamHub {
   }
 
   private async onTopicEvent(t: Topic, ev: StreamEvent): Promise<void> {
+    if (ev.type === 'head') {
+      // Every event up to it was sent before this announcement: anything missing was lost.
+      if (ev.seq > t.head) await this.heal(t, ev.seq);
+      return;
+    }
     if (ev.type !== 'message') {
       if (ev.type === 'tombstone') {
         if (t.tombstoned) return;

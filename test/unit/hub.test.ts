@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StreamHub, type EventsPage, type Subscriber } from '../../gateway/streams/hub.js';
-import { type StreamEvent, messageEvent, tombstoneEvent } from '../../actors/events.js';
+import { type StreamEvent, headEvent, messageEvent, tombstoneEvent } from '../../actors/events.js';
 import { mulberry32 } from '../../runtime/prng.js';
 
 const ID = 'c1';
@@ -205,4 +205,22 @@ test('hub - live-only joins start at the head; a topic read failure is retried',
   w.append();
   for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
   assert.deepEqual(s.seqs, [4]);
+});
+
+test('hub - a head announcement heals a lost final event', async () => {
+  const w = simulatedWorker(13, 0);
+  const hub = new StreamHub(w.deps);
+  w.attach(hub);
+  const s = new FakeSub('s');
+  await hub.join(s, 0);
+  w.append();
+  w.append();
+  w.loss.rate = 1; // the last event never arrives
+  w.append();
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(s.seqs, [1, 2]);
+  hub.onEvent(headEvent(ID, 3));
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(s.seqs, [1, 2, 3]);
+  assert.deepEqual(s.others, [], 'the announcement itself is never delivered');
 });
