@@ -36,7 +36,7 @@ export async function openArchive(url: string, poolSize: number): Promise<Archiv
     await pool.query('SELECT 1');
   } catch (err) {
     await pool.end().catch(() => {});
-    throw new Error((err as Error).message || String(err));
+    throw new Error(oneLine(err));
   }
   const db = drizzle({ client: pool });
   return {
@@ -45,4 +45,13 @@ export async function openArchive(url: string, poolSize: number): Promise<Archiv
     migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
     close: () => pool.end(),
   };
+}
+
+/** The boot log reports this on one line. Node's happy-eyeballs connect can
+ * fail with an AggregateError whose own message is empty, so fall back to the
+ * attempts' messages, then the code. */
+function oneLine(err: unknown): string {
+  const e = err as Error & { code?: string; errors?: Error[] };
+  const msg = e?.message || e?.errors?.map((x) => x.message).join('; ') || e?.code || String(err);
+  return msg.replace(/\s+/g, ' ').trim();
 }

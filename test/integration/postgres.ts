@@ -41,6 +41,29 @@ function freePort(): Promise<number> {
   });
 }
 
+/** /proc/<pid>/stat after the command name, which may itself hold spaces and parentheses: "state ppid ...". */
+function statFields(pid: number): string[] | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return null;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e) && Number(statFields(Number(e))?.[1]) === pid)
+    .map(Number);
+}
+
+/** Running, i.e. neither gone nor a zombie waiting for its new parent to reap it. */
+const alive = (pid: number) => {
+  const f = statFields(pid);
+  return f !== null && f[0] !== 'Z';
+};
+
 export async function startPostgres(): Promise<Postgres> {
   const bin = binDir();
   const dir = tempDir('fleetlm-pg-');
@@ -55,7 +78,7 @@ export async function startPostgres(): Promise<Postgres> {
   let exited: Promise<void> = Promise.resolve();
   const start = async () => {
     const argv = asPostgres([path.join(bin, 'postgres'), '-D', data, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${dir}`]);
-    // Its own process group, so an outage can kill the postmaster and every backend at once.
+    // Detached: the test runner's terminal signals stay out of it; the tests stop it themselves.
     const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
     p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -79,14 +102,24 @@ export async function startPostgres(): Promise<Postgres> {
     }
   };
   const signal = async (sig: NodeJS.Signals) => {
-    if (proc?.pid !== undefined) {
-      try {
-        process.kill(sig === 'SIGKILL' ? -proc.pid : proc.pid, sig);
-      } catch {
-        /* already gone */
+    const pid = proc?.pid;
+    if (pid !== undefined) {
+      // Every backend calls setsid(), so a process-group kill reaches only the
+      // postmaster. An outage SIGKILLs the backends too: left alone they linger
+      // until they notice, and restart() would be refused while they hold the
+      // old shared memory.
+      const backends = sig === 'SIGKILL' ? childrenOf(pid) : [];
+      for (const p of [pid, ...backends]) {
+        try {
+          process.kill(p, sig);
+        } catch {
+          /* already gone */
+        }
       }
+      await exited;
+      const deadline = Date.now() + 5000;
+      while (backends.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     }
-    await exited;
     proc = null;
   };
   await start();
