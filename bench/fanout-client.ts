@@ -1,121 +1,279 @@
-// Subscriber process of bench/fanout.ts: thousands of WebSocket connections
-// on raw `net` sockets with a minimal client (upgrade, then unmasked server
-// frames counted by length, not parsed), so the client costs little per
-// frame. Every SAMPLE_EVERY-th frame of a connection is searched for the
-// publisher's `t=<epoch ms>` stamp to sample append→receive latency.
-// Reports to the parent over IPC once a second: frames, bytes, samples.
+// Subscriber process of bench/fanout.ts: thousands of WebSocket connections in
+// one process, on raw `net` sockets with a minimal hand-written client, so
+// that the client costs as little as possible per delivered frame: the HTTP
+// upgrade, then server frames (unmasked; 7/16/64-bit lengths) are delimited by
+// reading the length bytes in place and counted, not decoded or parsed.
 //
-//   node dist/bench/fanout-client.js --port=P --path=/v1/conversations/fan-{c}/stream
-//     --conns=N --convs=C --first=K [--protocol=raw|socketio]
-import net from 'node:net';
+//   node dist/bench/fanout-client.js --port=P --path=/v1/conversations/fanout-{c}/stream
+//     --conns=N --conversations=C --first=K --protocol=raw|socketio
+//     --sample-every=100 --connect-concurrency=100 --report-ms=200 --max-seconds=900
+//
+// Connection i subscribes to conversation (K + i) % C ({c} in --path).
+// Protocols:
+//   raw       every text frame whose JSON starts with {"type":"message" is a
+//             delivery (our server's pings, {"type":"ping"}, are not).
+//   socketio  Engine.IO v4 over the websocket transport: on the open packet
+//             `0{…}` send `40` (connect to namespace /); on `40{…}` send
+//             `420["sub","<conv>"]` (event with ack id 0); the ack `430[…]`
+//             means joined. Pings `2` are answered `3`. Deliveries are the
+//             event packets, `42…`.
+// Latency: every --sample-every-th delivery of a connection (the countdown
+// starts at a different offset per connection, so samples spread over all
+// messages) is searched for the publisher's stamp `t=<epoch ms>` and yields
+// (stamp, now − stamp) on the same machine clock.
+//
+// Reports to stdout, one JSON line every --report-ms (and at once when every
+// connection is subscribed or failed):
+//   {"at", "startedAt", "allSubscribedAt", "frames", "bytes", "subscribed",
+//    "failed", "lost", "failure", "samples": [stamp, latency, stamp, latency, …]}
+// frames/bytes/lost are totals since start; samples are the new ones since the
+// previous line. Exits after --max-seconds, or when the parent is gone.
 import crypto from 'node:crypto';
+import net from 'node:net';
 
-const SAMPLE_EVERY = 50;
+function parseArgs(argv: string[]): Map<string, string> {
+  const kv = new Map<string, string>();
+  for (const a of argv) {
+    const m = /^--([^=]+)=(.*)$/.exec(a);
+    if (!m) throw new Error(`bad argument ${a}`);
+    kv.set(m[1], m[2]);
+  }
+  return kv;
+}
 
-const args = new Map(
-  process.argv.slice(2).map((a) => {
-    const at = a.indexOf('=');
-    return [a.slice(2, at), a.slice(at + 1)] as [string, string];
-  }),
-);
-const port = Number(args.get('port'));
-const pathTemplate = args.get('path')!;
-const conns = Number(args.get('conns'));
-const convs = Number(args.get('convs'));
-const first = Number(args.get('first') ?? 0);
+const args = parseArgs(process.argv.slice(2));
+function intArg(name: string, dflt?: number): number {
+  const v = args.get(name);
+  const n = v === undefined ? dflt : Number(v);
+  if (n === undefined || !Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got ${v}`);
+  return n;
+}
+
+const port = intArg('port');
+const pathTemplate = args.get('path') ?? '';
+const conns = intArg('conns');
+const conversations = intArg('conversations');
+const first = intArg('first', 0);
 const socketio = args.get('protocol') === 'socketio';
+const sampleEvery = Math.max(1, intArg('sample-every', 100));
+const connectConcurrency = Math.max(1, intArg('connect-concurrency', 100));
+const reportMs = Math.max(10, intArg('report-ms', 200));
+const maxSeconds = intArg('max-seconds', 900);
+if (!pathTemplate.includes('{c}') && !socketio) throw new Error('--path needs a {c} placeholder for the conversation');
+
+/**
+ * Every socket reads into this one buffer (net's `onread`): no Buffer per read
+ * and no stream machinery. Safe to share because each read is handled
+ * synchronously before the next one; a split frame's bytes are copied out.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+/** Largest upgrade response we accept before giving up on the connection. */
+const MAX_HANDSHAKE_BYTES = 16 * 1024;
+const CR_LF_CR_LF = Buffer.from('\r\n\r\n');
+const STATUS_101 = Buffer.from('HTTP/1.1 101');
+const STAMP = Buffer.from('t=');
+/** `{"type":"` is 9 bytes: the next one is `m` for a message event (no other event type of ours starts with m). */
+const RAW_TYPE_AT = 9;
+const [CH_0, CH_1, CH_2, CH_3, CH_4, CH_9, CH_M, CH_DOT] = ['0', '1', '2', '3', '4', '9', 'm', '.'].map((c) => c.charCodeAt(0));
+
+const now = () => performance.timeOrigin + performance.now();
 
 let frames = 0;
 let bytes = 0;
-let opened = 0;
-let closed = 0;
+let subscribed = 0;
+let failed = 0;
+let lost = 0;
+let failure: string | null = null;
 let samples: number[] = [];
-const now = () => performance.timeOrigin + performance.now();
+const startedAt = now();
+let allSubscribedAt: number | null = null;
 
-function frameOut(payload: Buffer | string): Buffer {
-  // Client frames are masked (RFC 6455); a zero mask keeps it cheap.
+/** A masked client text frame (RFC 6455 requires masking; the all-zero key leaves the payload as is). */
+function clientText(payload: string): Buffer {
   const data = Buffer.from(payload);
-  const head = data.length < 126 ? Buffer.from([0x81, 0x80 | data.length, 0, 0, 0, 0]) : Buffer.from([0x81, 0xfe, data.length >> 8, data.length & 255, 0, 0, 0, 0]);
-  return Buffer.concat([head, data]);
+  if (data.length > 125) throw new Error('client frames here are short control messages');
+  return Buffer.concat([Buffer.from([0x81, 0x80 | data.length, 0, 0, 0, 0]), data]);
 }
 
-function connect(i: number): void {
-  const conv = (first + i) % convs;
-  const path = pathTemplate.replace('{c}', String(conv));
-  const sock = net.connect(port, '127.0.0.1');
-  let buf: Buffer = Buffer.alloc(0);
-  let upgraded = false;
-  let count = 0;
-  sock.setNoDelay(true);
-  sock.on('connect', () => {
+const SIO_CONNECT = clientText('40');
+const SIO_PONG = clientText('3');
+
+/** The stamp's epoch milliseconds (digits, optional fraction) starting at i, read from the bytes. */
+function readStamp(b: Buffer, i: number, end: number): number {
+  let v = 0;
+  let digits = 0;
+  while (i < end && b[i] >= CH_0 && b[i] <= CH_9) {
+    v = v * 10 + (b[i++] - CH_0);
+    digits++;
+  }
+  if (i < end && b[i] === CH_DOT) {
+    let scale = 0.1;
+    for (i++; i < end && b[i] >= CH_0 && b[i] <= CH_9; i++, scale /= 10) v += (b[i] - CH_0) * scale;
+  }
+  return digits ? v : NaN;
+}
+
+class Subscriber {
+  private readonly sock: net.Socket;
+  private readonly conv: number;
+  /** Unconsumed bytes of a frame (or of the upgrade response) split across reads. */
+  private partial: Buffer | null = null;
+  private upgraded = false;
+  private isSubscribed = false;
+  private settled = false;
+  private untilSample: number;
+
+  constructor(index: number) {
+    this.conv = (first + index) % conversations;
+    this.untilSample = 1 + (index % sampleEvery);
+    this.sock = net.connect({ port, host: '127.0.0.1', onread: { buffer: READ_BUFFER, callback: (n) => this.onData(n) } });
+    this.sock.setNoDelay(true);
+    this.sock.on('connect', () => this.sendUpgrade());
+    this.sock.on('error', (e) => this.fail(e.message));
+    this.sock.on('close', () => {
+      if (this.isSubscribed) lost++;
+      else this.fail('closed before subscribing');
+    });
+  }
+
+  private sendUpgrade(): void {
     const key = crypto.randomBytes(16).toString('base64');
-    sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  });
-  sock.on('data', (d: Buffer) => {
-    buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-    if (!upgraded) {
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      if (!buf.subarray(0, 12).toString().includes('101')) {
-        sock.destroy();
-        return;
-      }
-      upgraded = true;
-      opened++;
-      buf = buf.subarray(end + 4);
+    const urlPath = pathTemplate.replace('{c}', String(this.conv));
+    this.sock.write(
+      `GET ${urlPath} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+  }
+
+  /** `n` new bytes at the start of READ_BUFFER. Returns true: keep reading. */
+  private onData(n: number): boolean {
+    let buf = READ_BUFFER;
+    let size = n;
+    if (this.partial !== null) {
+      buf = Buffer.concat([this.partial, READ_BUFFER.subarray(0, n)]);
+      size = buf.length;
+      this.partial = null;
     }
     let off = 0;
-    for (;;) {
-      if (buf.length - off < 2) break;
+    if (!this.upgraded) {
+      const end = buf.subarray(0, size).indexOf(CR_LF_CR_LF);
+      if (end < 0) {
+        if (size > MAX_HANDSHAKE_BYTES) this.fail('upgrade response too long');
+        else this.partial = Buffer.from(buf.subarray(0, size));
+        return true;
+      }
+      if (buf.compare(STATUS_101, 0, STATUS_101.length, 0, STATUS_101.length) !== 0) {
+        this.fail(`upgrade refused: ${buf.toString('latin1', 0, buf.indexOf('\r\n'))}`);
+        return true;
+      }
+      this.upgraded = true;
+      if (!socketio) this.markSubscribed();
+      off = end + 4;
+    }
+    while (size - off >= 2) {
       let len = buf[off + 1] & 0x7f;
       let head = 2;
       if (len === 126) {
-        if (buf.length - off < 4) break;
+        if (size - off < 4) break;
         len = buf.readUInt16BE(off + 2);
         head = 4;
       } else if (len === 127) {
-        if (buf.length - off < 10) break;
-        len = Number(buf.readBigUInt64BE(off + 2));
+        if (size - off < 10) break;
+        // The high 16 bits of a 64-bit length are zero for any frame that fits in memory.
+        len = buf.readUIntBE(off + 4, 6);
         head = 10;
       }
-      if (buf.length - off < head + len) break;
-      const opcode = buf[off] & 0x0f;
-      const start = off + head;
-      if (opcode === 1) {
-        if (socketio) {
-          const c0 = buf[start];
-          if (c0 === 0x30) sock.write(frameOut('40')); // Engine.IO open → Socket.IO connect
-          else if (c0 === 0x32 && len === 1) sock.write(frameOut('3')); // ping → pong
-          else if (c0 === 0x34 && buf[start + 1] === 0x30) sock.write(frameOut(`42["sub","${conv}"]`)); // connected → subscribe
-          else if (c0 === 0x34 && buf[start + 1] === 0x32) countFrame(start, len);
-        } else countFrame(start, len);
-      } else if (opcode === 9) sock.write(Buffer.from([0x8a, 0x80, 0, 0, 0, 0]));
-      off = start + len;
+      if (size - off < head + len) break;
+      this.onFrame(buf, buf[off] & 0x0f, off + head, len);
+      off += head + len;
     }
-    buf = off === buf.length ? Buffer.alloc(0) : buf.subarray(off);
-  });
-  const countFrame = (start: number, len: number) => {
+    // Copy the remainder: the read buffer is overwritten by the next read of any socket.
+    if (off < size) this.partial = Buffer.from(buf.subarray(off, size));
+    return true;
+  }
+
+  /** One complete frame. The servers here send short messages unfragmented, so continuation frames (opcode 0) do not occur. */
+  private onFrame(b: Buffer, opcode: number, start: number, len: number): void {
+    if (opcode === 1) {
+      if (!socketio) {
+        if (len > RAW_TYPE_AT && b[start + RAW_TYPE_AT] === CH_M) this.delivered(b, start, len);
+        return;
+      }
+      const c0 = b[start];
+      const c1 = len > 1 ? b[start + 1] : -1;
+      if (c0 === CH_4 && c1 === CH_2) this.delivered(b, start, len);
+      else if (c0 === CH_2 && len === 1) this.sock.write(SIO_PONG);
+      else if (c0 === CH_0) this.sock.write(SIO_CONNECT);
+      else if (c0 === CH_4 && c1 === CH_0) this.sock.write(clientText(`420["sub","${this.conv}"]`));
+      else if (c0 === CH_4 && c1 === CH_3) this.markSubscribed();
+      else if (c0 === CH_4 && c1 === CH_1) this.sock.destroy(); // `41`: disconnected from the namespace
+    } else if (opcode === 9) {
+      // Ping: answer with a pong carrying the same payload (control payloads are ≤ 125 bytes).
+      this.sock.write(Buffer.concat([Buffer.from([0x8a, 0x80 | len, 0, 0, 0, 0]), b.subarray(start, start + len)]));
+    } else if (opcode === 8) {
+      this.sock.destroy();
+    }
+  }
+
+  private delivered(b: Buffer, start: number, len: number): void {
     frames++;
     bytes += len;
-    if (++count % SAMPLE_EVERY !== 0) return;
-    const at = buf.indexOf('t=', start);
-    if (at < 0 || at > start + len) return;
-    const t = parseFloat(buf.toString('latin1', at + 2, at + 22));
-    if (Number.isFinite(t)) samples.push(now() - t);
-  };
-  sock.on('error', () => {});
-  sock.on('close', () => closed++);
+    if (--this.untilSample > 0) return;
+    this.untilSample = sampleEvery;
+    const end = start + len;
+    // Bounded to the frame: past it the shared read buffer holds stale bytes.
+    const at = b.subarray(start, end).indexOf(STAMP);
+    if (at < 0) return;
+    const stamp = readStamp(b, start + at + STAMP.length, end);
+    if (!Number.isNaN(stamp)) samples.push(stamp, now() - stamp);
+  }
+
+  private markSubscribed(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.isSubscribed = true;
+    subscribed++;
+    connectionSettled();
+  }
+
+  private fail(reason: string): void {
+    if (this.settled) return;
+    this.settled = true;
+    failed++;
+    failure ??= reason;
+    this.sock.destroy();
+    connectionSettled();
+  }
 }
 
-// Connect in waves so the server's accept queue is not the thing measured.
-let next = 0;
-const wave = () => {
-  for (let k = 0; k < 200 && next < conns; k++) connect(next++);
-  if (next < conns) setTimeout(wave, 5);
-};
-wave();
-setInterval(() => {
-  process.send!({ frames, bytes, opened, closed, samples });
+// Connect with a bounded number of handshakes in flight, so a full listen
+// backlog (SYN retries after 1 s) does not become what the connect time measures.
+let started = 0;
+let settled = 0;
+function startConnections(): void {
+  while (started < conns && started - settled < connectConcurrency) new Subscriber(started++);
+}
+function connectionSettled(): void {
+  settled++;
+  if (settled === conns) {
+    if (failed === 0) allSubscribedAt = now();
+    report();
+  } else startConnections();
+}
+
+function report(): void {
+  const line = JSON.stringify({ at: now(), startedAt, allSubscribedAt, frames, bytes, subscribed, failed, lost, failure, samples });
   samples = [];
-}, 1000);
-process.on('disconnect', () => process.exit(0));
+  process.stdout.write(line + '\n');
+}
+
+const parent = process.ppid;
+setInterval(() => {
+  // Reparented: the orchestrator is gone, nobody reads these reports.
+  if (process.ppid !== parent) process.exit(1);
+  report();
+}, reportMs);
+setTimeout(() => process.exit(2), maxSeconds * 1000);
+process.stdout.on('error', () => process.exit(1));
+if (conns === 0) report();
+else startConnections();
