@@ -38,6 +38,9 @@ export const conflict = (expected: number, current: number) =>
   new AppError('conflict', `version mismatch: if_version is ${expected}, current version is ${current}`);
 export const overloaded = (what: string) => new AppError('overloaded', `too many requests in flight: ${what}`);
 export const unavailable = (message: string) => new AppError('unavailable', message);
+/** This replica does not lead the group: nothing happened, the request may go to the leader. */
+export const NOT_LEADER = 'not_leader';
+export const notLeader = (message: string) => new AppError('unavailable', message, NOT_LEADER);
 
 /** Wire form used between threads and nodes. */
 export interface WireError {

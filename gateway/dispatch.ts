@@ -3,7 +3,7 @@
 // posted once per event-loop turn. Every request is answered exactly once.
 import type { Runtime } from '../runtime/index.js';
 import type { MainCommand } from '../runtime/worker.js';
-import { EVENT_STATUS, FrameBuffer, ReqOp, parseEvent, readReplies } from '../runtime/wire.js';
+import { EVENT_PUBLISH_STATUS, EVENT_STATUS, FrameBuffer, LEADER_STATUS, RAFT_STATUS, ReqOp, parseEvent, readReplies } from '../runtime/wire.js';
 import type { StreamEvent } from '../actors/events.js';
 import { ReplyKind } from '../runtime/replies.js';
 import { AppError, overloaded, unavailable } from '../actors/errors.js';
@@ -30,13 +30,16 @@ export class Dispatcher {
   private nextReqId = 1;
   private flushScheduled = false;
   private readonly sweeper: NodeJS.Timeout;
-  /** Stream events from the workers, in apply order. */
-  onEvent: (ev: StreamEvent) => void = () => {};
+  /** Stream events from the workers, in apply order; `publish` when applied by the group's leader. */
+  onEvent: (ev: StreamEvent, publish: boolean) => void = () => {};
+  /** Encoded Raft messages for peer nodes (runtime/cluster.ts). */
+  onRaft: (msg: Uint8Array) => void = () => {};
+  /** A worker's replica saw a new leader (or none: '') for the group. */
+  onLeader: (group: number, leader: string, term: number) => void = () => {};
 
   constructor(private readonly runtime: Runtime) {
     this.outboxes = runtime.workers.map(() => new FrameBuffer());
-    runtime.onReplies = (buf) =>
-      readReplies(buf, (reqId, kind, body) => (kind === EVENT_STATUS ? this.onEvent(parseEvent(body)) : this.settle(reqId, kind, body)));
+    runtime.onReplies = (buf) => readReplies(buf, (reqId, kind, body) => this.onFrame(reqId, kind, body));
     runtime.onWorkerDown = (w) => this.failWorker(w);
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
@@ -54,16 +57,43 @@ export class Dispatcher {
     const reqId = this.nextReqId;
     this.nextReqId = this.nextReqId >= 0xfffffffe ? 1 : this.nextReqId + 1;
     this.outboxes[w].request(reqId, op, group, payload);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.scheduleFlush();
     return new Promise((resolve, reject) => {
       this.pending.set(reqId, { resolve, reject, deadlineMs: Date.now() + limits.requestDeadlineMs, worker: w });
     });
   }
 
-  /** The same request to every worker (cluster-wide reads such as listing). */
+  /** Hands an encoded Raft message from a peer to the worker owning its group (no reply; Raft resends what is lost). */
+  deliverRaft(group: number, msg: Uint8Array): void {
+    const w = workerOfGroup(group, this.runtime.partitions, this.runtime.workers.length);
+    if (!this.runtime.isWorkerReady(w)) return;
+    this.outboxes[w].request(0, ReqOp.Raft, group, msg);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private onFrame(reqId: number, kind: number, body: Uint8Array): void {
+    switch (kind) {
+      case EVENT_STATUS:
+      case EVENT_PUBLISH_STATUS:
+        return this.onEvent(parseEvent(body), kind === EVENT_PUBLISH_STATUS);
+      case RAFT_STATUS:
+        return this.onRaft(body);
+      case LEADER_STATUS: {
+        const [group, leader, term] = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('latin1').split('\n');
+        return this.onLeader(Number(group), leader, Number(term));
+      }
+      default:
+        return this.settle(reqId, kind, body);
+    }
+  }
+
+  /** The same request to every worker of this node (listing). */
   broadcast(op: ReqOp, payload: Uint8Array): Promise<WorkerReply[]> {
     return Promise.all(this.runtime.workers.map((_, w) => this.request(op, 0xffff, payload, w)));
   }

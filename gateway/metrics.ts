@@ -9,6 +9,57 @@ const KNOWN_ROLES = new Set(['user', 'assistant', 'system', 'tool', 'developer',
 export const roleLabel = (role: string) => (KNOWN_ROLES.has(role) ? role : 'other');
 
 export const metrics = {
+  raftLeaders: new client.Gauge({
+    name: 'fleet_lm_raft_leaders',
+    help: 'Raft groups this node leads',
+    registers: [registry],
+  }),
+  raftGroupsWithoutLeader: new client.Gauge({
+    name: 'fleet_lm_raft_groups_without_leader',
+    help: 'Raft groups with no leader known to this node',
+    registers: [registry],
+  }),
+  raftTermChanges: new client.Counter({
+    name: 'fleet_lm_raft_term_changes_total',
+    help: 'Leader term changes seen by this node, over all groups',
+    registers: [registry],
+  }),
+  raftPendingFlush: new client.Gauge({
+    name: 'fleet_lm_raft_pending_flush_messages',
+    help: 'Raft messages queued for peer nodes, not yet handed to NATS',
+    registers: [registry],
+  }),
+  raftBatchesSent: new client.Counter({
+    name: 'fleet_lm_raft_batches_sent_total',
+    help: 'NATS messages carrying Raft traffic sent to peers (one per peer per turn, more when split by max payload)',
+    registers: [registry],
+  }),
+  raftSendFailures: new client.Counter({
+    name: 'fleet_lm_raft_send_failures_total',
+    help: 'Raft batches NATS refused (Raft resends)',
+    registers: [registry],
+  }),
+  raftMessagesReceived: new client.Counter({
+    name: 'fleet_lm_raft_messages_received_total',
+    help: 'Raft messages received from peers',
+    registers: [registry],
+  }),
+  raftMessagesDropped: new client.Counter({
+    name: 'fleet_lm_raft_messages_dropped_total',
+    help: 'Inbound Raft traffic dropped: malformed, or from a node outside the membership',
+    registers: [registry],
+  }),
+  raftForwardFailures: new client.Counter({
+    name: 'fleet_lm_raft_forward_failures_total',
+    help: 'Requests forwarded to a leader node that did not answer',
+    registers: [registry],
+  }),
+  raftCommitLatency: new client.Histogram({
+    name: 'fleet_lm_raft_commit_latency_ms',
+    help: 'Proposal to commit and apply on the leader, per entry',
+    buckets: [0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 500, 1000],
+    registers: [registry],
+  }),
   appendTotal: new client.Counter({
     name: 'fleet_lm_messages_append_total',
     help: 'Messages appended (acknowledged), by role and API surface',

@@ -33,8 +33,10 @@ export interface Config {
   /** Texts longer than this are counted on the CPU pool, not the main thread. */
   poolTextChars: number;
   walSegmentBytes: number;
-  /** NATS for stream events; null when NATS_URL is unset. */
+  /** NATS for stream events and, in a cluster, Raft traffic; null when NATS_URL is unset. */
   nats: NatsConfig | null;
+  /** Every node of the cluster (sorted, this node among them); null on a single node. */
+  clusterNodes: string[] | null;
   /** The Postgres archive; null unless FLEETLM_ARCHIVER_ENABLED. */
   archive: ArchiveConfig | null;
 }
@@ -94,19 +96,33 @@ export function parseBoolean(name: string, raw: string | undefined, dflt: boolea
 
 function refuseUnsupported(env: Env): void {
   // Asked-for features this build cannot honour stop boot rather than being ignored.
-  const [clusterVar, cluster] = first(env, ['CLUSTER_NODES', 'FASTPACA_CLUSTER_SEED']);
-  if (cluster && cluster.split(',').filter((s) => s.trim()).length > 1) {
-    throw new ConfigError(clusterVar, 'multi-node clusters are not available in this build yet; unset it for a single node');
-  }
   if (env.DNS_CLUSTER_QUERY) {
-    throw new ConfigError('DNS_CLUSTER_QUERY', 'clustering is not available in this build yet; unset it for a single node');
+    throw new ConfigError('DNS_CLUSTER_QUERY', 'DNS discovery is not available in this build yet; list the nodes in CLUSTER_NODES');
   }
+}
+
+const NODE_NAME_RE = /^[A-Za-z0-9_.@:-]{1,64}$/;
+
+/** CLUSTER_NODES: the node names of a cluster; more than one needs NATS_URL and this node's NODE_NAME among them. */
+function clusterFrom(env: Env, nodeName: string | undefined, nats: NatsConfig | null): string[] | null {
+  const [clusterVar, cluster] = first(env, ['CLUSTER_NODES', 'FASTPACA_CLUSTER_SEED']);
+  if (cluster === undefined || cluster.trim() === '') return null;
+  const nodes = [...new Set(cluster.split(',').map((s) => s.trim()).filter(Boolean))].sort();
+  for (const n of nodes) {
+    if (!NODE_NAME_RE.test(n)) throw new ConfigError(clusterVar, `node names must be 1-64 chars of [A-Za-z0-9_.@:-], got ${JSON.stringify(n)}`);
+  }
+  if (nodes.length <= 1) return null;
+  if (nats === null) throw new ConfigError('NATS_URL', `is required for a cluster (${clusterVar} lists ${nodes.length} nodes)`);
+  if (nodeName === undefined || !nodes.includes(nodeName)) {
+    throw new ConfigError('NODE_NAME', `must be one of ${clusterVar} (${nodes.join(',')}), got ${JSON.stringify(nodeName ?? '')}`);
+  }
+  return nodes;
 }
 
 export function loadConfig(env: Env = process.env): Config {
   refuseUnsupported(env);
   const [nodeVar, nodeName] = first(env, ['NODE_NAME', 'FASTPACA_NODE_NAME']);
-  if (nodeName !== undefined && !/^[A-Za-z0-9_.@:-]{1,64}$/.test(nodeName)) {
+  if (nodeName !== undefined && !NODE_NAME_RE.test(nodeName)) {
     throw new ConfigError(nodeVar, `must be 1-64 chars of [A-Za-z0-9_.@:-], got ${JSON.stringify(nodeName)}`);
   }
   const [dataVar, dataDir] = aliased(env, 'RAFT_DATA_DIR');
@@ -145,6 +161,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (walBatchBytesMax(walSegmentBytes) < maxBodyBytes + 4096) {
     throw new ConfigError(segVar, `must leave room for one FLEETLM_MAX_BODY_BYTES (${maxBodyBytes}) body: use at least ${maxBodyBytes + 4096 + limits.walSegmentReserveBytes}`);
   }
+  const nats = natsConfigFrom(env);
   return {
     port: parseInteger('PORT', env.PORT, 4000, 0, 65535),
     opsPort: ops === undefined || ops === '' ? null : parseInteger(opsVar, ops, 0, 0, 65535),
@@ -162,7 +179,8 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: logLevel as Config['logLevel'],
     poolTextChars: int('POOL_TEXT_CHARS', limits.poolTextCharsDefault, 256, 64 * 1024 * 1024),
     walSegmentBytes,
-    nats: natsConfigFrom(env),
+    nats,
+    clusterNodes: clusterFrom(env, nodeName, nats),
     archive,
   };
 }

@@ -12,8 +12,8 @@
 //           segments holding only entries at or below it are then recycled.
 // At most one turn's writes are in flight per partition; whatever arrives
 // meanwhile rides the next turn.
-import type { Entry, Ready } from './raft/types.js';
-import { EntryType, Role } from './raft/types.js';
+import type { Entry, Message, Ready } from './raft/types.js';
+import { EntryType, MessageType, Role } from './raft/types.js';
 import { RaftCore } from './raft/core.js';
 import { MemoryStorage } from './raft/log.js';
 import { ApplyBatch, type PartitionStore } from '../storage/partition-store.js';
@@ -25,7 +25,7 @@ import { Op, commandId, decodeCommand, patchNow, type Command } from '../actors/
 import type { ApplyResult } from '../actors/conversation.js';
 import { needsCompaction, windowTokens } from '../actors/context.js';
 import { type StreamEvent, compactionEvent, contextEvent, messageEvent, tombstoneEvent } from '../actors/events.js';
-import { AppError, overloaded, unavailable } from '../actors/errors.js';
+import { AppError, notLeader, overloaded, unavailable } from '../actors/errors.js';
 import { type Reply, applyReply, errorReply } from './replies.js';
 import type { Clock } from './clock.js';
 import { assert } from './assert.js';
@@ -37,9 +37,25 @@ export type ReplyFn = (reqId: number, reply: Reply) => void;
 
 /** Where committed changes of conversations someone streams go (runtime/worker.ts). */
 export interface EventSink {
-  has(id: string): boolean;
-  emit(ev: StreamEvent): void;
+  /** `leading`: the applying replica leads the group (only a leader's events are published). */
+  has(id: string, leading: boolean): boolean;
+  emit(ev: StreamEvent, leading: boolean): void;
 }
+/** How a partition's groups reach the rest of the cluster (a single node has no peers). */
+export interface RaftLinks {
+  /** The group's voters as of index 0 (this node among them). */
+  voters(group: number): string[];
+  /** Sends a message to a peer node (batched per peer by the caller). */
+  send(m: Message): void;
+  /** The group's known leader changed ('' while there is none). */
+  leaderChanged(group: number, leader: string, term: number): void;
+  /**
+   * Committed entries kept in memory behind the applied index, so a follower
+   * that fell a little behind catches up from the log (0 on a single node).
+   */
+  retainEntries: number;
+}
+
 /** A read served once the group has applied (durably) up to its read index. */
 export type ReadFn = (store: PartitionStore, actors: ActorCache) => Promise<Reply>;
 
@@ -78,12 +94,17 @@ class Group {
   readSeq = 0;
   /** First index of the current leader term: ready once applied past it. */
   leaderSince = Number.POSITIVE_INFINITY;
+  /** Leader as last reported (links.leaderChanged). */
+  leader = '';
   stopped: string | null = null;
+  /** Last time a snapshot-needed warning was logged for this group. */
+  snapshotWarnedMs = 0;
 
   constructor(
     readonly id: number,
     readonly core: RaftCore,
     readonly storage: MemoryStorage,
+    readonly voters: readonly string[],
   ) {}
 }
 
@@ -100,6 +121,8 @@ export class PartitionDriver {
   private checkpointTimer: NodeJS.Timeout | null = null;
   private wal!: Wal;
   private readonly stateWrites: PendingWrite[] = [];
+  /** Messages of this turn that may leave only once its writes are durable. */
+  private afterWrite: Message[] = [];
   private closed = false;
 
   constructor(
@@ -113,6 +136,7 @@ export class PartitionDriver {
     private readonly walSegmentBytes: number,
     private readonly onGroupStopped: (group: number, reason: string) => void,
     private readonly events: EventSink,
+    private readonly links: RaftLinks,
   ) {
     this.actors = new ActorCache(actorsMax, cacheBytesMax);
   }
@@ -128,7 +152,9 @@ export class PartitionDriver {
     for (const gid of groupIds) {
       const ap = applied.get(gid)!;
       const rec = recovered.get(gid);
-      const conf = { voters: [this.nodeId] };
+      const voters = this.links.voters(gid);
+      assert(voters.includes(this.nodeId), `group ${gid}: this node is not among its voters ${voters.join(',')}`);
+      const conf = { voters: [...voters] };
       const storage = new MemoryStorage({
         conf,
         hardState: rec?.hardState ?? { term: 0, vote: '', commit: 0 },
@@ -149,11 +175,12 @@ export class PartitionDriver {
         maxInflight: 256,
         maxApplyBytes: limits.applyBytesMax,
       });
-      const g = new Group(gid, core, storage);
+      const g = new Group(gid, core, storage, voters);
       g.applied = ap.index;
       g.appliedWritten = ap.index;
       this.groups.set(gid, g);
-      core.campaign();
+      // A single voter leads at once; replicated groups elect on their timers.
+      if (voters.length === 1) core.campaign();
       this.markDirty(g);
     }
     this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
@@ -166,11 +193,32 @@ export class PartitionDriver {
     return g !== undefined && g.stopped === null && g.core.status().role === Role.Leader;
   }
 
-  /** Every group leads and has applied an entry of its own term. */
+  /** Every group has a leader, and the groups this node leads have applied an entry of their term. */
   isReady(): boolean {
     for (const g of this.groups.values()) {
-      if (g.stopped !== null || g.applied < g.leaderSince) return false;
+      if (g.stopped !== null || g.leader === '') return false;
+      if (g.leader === this.nodeId && g.applied < g.leaderSince) return false;
     }
+    return true;
+  }
+
+  /** Restates every group's leader (a report lost while the main thread was starting heals within a second). */
+  announceLeaders(): void {
+    for (const g of this.groups.values()) if (g.stopped === null) this.links.leaderChanged(g.id, g.leader, g.core.currentTerm());
+  }
+
+  /** A message from a peer node. Messages from outside the group's membership are dropped. */
+  step(m: Message): boolean {
+    const g = this.groups.get(m.group);
+    if (g === undefined || g.stopped !== null) return false;
+    if (m.to !== this.nodeId || m.from === this.nodeId || !g.voters.includes(m.from)) return false;
+    try {
+      g.core.step(m);
+    } catch (err) {
+      this.stopGroup(g, err);
+      return false;
+    }
+    this.markDirty(g);
     return true;
   }
 
@@ -263,7 +311,7 @@ export class PartitionDriver {
 
   private groupError(g: Group, err: unknown): AppError {
     if (err instanceof AppError) return err;
-    if (err instanceof Error && err.name === 'NotLeaderError') return unavailable(`group ${g.id} has no leader yet`);
+    if (err instanceof Error && err.name === 'NotLeaderError') return notLeader(`group ${g.id} is not led by this node`);
     this.stopGroup(g, err);
     return unavailable(`group ${g.id} is stopped`);
   }
@@ -336,7 +384,10 @@ export class PartitionDriver {
     this.unwrittenBytes = 0; // every proposal so far is in this turn's WAL batch
     if (this.wal.pendingBytes > 0) writes.push(this.wal.write());
     if (ops.length > 0) writes.push(this.store.db.write(ops, false));
+    const deferred = this.afterWrite;
+    this.afterWrite = [];
     if (writes.length === 0) {
+      for (const m of deferred) this.links.send(m);
       this.advanceAll(readies);
       return;
     }
@@ -344,6 +395,8 @@ export class PartitionDriver {
     Promise.all(writes).then(
       () => {
         this.writing = false;
+        // Votes and append acks promise that what they cover is on disk.
+        for (const m of deferred) this.links.send(m);
         for (const w of states) {
           for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
           for (const [g, index] of w.applied) g.appliedWritten = index;
@@ -363,9 +416,14 @@ export class PartitionDriver {
 
   /** Duties 1, 3, 4 and 5 of the Ready contract for one group. */
   private collect(g: Group, rd: Ready): void {
-    assert(rd.snapshot === null, `group ${g.id}: snapshots need peers; single-voter groups never get one`);
-    assert(rd.messages.length === 0, `group ${g.id}: single-voter group produced ${rd.messages.length} messages`);
-    if (rd.softState?.role === Role.Leader) g.leaderSince = g.core.status().lastIndex;
+    assert(rd.snapshot === null, `group ${g.id}: no snapshot is ever sent, so none can be installed`);
+    if (rd.softState !== null) this.onSoftState(g, rd.softState.role, rd.softState.leader);
+    for (const m of rd.messages) {
+      if (m.type === MessageType.Snap) this.snapshotNeeded(g, m.to);
+      // A leader's appends and heartbeats may leave before its own fsync (they promise nothing).
+      else if (m.type === MessageType.App || m.type === MessageType.Heartbeat) this.links.send(m);
+      else this.afterWrite.push(m);
+    }
     // Commit-only changes are not written: on restart commit = max(stored, applied) and
     // a single voter re-commits the rest. Term and vote always are (mustSync).
     if (rd.mustSync && rd.hardState) this.wal.setHardState(g.id, rd.hardState);
@@ -378,6 +436,42 @@ export class PartitionDriver {
       g.readsWaiting.push({ reqId: r.reqId, run: r.run, index: rs.index });
     }
     this.serveReads(g);
+  }
+
+  private onSoftState(g: Group, role: Role, leader: string): void {
+    if (role === Role.Leader) g.leaderSince = g.core.status().lastIndex;
+    else if (g.proposals.size > 0 || g.reads.size > 0) {
+      // A deposed leader cannot tell whether its proposals will commit: the
+      // client learns at once (503) instead of waiting for the deadline.
+      const fail = errorReply(unavailable(`group ${g.id} lost its leader; the outcome is unknown, retry with an idempotency key`));
+      for (const p of g.proposals.values()) this.reply(p.reqId, fail);
+      // A read changed nothing: the gateway may send it to the new leader.
+      const moved = errorReply(notLeader(`group ${g.id} lost its leader`));
+      for (const r of g.reads.values()) this.reply(r.reqId, moved);
+      g.proposals.clear();
+      g.reads.clear();
+    }
+    if (leader !== g.leader) {
+      g.leader = leader;
+      this.links.leaderChanged(g.id, leader, g.core.currentTerm());
+    }
+  }
+
+  /**
+   * A follower is behind the log this node keeps. Streaming the state machine
+   * to it is not built yet: it stays behind (and is reported) until then.
+   */
+  private snapshotNeeded(g: Group, to: string): void {
+    g.core.reportSnapshot(to, false);
+    const now = this.clock.nowMs();
+    if (now - g.snapshotWarnedMs < 10_000) return;
+    g.snapshotWarnedMs = now;
+    log('warn', 'snapshot_needed', 'a follower is behind the retained log and needs a snapshot', {
+      group: g.id,
+      node: this.nodeId,
+      follower: to,
+      first_index: g.storage.firstIndex(),
+    });
   }
 
   private advanceAll(readies: [Group, Ready][]): void {
@@ -434,7 +528,8 @@ export class PartitionDriver {
         try {
           g.applied = this.applyEntries(g, entries, pending, replies);
           pending.applied.set(g, g.applied);
-          g.storage.compact(g.applied);
+          const compactTo = g.applied - this.links.retainEntries;
+          if (compactTo > g.storage.snapshotMeta().index) g.storage.compact(compactTo);
         } catch (err) {
           pending.batch.ops.length = opsBefore; // nothing of a failed group reaches disk
           this.stopGroup(g, err);
@@ -481,10 +576,11 @@ export class PartitionDriver {
         const actor = this.actors.get(cmd.id);
         assert(actor !== undefined, `group ${g.id}: conversation ${cmd.id} not loaded before apply`);
         sink.actor = actor;
-        const streamed = this.events.has(cmd.id);
+        const leading = g.leader === this.nodeId;
+        const streamed = this.events.has(cmd.id, leading);
         const before = actor.conv.record;
         const result = apply(actor.conv, cmd, sink);
-        if (streamed) this.emitEvents(cmd, before, actor, result, sink);
+        if (streamed) this.emitEvents(cmd, before, actor, result, sink, leading);
         this.actors.touch(cmd.id, actor);
         pending.touched.set(actor, actor.conv.record?.last_seq ?? 0);
         const p = g.proposals.get(e.index);
@@ -502,28 +598,29 @@ export class PartitionDriver {
   }
 
   /** The stream events of one applied command (SPEC §5), in the order clients see them. */
-  private emitEvents(cmd: Command, before: ConversationRecord | null, actor: ActorEntry, result: ApplyResult, sink: CachingSink): void {
+  private emitEvents(cmd: Command, before: ConversationRecord | null, actor: ActorEntry, result: ApplyResult, sink: CachingSink, leading: boolean): void {
     const rec = actor.conv.record;
     if (rec === null) return;
+    const emit = (ev: StreamEvent) => this.events.emit(ev, leading);
     const ctx = () => contextEvent(rec.id, rec.version, windowTokens(rec), needsCompaction(rec, rec.context!.token_budget));
     switch (result.kind) {
       case 'appended':
         if (result.duplicate) return;
-        this.events.emit(messageEvent(rec.id, sink.lastMessage, result.version));
-        if (rec.context !== null) this.events.emit(ctx());
+        emit(messageEvent(rec.id, sink.lastMessage, result.version));
+        if (rec.context !== null) emit(ctx());
         return;
       case 'compacted': {
         const c = rec.context!.compacted!;
-        this.events.emit(compactionEvent(rec.id, result.version, c.from_seq, c.to_seq));
-        this.events.emit(ctx());
+        emit(compactionEvent(rec.id, result.version, c.from_seq, c.to_seq));
+        emit(ctx());
         return;
       }
       case 'deleted':
-        if (before !== null && !before.tombstoned) this.events.emit(tombstoneEvent(rec.id));
+        if (before !== null && !before.tombstoned) emit(tombstoneEvent(rec.id));
         return;
       case 'record':
         // A new budget or ratio can change needs_compaction.
-        if (cmd.op === Op.PutContext) this.events.emit(ctx());
+        if (cmd.op === Op.PutContext) emit(ctx());
         return;
     }
   }

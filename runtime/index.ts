@@ -80,9 +80,13 @@ createRequire(import.meta.url)('rocksdb');
 export async function startRuntime(cfg: Config, publishAllEvents = false): Promise<Runtime> {
   const manifest = loadManifest(cfg);
   const workerCount = Math.min(cfg.workers, manifest.partitions);
-  // Single-node mode: the Raft identity is the data dir's, so a random
-  // NODE_NAME on each boot does not orphan the groups' votes.
+  // The Raft identity is the data dir's, so a random NODE_NAME on each boot of
+  // a single node does not orphan the groups' votes; a cluster member must
+  // keep its name (its peers know it by it).
   const nodeId = manifest.nodeId;
+  if (cfg.clusterNodes !== null && nodeId !== cfg.nodeName) {
+    throw new ConfigError('NODE_NAME', `the data dir ${cfg.dataDir} belongs to node ${nodeId}, not ${cfg.nodeName}`);
+  }
   const workers: Worker[] = [];
   const ready: boolean[] = new Array(workerCount).fill(false);
   const restarts = Array.from({ length: workerCount }, () => ({ delayMs: RESTART_DELAY_MS.first, lastMs: 0, pending: false }));
@@ -115,6 +119,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false): Promi
       logLevel: cfg.logLevel,
       walSegmentBytes: cfg.walSegmentBytes,
       publishAllEvents,
+      clusterNodes: cfg.clusterNodes,
     };
   };
 

@@ -19,6 +19,8 @@ import { metrics } from '../gateway/metrics.js';
 import { EventPublisher } from './nats.js';
 import { openArchive, type Archive } from '../storage/archive/db.js';
 import { Archiver, readArchived } from './archiver.js';
+import { Cluster } from './cluster.js';
+import type { WorkerReply } from '../gateway/dispatch.js';
 
 const DRAIN_MS_MAX = 10_000;
 
@@ -45,6 +47,12 @@ async function main(): Promise<void> {
   let runtime: Runtime | null = null;
   let dispatcher: Dispatcher | null = null;
   let hub: StreamHub | null = null;
+  let cluster: Cluster | null = null;
+  /** A request to its group's leader: the local worker, or the leader node in a cluster. */
+  const route = (op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> => {
+    if (cluster !== null) return cluster.request(op, group, payload);
+    return dispatcher ? dispatcher.request(op, group, payload) : Promise.reject(unavailable('node is starting'));
+  };
   // Unreachable NATS stops boot, before anything listens.
   const publisher = cfg.nats === null ? null : await EventPublisher.connect(cfg.nats, cfg.nodeName);
   // So does an unreachable archive database or a failed migration.
@@ -55,12 +63,11 @@ async function main(): Promise<void> {
     estimator,
     pool,
     {
-      request: (op, group, payload) =>
-        dispatcher ? dispatcher.request(op, group, payload) : Promise.reject(unavailable('node is starting')),
+      request: route,
       broadcast: (op, payload) =>
         dispatcher ? dispatcher.broadcast(op, payload) : Promise.reject(unavailable('node is starting')),
     },
-    () => runtime !== null && runtime.isReady(),
+    () => runtime !== null && runtime.isReady() && (cluster === null || cluster.allLed()),
     () => (publisher === null ? 'disabled' : publisher.connected ? 'ok' : 'failing'),
     () => (archive === null ? null : (id, lo, hi) => readArchived(archive, id, lo, hi)),
   );
@@ -74,9 +81,13 @@ async function main(): Promise<void> {
       ),
     );
   const d = (dispatcher = new Dispatcher(runtime));
+  if (cfg.clusterNodes !== null && publisher !== null) {
+    cluster = new Cluster(publisher.nc, publisher.prefix, runtime.nodeId, cfg.clusterNodes, d);
+    log('info', 'cluster_joined', 'Raft traffic over NATS', { node: runtime.nodeId, nodes: cfg.clusterNodes });
+  }
   const rt = runtime;
   hub = new StreamHub({
-    readEvents: (id, from, limit) => readEvents(d, id, from, limit),
+    readEvents: (id, from, limit) => readEvents(route, id, from, limit),
     setInterest: (id, on) => {
       // A worker that is down gets the interest restated when it is back (onWorkerReady).
       d.request(ReqOp.Interest, groupOf(id), Buffer.from(JSON.stringify({ id, on }))).catch(() => {});
@@ -85,8 +96,8 @@ async function main(): Promise<void> {
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   });
   const streamHub = hub;
-  d.onEvent = (ev) => {
-    if (ev.type !== 'head') publisher?.publish(ev);
+  d.onEvent = (ev, publish) => {
+    if (publish && ev.type !== 'head') publisher?.publish(ev);
     streamHub.onEvent(ev);
   };
   if (archive !== null && cfg.archive !== null) {
@@ -108,6 +119,7 @@ async function main(): Promise<void> {
     while (gateway.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     await archiver?.stop();
     dispatcher?.failAll('node is shutting down');
+    cluster?.close();
     await runtime?.close();
     await publisher?.close();
     await archive?.close();
@@ -139,8 +151,13 @@ async function openArchiveOrFail(url: string, poolSize: number, migrate: boolean
 }
 
 /** ReqOp.Events: a first line with where the log ends, then one message event per line. */
-async function readEvents(d: Dispatcher, id: string, from: number, limit: number): Promise<EventsPage> {
-  const r = await d.request(ReqOp.Events, groupOf(id), Buffer.from(JSON.stringify({ id, from, limit })));
+async function readEvents(
+  route: (op: ReqOp, group: number, payload: Uint8Array) => Promise<WorkerReply>,
+  id: string,
+  from: number,
+  limit: number,
+): Promise<EventsPage> {
+  const r = await route(ReqOp.Events, groupOf(id), Buffer.from(JSON.stringify({ id, from, limit })));
   const text = Buffer.from(r.body).toString('utf8');
   if (r.kind === ReplyKind.Error) {
     const w = JSON.parse(text) as WireError;

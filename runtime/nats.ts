@@ -1,7 +1,7 @@
 // NATS for stream events (SPEC §5): every committed event of every
 // conversation is published once on `<prefix>.conversations.<id>.events`,
 // in apply order (one connection; NATS keeps a publisher's order). The Raft
-// transport will use the same connection when replication lands.
+// transport (runtime/cluster.ts) shares the connection.
 import fs from 'node:fs';
 import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { StreamEvent } from '../actors/events.js';
@@ -24,8 +24,9 @@ export class EventPublisher {
   private failed = 0;
 
   private constructor(
-    private readonly nc: NatsConnection,
-    private readonly prefix: string,
+    /** Shared with the Raft transport (runtime/cluster.ts). */
+    readonly nc: NatsConnection,
+    readonly prefix: string,
   ) {}
 
   static async connect(cfg: NatsConfig, nodeName: string): Promise<EventPublisher> {

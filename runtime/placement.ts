@@ -24,3 +24,30 @@ export function workerOfPartition(partition: number, workers: number): number {
 export function workerOfGroup(group: number, partitions: number, workers: number): number {
   return workerOfPartition(partitionOf(group, partitions), workers);
 }
+
+/** Replicas per group (SPEC §6: 3, or fewer when fewer nodes exist). */
+export const REPLICAS = 3;
+
+/**
+ * The voters of `group` among `nodes`: the REPLICAS nodes with the highest
+ * rendezvous hash of (group, node), so adding a node moves only the groups
+ * it wins. Sorted, so every node computes the same list.
+ */
+export function replicasOf(group: number, nodes: readonly string[]): string[] {
+  const scored = nodes.map((n) => {
+    let h = 0x811c9dc5 ^ group;
+    for (let i = 0; i < n.length; i++) {
+      h ^= n.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+    h ^= h >>> 15;
+    h = Math.imul(h, 0x2c1b3c6d);
+    h ^= h >>> 12;
+    return [h >>> 0, n] as const;
+  });
+  scored.sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? -1 : 1));
+  return scored
+    .slice(0, REPLICAS)
+    .map(([, n]) => n)
+    .sort();
+}

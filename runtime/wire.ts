@@ -4,7 +4,12 @@
 //   request: reqId:u32 | op:u8 | group:u16 | len:u32 | payload
 //   reply:   reqId:u32 | status:u16 | len:u32 | body (JSON, utf8)
 // Stream events ride the reply direction as frames with reqId 0 and status
-// EVENT_STATUS, body `id \n seq \n type \n json`, in apply order.
+// EVENT_STATUS (or EVENT_PUBLISH_STATUS when the applying replica leads the
+// group, so the event also goes to NATS), body `id \n seq \n type \n json`,
+// in apply order. In a cluster, Raft messages ride both directions with
+// reqId 0: outbound as RAFT_STATUS frames, inbound as ReqOp.Raft requests
+// (body = runtime/raft/codec.ts encoding); leader changes go out as
+// LEADER_STATUS frames, body `group \n leader \n term`.
 import type { EventType, StreamEvent } from '../actors/events.js';
 
 export const enum ReqOp {
@@ -20,9 +25,14 @@ export const enum ReqOp {
   Events = 8,
   /** Messages the archive lacks, for the archiver (runtime/archiver.ts). */
   ArchiveBatch = 9,
+  /** An encoded Raft message from a peer node (no reply). */
+  Raft = 10,
 }
 
 export const EVENT_STATUS = 0xffff;
+export const RAFT_STATUS = 0xfffe;
+export const LEADER_STATUS = 0xfffd;
+export const EVENT_PUBLISH_STATUS = 0xfffc;
 
 export const REQ_HEADER_BYTES = 11;
 export const REPLY_HEADER_BYTES = 10;
@@ -67,8 +77,19 @@ export class FrameBuffer {
     this.pos += REPLY_HEADER_BYTES + len;
   }
 
-  event(ev: StreamEvent): void {
-    this.reply(0, EVENT_STATUS, `${ev.id}\n${ev.seq}\n${ev.type}\n${ev.json}`);
+  event(ev: StreamEvent, publish: boolean): void {
+    this.reply(0, publish ? EVENT_PUBLISH_STATUS : EVENT_STATUS, `${ev.id}\n${ev.seq}\n${ev.type}\n${ev.json}`);
+  }
+
+  /** A reply-direction frame with a binary body. */
+  bytes(reqId: number, status: number, body: Uint8Array): void {
+    this.reserve(REPLY_HEADER_BYTES + body.byteLength);
+    const b = this.buf;
+    b.writeUInt32BE(reqId, this.pos);
+    b.writeUInt16BE(status, this.pos + 4);
+    b.writeUInt32BE(body.byteLength, this.pos + 6);
+    b.set(body, this.pos + REPLY_HEADER_BYTES);
+    this.pos += REPLY_HEADER_BYTES + body.byteLength;
   }
 
   /** The frames written so far as a standalone ArrayBuffer; the buffer starts empty again. */

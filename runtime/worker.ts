@@ -7,7 +7,9 @@ import path from 'node:path';
 import { PartitionDriver, type ReadFn } from './driver.js';
 import { PartitionStore } from '../storage/partition-store.js';
 import type { ActorCache, ActorEntry } from './actor-cache.js';
-import { FrameBuffer, ReqOp, readRequests, type RequestFrame } from './wire.js';
+import { FrameBuffer, LEADER_STATUS, RAFT_STATUS, ReqOp, readRequests, type RequestFrame } from './wire.js';
+import { decodeMessage, encodeMessageBytes } from './raft/codec.js';
+import type { Message } from './raft/types.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
 import { contextJson, recordJson, storedRecordJson, versionAt, type ConversationRecord } from '../actors/conversation.js';
 import { headEvent, messageEvent, type StreamEvent } from '../actors/events.js';
@@ -17,7 +19,7 @@ import { systemClock } from './clock.js';
 import { mulberry32 } from './prng.js';
 import { limits } from './limits.js';
 import { log, setLogLevel } from './log.js';
-import { partitionOf } from './placement.js';
+import { partitionOf, replicasOf } from './placement.js';
 import { listRecords, type ListQuery } from './listing.js';
 import { WindowMemoCache } from './window-memo.js';
 
@@ -31,6 +33,8 @@ export interface WorkerInit {
   walSegmentBytes: number;
   /** Emit events of every conversation (published to NATS), not only streamed ones. */
   publishAllEvents: boolean;
+  /** Every node of the cluster; null on a single node. */
+  clusterNodes: string[] | null;
 }
 
 export type WorkerEvent =
@@ -49,6 +53,8 @@ export type MainCommand =
   | { type: 'close' };
 
 const TICK_MS = 100;
+/** Committed entries a replicated group keeps behind its applied index (followers catch up from them). */
+const RETAIN_ENTRIES = 512;
 const HEADS_MS = 1000;
 /** Most messages a context's window keeps in memory (actor-cache keepRecent). */
 const WINDOW_KEEP_MAX = 4096;
@@ -60,27 +66,41 @@ setLogLevel(init.logLevel);
 const out = new FrameBuffer();
 let flushScheduled = false;
 
+function scheduleFlush(): void {
+  if (flushScheduled) return;
+  flushScheduled = true;
+  setImmediate(flush);
+}
+
 function reply(reqId: number, r: Reply): void {
   out.reply(reqId, r.kind, r.body);
-  if (!flushScheduled) {
-    flushScheduled = true;
-    setImmediate(flush);
-  }
+  scheduleFlush();
 }
+
+/** Peers are reached through the main thread, which batches per peer node (runtime/cluster.ts). */
+const links = {
+  voters: (group: number) => (init.clusterNodes === null ? [init.nodeId] : replicasOf(group, init.clusterNodes)),
+  send(m: Message): void {
+    out.bytes(0, RAFT_STATUS, encodeMessageBytes(m));
+    scheduleFlush();
+  },
+  leaderChanged(group: number, leader: string, term: number): void {
+    out.reply(0, LEADER_STATUS, `${group}\n${leader}\n${term}`);
+    scheduleFlush();
+  },
+  retainEntries: init.clusterNodes === null ? 0 : RETAIN_ENTRIES,
+};
 
 /** Conversations the main thread streams: only their changes become events. */
 const interest = new Set<string>();
 /** Streamed conversations that got messages since the last head announcement → their newest seq. */
 const recentHeads = new Map<string, number>();
 const events = {
-  has: (id: string) => init.publishAllEvents || interest.has(id),
-  emit(ev: StreamEvent): void {
+  has: (id: string, leading: boolean) => (init.publishAllEvents && leading) || interest.has(id),
+  emit(ev: StreamEvent, leading: boolean): void {
     if (ev.type === 'message' && interest.has(ev.id)) recentHeads.set(ev.id, ev.seq);
-    out.event(ev);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flush);
-    }
+    out.event(ev, init.publishAllEvents && leading);
+    scheduleFlush();
   },
 };
 
@@ -366,7 +386,20 @@ function replayRead(group: number, id: string, asContext: boolean, from: number,
   };
 }
 
+/** An encoded message from a peer; malformed or foreign ones are dropped (and counted by the caller's metrics). */
+function onRaft(f: RequestFrame): void {
+  let m: Message;
+  try {
+    m = decodeMessage(f.payload);
+  } catch (err) {
+    log('warn', 'raft_message_dropped', 'malformed Raft message dropped', { err: String(err) });
+    return;
+  }
+  driverOf(m.group)?.step(m);
+}
+
 function onRequest(f: RequestFrame): void {
+  if (f.op === ReqOp.Raft) return onRaft(f);
   const d = driverOf(f.group);
   if (f.op === ReqOp.List) {
     const q = readParams(f) as unknown as ListQuery;
@@ -450,9 +483,12 @@ async function start(): Promise<void> {
       init.walSegmentBytes,
       (group, reason) => port.postMessage({ type: 'group_stopped', group, reason } satisfies WorkerEvent),
       events,
+      links,
     );
     const groups: number[] = [];
-    for (let g = 0; g < limits.groupCount; g++) if (partitionOf(g, init.partitionCount) === p) groups.push(g);
+    for (let g = 0; g < limits.groupCount; g++) {
+      if (partitionOf(g, init.partitionCount) === p && links.voters(g).includes(init.nodeId)) groups.push(g);
+    }
     await d.open(groups, path.join(dir, 'wal'));
     drivers.set(p, d);
   }
@@ -462,11 +498,14 @@ async function start(): Promise<void> {
   // Once a second the newest seq of each recently active streamed conversation
   // follows its events, so the gateway notices a lost final event within a second.
   const heads = setInterval(() => {
-    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq));
+    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq), false);
     recentHeads.clear();
+    if (init.clusterNodes !== null) for (const d of drivers.values()) d.announceLeaders();
   }, HEADS_MS);
+  // A cluster's groups elect once enough peers are up: the worker serves (and
+  // forwards) as soon as its storage is open; /health/ready tracks leaders.
   const readyCheck = setInterval(() => {
-    if ([...drivers.values()].every((d) => d.isReady())) {
+    if (init.clusterNodes !== null || [...drivers.values()].every((d) => d.isReady())) {
       clearInterval(readyCheck);
       port.postMessage({ type: 'ready' } satisfies WorkerEvent);
     }

@@ -46,6 +46,12 @@ async function openDriver(dir: string, loadDelayMs: number) {
     4 << 20,
     (g, reason) => stopped.push(`${g}: ${reason}`),
     { has: (id) => streamed.has(id), emit: (ev) => events.push(ev) },
+    {
+      voters: () => ['n1'],
+      send: (m) => assert.fail(`a single voter sent ${m.type}`),
+      leaderChanged: () => {},
+      retainEntries: 0,
+    },
   );
   await d.open(Array.from({ length: 256 }, (_, g) => g), path.join(dir, 'wal'));
   await until(() => d.isReady(), 'groups to lead');

@@ -1,0 +1,355 @@
+// The main thread's side of a cluster: the Raft transport over NATS and the
+// routing of requests to group leaders (SPEC §6).
+//
+// Transport: the workers hand out encoded Raft messages (runtime/raft/codec.ts);
+// every message for one peer node in one event-loop turn goes out as ONE NATS
+// message on `<prefix>.raft.<peer>`, split by the server's max payload, and a
+// single message larger than that is sent in chunks. Inbound batches from
+// nodes outside CLUSTER_NODES are dropped.
+//   batch: kind:u8=1 fromLen:u8 from (len:u32 message)*
+//   chunk: kind:u8=2 fromLen:u8 from id:u32 index:u16 count:u16 bytes
+//
+// Routing: every replica reports its group's leader; a request goes to the
+// local worker when this node leads, else to the leader's `<prefix>.rpc.<node>`
+// (request/reply). Without a leader it waits up to NO_LEADER_WAIT_MS, then
+// answers 503 (Retry-After), so no request hangs while a group has no quorum.
+//   rpc request: op:u8 group:u16 payload      rpc reply: kind:u16 body
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { encodedGroup, encodedTo } from './raft/codec.js';
+import type { Dispatcher, WorkerReply } from '../gateway/dispatch.js';
+import { ReplyKind, errorReply } from './replies.js';
+import { NOT_LEADER, AppError, unavailable, type WireError } from '../actors/errors.js';
+import { ReqOp } from './wire.js';
+import { limits } from './limits.js';
+import { log } from './log.js';
+import { metrics } from '../gateway/metrics.js';
+
+/** How long a request waits for its group to have a leader before it gets 503. */
+export const NO_LEADER_WAIT_MS = 2000;
+/** A forwarded request the leader does not answer within this gets 503 (outcome unknown). */
+const FORWARD_TIMEOUT_MS = 5000;
+/** NATS framing and headers next to our payload. */
+const PAYLOAD_SLACK_BYTES = 512;
+/** Chunks of one message not completed within this are dropped (Raft resends). */
+const CHUNK_TTL_MS = 10_000;
+
+const KIND_BATCH = 1;
+const KIND_CHUNK = 2;
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+interface PartialMessage {
+  parts: (Uint8Array | undefined)[];
+  left: number;
+  expiresMs: number;
+}
+
+export class Cluster {
+  /** Leader of each group as this node's replica last reported it ('' = none known). */
+  readonly leaders: string[] = new Array<string>(limits.groupCount).fill('');
+  private readonly terms: number[] = new Array<number>(limits.groupCount).fill(0);
+  private readonly leaderWaiters = new Map<number, (() => void)[]>();
+  private readonly outbound = new Map<string, Uint8Array[]>();
+  private flushScheduled = false;
+  private readonly partials = new Map<string, PartialMessage>();
+  private nextChunkId = 1;
+  private readonly subs: Subscription[] = [];
+  private readonly members: Set<string>;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly prefix: string,
+    readonly self: string,
+    readonly nodes: readonly string[],
+    private readonly dispatcher: Dispatcher,
+  ) {
+    this.members = new Set(nodes);
+    dispatcher.onRaft = (msg) => this.send(msg);
+    dispatcher.onLeader = (group, leader, term) => this.setLeader(group, leader, term);
+    this.subs.push(
+      nc.subscribe(`${prefix}.raft.${self}`, {
+        callback: (err, m) => {
+          if (err === null) this.onBatch(m.data);
+        },
+      }),
+      nc.subscribe(`${prefix}.rpc.${self}`, {
+        callback: (err, m) => {
+          if (err === null) void this.onRpc(m);
+        },
+      }),
+    );
+    const sweep = setInterval(() => this.sweepChunks(), CHUNK_TTL_MS);
+    sweep.unref();
+  }
+
+  /** Every group has a leader somewhere. */
+  allLed(): boolean {
+    return this.leaders.every((l) => l !== '');
+  }
+
+  /** Groups this node leads. */
+  ledHere(): number {
+    let n = 0;
+    for (const l of this.leaders) if (l === this.self) n++;
+    return n;
+  }
+
+  close(): void {
+    for (const s of this.subs) s.unsubscribe();
+  }
+
+  // ------------------------------------------------------------ routing
+
+  /** One request to the group's leader, wherever it is. */
+  async request(op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> {
+    const deadline = Date.now() + NO_LEADER_WAIT_MS;
+    for (;;) {
+      const leader = this.leaders[group];
+      if (leader !== '') {
+        const r = leader === this.self ? await this.local(op, group, payload) : await this.forward(leader, op, group, payload);
+        if (!isNotLeader(r)) return r;
+      }
+      // No leader known, or the one asked no longer leads: wait for news.
+      const left = deadline - Date.now();
+      if (left <= 0) throw unavailable(`group ${group} has no leader (no quorum); retry later`);
+      await this.leaderChange(group, leader === '' ? left : Math.min(left, 100));
+    }
+  }
+
+  private async local(op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> {
+    if (op !== ReqOp.Propose) return this.dispatcher.request(op, group, payload);
+    const started = performance.now();
+    const r = await this.dispatcher.request(op, group, payload);
+    metrics.raftCommitLatency.observe(performance.now() - started);
+    return r;
+  }
+
+  private leaderChange(group: number, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const list = this.leaderWaiters.get(group) ?? [];
+      list.push(done);
+      this.leaderWaiters.set(group, list);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  private setLeader(group: number, leader: string, term: number): void {
+    if (term < this.terms[group]) return; // a late report from an older term
+    if (term > this.terms[group]) metrics.raftTermChanges.inc();
+    this.terms[group] = term;
+    this.leaders[group] = leader;
+    metrics.raftLeaders.set(this.ledHere());
+    metrics.raftGroupsWithoutLeader.set(this.leaders.reduce((n, l) => n + (l === '' ? 1 : 0), 0));
+    const waiters = this.leaderWaiters.get(group);
+    if (waiters === undefined) return;
+    this.leaderWaiters.delete(group);
+    for (const w of waiters) w();
+  }
+
+  private async forward(node: string, op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> {
+    const req = new Uint8Array(3 + payload.byteLength);
+    req[0] = op;
+    req[1] = group >> 8;
+    req[2] = group & 0xff;
+    req.set(payload, 3);
+    let res: Msg;
+    try {
+      res = await this.nc.request(`${this.prefix}.rpc.${node}`, req, { timeout: FORWARD_TIMEOUT_MS });
+    } catch (err) {
+      metrics.raftForwardFailures.inc();
+      // Nobody listens there (node down): nothing happened, so the request may go elsewhere.
+      if (isNoResponders(err)) return notLeaderReply(`node ${node} is unreachable`);
+      throw unavailable(`the leader of group ${group} (${node}) did not answer in time; the outcome is unknown, retry with an idempotency key`);
+    }
+    const d = res.data;
+    return { kind: ((d[0] << 8) | d[1]) as ReplyKind, body: d.subarray(2) };
+  }
+
+  private async onRpc(m: Msg): Promise<void> {
+    const d = m.data;
+    let r: WorkerReply;
+    if (d.length < 3) r = toWorkerReply(errorReply(unavailable('malformed forwarded request')));
+    else {
+      try {
+        // Served locally only: a forwarded request is never forwarded again.
+        r = await this.dispatcher.request(d[0] as ReqOp, (d[1] << 8) | d[2], d.subarray(3));
+      } catch (err) {
+        r = toWorkerReply(errorReply(err));
+      }
+    }
+    const out = new Uint8Array(2 + r.body.byteLength);
+    out[0] = r.kind >> 8;
+    out[1] = r.kind & 0xff;
+    out.set(r.body, 2);
+    m.respond(out);
+  }
+
+  // ------------------------------------------------------------ transport
+
+  /** Queues an encoded message for its peer; everything of this turn leaves together. */
+  private send(msg: Uint8Array): void {
+    const to = encodedTo(msg);
+    let q = this.outbound.get(to);
+    if (q === undefined) this.outbound.set(to, (q = []));
+    q.push(msg);
+    metrics.raftPendingFlush.inc();
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private header(kind: number): Uint8Array {
+    const from = utf8.encode(this.self);
+    const h = new Uint8Array(2 + from.length);
+    h[0] = kind;
+    h[1] = from.length;
+    h.set(from, 2);
+    return h;
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const max = (this.nc.info?.max_payload ?? 1024 * 1024) - PAYLOAD_SLACK_BYTES;
+    const head = this.header(KIND_BATCH);
+    for (const [peer, msgs] of this.outbound) {
+      const subject = `${this.prefix}.raft.${peer}`;
+      let batch: Uint8Array[] = [];
+      let size = head.length;
+      const publish = () => {
+        if (batch.length === 0) return;
+        const out = new Uint8Array(size);
+        out.set(head, 0);
+        let pos = head.length;
+        for (const m of batch) {
+          new DataView(out.buffer).setUint32(pos, m.byteLength);
+          out.set(m, pos + 4);
+          pos += 4 + m.byteLength;
+        }
+        this.publish(subject, out);
+        batch = [];
+        size = head.length;
+      };
+      for (const m of msgs) {
+        if (head.length + 4 + m.byteLength > max) {
+          this.publishChunked(subject, m, max);
+          continue;
+        }
+        if (size + 4 + m.byteLength > max) publish();
+        batch.push(m);
+        size += 4 + m.byteLength;
+      }
+      publish();
+      metrics.raftPendingFlush.dec(msgs.length);
+    }
+    this.outbound.clear();
+  }
+
+  private publishChunked(subject: string, m: Uint8Array, max: number): void {
+    const head = this.header(KIND_CHUNK);
+    const room = max - head.length - 8;
+    const count = Math.ceil(m.byteLength / room);
+    const id = this.nextChunkId++ >>> 0;
+    for (let i = 0; i < count; i++) {
+      const part = m.subarray(i * room, Math.min(m.byteLength, (i + 1) * room));
+      const out = new Uint8Array(head.length + 8 + part.byteLength);
+      out.set(head, 0);
+      const dv = new DataView(out.buffer);
+      dv.setUint32(head.length, id);
+      dv.setUint16(head.length + 4, i);
+      dv.setUint16(head.length + 6, count);
+      out.set(part, head.length + 8);
+      this.publish(subject, out);
+    }
+  }
+
+  private publish(subject: string, data: Uint8Array): void {
+    try {
+      this.nc.publish(subject, data);
+      metrics.raftBatchesSent.inc();
+    } catch (err) {
+      // Raft resends what is lost; a closed connection is reported by the NATS status log.
+      metrics.raftSendFailures.inc();
+    }
+  }
+
+  private onBatch(d: Uint8Array): void {
+    if (d.length < 2 || d.length < 2 + d[1]) return this.drop('short batch');
+    const from = fromUtf8.decode(d.subarray(2, 2 + d[1]));
+    if (!this.members.has(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
+    let pos = 2 + d[1];
+    if (d[0] === KIND_CHUNK) return this.onChunk(from, d.subarray(pos));
+    if (d[0] !== KIND_BATCH) return this.drop(`unknown batch kind ${d[0]}`);
+    const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    while (pos + 4 <= d.length) {
+      const len = dv.getUint32(pos);
+      if (pos + 4 + len > d.length) return this.drop('truncated batch');
+      this.deliver(d.subarray(pos + 4, pos + 4 + len));
+      pos += 4 + len;
+    }
+  }
+
+  private onChunk(from: string, d: Uint8Array): void {
+    if (d.length < 8) return this.drop('short chunk');
+    const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    const key = `${from}/${dv.getUint32(0)}`;
+    const index = dv.getUint16(4);
+    const count = dv.getUint16(6);
+    let p = this.partials.get(key);
+    if (p === undefined) this.partials.set(key, (p = { parts: new Array(count), left: count, expiresMs: Date.now() + CHUNK_TTL_MS }));
+    if (index >= p.parts.length || p.parts[index] !== undefined) return this.drop('bad chunk index');
+    p.parts[index] = d.slice(8);
+    if (--p.left > 0) return;
+    this.partials.delete(key);
+    const parts = p.parts as Uint8Array[];
+    const whole = new Uint8Array(parts.reduce((n, x) => n + x.byteLength, 0));
+    let pos = 0;
+    for (const x of parts) {
+      whole.set(x, pos);
+      pos += x.byteLength;
+    }
+    this.deliver(whole);
+  }
+
+  private deliver(msg: Uint8Array): void {
+    if (msg.byteLength < 4 || encodedTo(msg) !== this.self) return this.drop('message for another node');
+    metrics.raftMessagesReceived.inc();
+    this.dispatcher.deliverRaft(encodedGroup(msg), msg);
+  }
+
+  private sweepChunks(): void {
+    const now = Date.now();
+    for (const [k, p] of this.partials) if (p.expiresMs < now) this.partials.delete(k);
+  }
+
+  private drop(why: string): void {
+    metrics.raftMessagesDropped.inc();
+    log('debug', 'raft_dropped', 'Raft traffic dropped', { why });
+  }
+}
+
+function toWorkerReply(r: { kind: ReplyKind; body: string }): WorkerReply {
+  return { kind: r.kind, body: utf8.encode(r.body) };
+}
+
+function notLeaderReply(message: string): WorkerReply {
+  return toWorkerReply(errorReply(new AppError('unavailable', message, NOT_LEADER)));
+}
+
+function isNotLeader(r: WorkerReply): boolean {
+  if (r.kind !== ReplyKind.Error) return false;
+  const w = JSON.parse(fromUtf8.decode(r.body)) as WireError;
+  return w.detail === NOT_LEADER;
+}
+
+function isNoResponders(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { isNoResponders?: () => boolean; cause?: unknown; name?: string };
+  if (typeof e.isNoResponders === 'function' && e.isNoResponders()) return true;
+  return e.name === 'NoRespondersError' || (e.cause !== undefined && isNoResponders(e.cause));
+}
