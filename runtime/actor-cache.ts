@@ -117,6 +117,17 @@ export class ActorCache {
     return { from, texts: e.recent.slice(from - e.recentLo, hi - e.recentLo + 1) };
   }
 
+  /** Forgets the conversations `which` selects (their state was replaced on disk: a snapshot). */
+  dropWhere(which: (id: string) => boolean): void {
+    for (const [id, e] of this.map) {
+      if (!which(id)) continue;
+      assert(e.writesPending === 0, `conversation ${id} dropped with ${e.writesPending} writes pending`);
+      this.map.delete(id);
+      this.evictions++;
+      this.bytes -= e.recentBytes;
+    }
+  }
+
   /**
    * Over the byte bound, drops persisted messages of the coldest conversations
    * first (their state stays loaded: reloading it costs disk reads on the next

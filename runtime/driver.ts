@@ -32,6 +32,7 @@ import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
+import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
 
 export type ReplyFn = (reqId: number, reply: Reply) => void;
 
@@ -97,8 +98,8 @@ class Group {
   /** Leader as last reported (links.leaderChanged). */
   leader = '';
   stopped: string | null = null;
-  /** Last time a snapshot-needed warning was logged for this group. */
-  snapshotWarnedMs = 0;
+  /** Follower: the state a leader streamed with its last Snap, until the core takes or ignores it. */
+  snapshotData: { index: number; data: Uint8Array } | null = null;
 
   constructor(
     readonly id: number,
@@ -123,6 +124,10 @@ export class PartitionDriver {
   private readonly stateWrites: PendingWrite[] = [];
   /** Messages of this turn that may leave only once its writes are durable. */
   private afterWrite: Message[] = [];
+  /** Set while a snapshot is read or installed: no turn runs, so the partition's state holds still. */
+  private exclusiveRunning: Promise<void> | null = null;
+  /** `group/follower` pairs a snapshot is being sent to. */
+  private readonly snapshotsSending = new Set<string>();
   private closed = false;
 
   constructor(
@@ -212,6 +217,12 @@ export class PartitionDriver {
     const g = this.groups.get(m.group);
     if (g === undefined || g.stopped !== null) return false;
     if (m.to !== this.nodeId || m.from === this.nodeId || !g.voters.includes(m.from)) return false;
+    if (m.type === MessageType.Snap) {
+      // The state rides as one pseudo-entry; the core sees only the meta.
+      if (m.entries.length !== 1 || m.snapshot === null || m.entries[0].index !== m.snapshot.index) return false;
+      g.snapshotData = { index: m.snapshot.index, data: m.entries[0].data };
+      m = { ...m, entries: [] };
+    }
     try {
       g.core.step(m);
     } catch (err) {
@@ -268,7 +279,7 @@ export class PartitionDriver {
 
   async close(): Promise<void> {
     this.closed = true;
-    while (this.writing || this.applying || this.stateWrites.length > 0 || this.checkpointing) {
+    while (this.writing || this.applying || this.stateWrites.length > 0 || this.checkpointing || this.exclusiveRunning !== null) {
       this.scheduleTurn();
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -358,12 +369,15 @@ export class PartitionDriver {
    */
   private turn(): void {
     this.turnScheduled = false;
-    if (this.writing) return;
+    if (this.writing || this.exclusiveRunning !== null) return;
     const readies: [Group, Ready][] = [];
     for (const g of this.dirty) {
       if (g.stopped !== null) continue;
       try {
-        if (g.core.hasReady()) readies.push([g, g.core.ready()]);
+        if (!g.core.hasReady()) continue;
+        const rd = g.core.ready();
+        if (rd.snapshot !== null) void this.installSnapshot(g, rd);
+        else readies.push([g, rd]);
       } catch (err) {
         this.stopGroup(g, err);
       }
@@ -397,10 +411,7 @@ export class PartitionDriver {
         this.writing = false;
         // Votes and append acks promise that what they cover is on disk.
         for (const m of deferred) this.links.send(m);
-        for (const w of states) {
-          for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
-          for (const [g, index] of w.applied) g.appliedWritten = index;
-        }
+        this.statesWritten(states);
         this.advanceAll(readies);
         // Work that arrived while this write was in flight (turn() returned
         // early) must not wait for the next tick.
@@ -416,10 +427,10 @@ export class PartitionDriver {
 
   /** Duties 1, 3, 4 and 5 of the Ready contract for one group. */
   private collect(g: Group, rd: Ready): void {
-    assert(rd.snapshot === null, `group ${g.id}: no snapshot is ever sent, so none can be installed`);
     if (rd.softState !== null) this.onSoftState(g, rd.softState.role, rd.softState.leader);
+    g.snapshotData = null; // a Ready without a snapshot: the core did not want it
     for (const m of rd.messages) {
-      if (m.type === MessageType.Snap) this.snapshotNeeded(g, m.to);
+      if (m.type === MessageType.Snap) this.sendSnapshot(g, m.to);
       // A leader's appends and heartbeats may leave before its own fsync (they promise nothing).
       else if (m.type === MessageType.App || m.type === MessageType.Heartbeat) this.links.send(m);
       else this.afterWrite.push(m);
@@ -458,20 +469,114 @@ export class PartitionDriver {
   }
 
   /**
-   * A follower is behind the log this node keeps. Streaming the state machine
-   * to it is not built yet: it stays behind (and is reported) until then.
+   * Runs `fn` with the partition's state holding still: no turn starts, the
+   * write and apply in flight finish, and applied state not yet written is
+   * written first. Snapshots are rare; the partition pauses for their reads.
    */
-  private snapshotNeeded(g: Group, to: string): void {
-    g.core.reportSnapshot(to, false);
-    const now = this.clock.nowMs();
-    if (now - g.snapshotWarnedMs < 10_000) return;
-    g.snapshotWarnedMs = now;
-    log('warn', 'snapshot_needed', 'a follower is behind the retained log and needs a snapshot', {
-      group: g.id,
-      node: this.nodeId,
-      follower: to,
-      first_index: g.storage.firstIndex(),
-    });
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.exclusiveRunning !== null) await this.exclusiveRunning;
+    let release!: () => void;
+    this.exclusiveRunning = new Promise<void>((r) => (release = r));
+    try {
+      while (this.writing || this.applying) await new Promise((r) => setTimeout(r, 1));
+      const states = this.stateWrites.splice(0);
+      const ops = states.flatMap((w) => w.batch.ops);
+      if (ops.length > 0) await this.store.db.write(ops, false);
+      this.statesWritten(states);
+      return await fn();
+    } finally {
+      this.exclusiveRunning = null;
+      release();
+      this.scheduleTurn();
+    }
+  }
+
+  private statesWritten(states: PendingWrite[]): void {
+    for (const w of states) {
+      for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
+      for (const [g, index] of w.applied) g.appliedWritten = index;
+    }
+  }
+
+  /**
+   * Leader: a follower is behind the log this node keeps. It gets the
+   * group's state as of the applied index (at or past the core's compaction
+   * point, so the log continues right after it) as one Snap message whose
+   * single pseudo-entry carries the data; the transport chunks it.
+   */
+  private sendSnapshot(g: Group, to: string): void {
+    const key = `${g.id}/${to}`;
+    if (this.snapshotsSending.has(key)) return;
+    this.snapshotsSending.add(key);
+    this.exclusive(() => readGroupSnapshot(this.store, g.id))
+      .then(
+        ({ applied, data }) => {
+          if (g.stopped !== null || g.leader !== this.nodeId) return;
+          const meta = { index: applied.index, term: applied.term, conf: { voters: [...g.voters] } };
+          this.links.send({
+            type: MessageType.Snap,
+            group: g.id,
+            from: this.nodeId,
+            to,
+            term: g.core.currentTerm(),
+            logTerm: meta.term,
+            index: meta.index,
+            entries: [{ term: meta.term, index: meta.index, type: EntryType.Normal, data }],
+            commit: 0,
+            reject: false,
+            rejectHint: 0,
+            snapshot: meta,
+            context: 0,
+          });
+          log('info', 'snapshot_sent', 'sent a snapshot to a follower behind the log', { group: g.id, follower: to, index: meta.index, bytes: data.byteLength });
+          g.core.reportSnapshot(to, true);
+        },
+        (err: unknown) => {
+          log('error', 'snapshot_failed', 'could not read a snapshot for a follower', { group: g.id, follower: to, err: String(err) });
+          g.core.reportSnapshot(to, false);
+        },
+      )
+      .finally(() => {
+        this.snapshotsSending.delete(key);
+        this.markDirty(g);
+      });
+  }
+
+  /**
+   * Follower: the core took the leader's snapshot. The group's state is
+   * replaced (synced), then the WAL gets an entry at the snapshot index, which
+   * on recovery truncates whatever older log followed it, and the Ready's
+   * hard state; only then is the Ready advanced and its messages sent.
+   */
+  private async installSnapshot(g: Group, rd: Ready): Promise<void> {
+    const meta = rd.snapshot!;
+    try {
+      await this.exclusive(async () => {
+        const stash = g.snapshotData;
+        g.snapshotData = null;
+        assert(stash !== null && stash.index === meta.index, `group ${g.id}: snapshot ${meta.index} wanted without its data`);
+        assert(rd.committedEntries.length === 0 && rd.entries.length === 0, `group ${g.id}: snapshot Ready carries entries`);
+        const applied = await installGroupSnapshot(this.store, g.id, stash.data);
+        assert(applied.index === meta.index && applied.term === meta.term, `group ${g.id}: snapshot data at ${applied.index}/${applied.term}, meta ${meta.index}/${meta.term}`);
+        this.actors.dropWhere((id) => groupOf(id) === g.id);
+        g.applyQueue = [];
+        g.applied = g.appliedWritten = meta.index;
+        g.storage.applySnapshot(meta);
+        this.wal.appendEntries(g.id, [{ term: meta.term, index: meta.index, type: EntryType.Normal, data: new Uint8Array(0) }]);
+        if (rd.hardState) {
+          this.wal.setHardState(g.id, rd.hardState);
+          g.storage.setHardState(rd.hardState);
+        }
+        await this.wal.write();
+        if (rd.softState !== null) this.onSoftState(g, rd.softState.role, rd.softState.leader);
+        for (const m of rd.messages) this.links.send(m);
+        g.core.advance(rd);
+        log('info', 'snapshot_installed', 'replaced a group state with the leader snapshot', { group: g.id, index: meta.index });
+      });
+    } catch (err) {
+      this.stopGroup(g, err);
+    }
+    this.markDirty(g);
   }
 
   private advanceAll(readies: [Group, Ready][]): void {

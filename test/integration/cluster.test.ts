@@ -187,6 +187,46 @@ describe('cluster of three', () => {
     await Promise.all(members.map(startMember));
   });
 
+  test('a replica that missed more than the retained log catches up from a snapshot', async () => {
+    const conv = 'snap-1';
+    assert.equal((await api(urlOf(0), 'PUT', `/v1/conversations/${conv}`, {})).status, 200);
+    const behind = members[2];
+    const node = behind.node!;
+    behind.node = null;
+    await node.kill9();
+    // More entries in the conversation's group than a replica keeps behind its applied index (512).
+    const COUNT = 700;
+    let next = 0;
+    const writer = async () => {
+      while (next < COUNT) {
+        const k = next++;
+        const r = await api(urlOf(k % 2), 'POST', `/v1/conversations/${conv}/messages`, text(`s${k}`));
+        assert.equal(r.status, 201, r.text);
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, writer));
+    await startMember(behind);
+    const installed = () => behind.node!.logs.some((l) => l.includes('"snapshot_installed"'));
+    for (let i = 0; i < 200 && !installed(); i++) await sleep(50);
+    assert.ok(installed(), 'no snapshot was installed');
+    // It keeps replicating after the snapshot.
+    assert.equal((await api(urlOf(2), 'POST', `/v1/conversations/${conv}/messages`, text('after'))).status, 201);
+    await sleep(1000);
+    await Promise.all(
+      members.map(async (m) => {
+        await m.node!.stop();
+        m.node = null;
+      }),
+    );
+    const replicas = await Promise.all(members.map((m) => readReplica(m.dataDir, [conv])));
+    const want = replicas[0].get(conv)!;
+    assert.equal(want.length, COUNT + 1);
+    assert.equal(want.at(-1), 'after');
+    assert.deepEqual(replicas[2].get(conv), want);
+    assert.deepEqual(replicas[1].get(conv), want);
+    await Promise.all(members.map(startMember));
+  });
+
   test('a group without quorum answers 503 within the bound, and heals by itself', async () => {
     assert.equal((await api(urlOf(0), 'PUT', '/v1/conversations/quorum', {})).status, 200);
     const survivor = members[0];
