@@ -14,6 +14,12 @@
 // (request/reply). Without a leader it waits up to NO_LEADER_WAIT_MS, then
 // answers 503 (Retry-After), so no request hangs while a group has no quorum.
 //   rpc request: op:u8 group:u16 payload      rpc reply: kind:u16 body
+//
+// Fault injection for the cluster tests: FLEETLM_FAILPOINT=partition-file:<path>
+// names a file listing (comma or newline separated) peers this node is cut
+// off from: no Raft traffic or forwarded request goes to or comes from them.
+// It is read every PARTITION_POLL_MS; a missing file cuts nothing.
+import fs from 'node:fs';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { encodedGroup, encodedTo } from './raft/codec.js';
 import type { Dispatcher, WorkerReply } from '../gateway/dispatch.js';
@@ -32,6 +38,8 @@ const FORWARD_TIMEOUT_MS = 5000;
 const PAYLOAD_SLACK_BYTES = 512;
 /** Chunks of one message not completed within this are dropped (Raft resends). */
 const CHUNK_TTL_MS = 10_000;
+
+const PARTITION_POLL_MS = 100;
 
 const KIND_BATCH = 1;
 const KIND_CHUNK = 2;
@@ -56,6 +64,8 @@ export class Cluster {
   private nextChunkId = 1;
   private readonly subs: Subscription[] = [];
   private readonly members: Set<string>;
+  /** Peers cut off by the partition failpoint. */
+  private cutOff = new Set<string>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -81,6 +91,11 @@ export class Cluster {
     );
     const sweep = setInterval(() => this.sweepChunks(), CHUNK_TTL_MS);
     sweep.unref();
+    const partitionFile = /^partition-file:(.+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '')?.[1];
+    if (partitionFile !== undefined) {
+      const poll = setInterval(() => (this.cutOff = readPartitionFile(partitionFile)), PARTITION_POLL_MS);
+      poll.unref();
+    }
   }
 
   /** Every group has a leader somewhere. */
@@ -152,6 +167,7 @@ export class Cluster {
   }
 
   private async forward(node: string, op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> {
+    if (this.cutOff.has(node)) return notLeaderReply(`node ${node} is unreachable`);
     const req = new Uint8Array(3 + payload.byteLength);
     req[0] = op;
     req[1] = group >> 8;
@@ -218,6 +234,8 @@ export class Cluster {
     const max = (this.nc.info?.max_payload ?? 1024 * 1024) - PAYLOAD_SLACK_BYTES;
     const head = this.header(KIND_BATCH);
     for (const [peer, msgs] of this.outbound) {
+      metrics.raftPendingFlush.dec(msgs.length);
+      if (this.cutOff.has(peer)) continue;
       const subject = `${this.prefix}.raft.${peer}`;
       let batch: Uint8Array[] = [];
       let size = head.length;
@@ -245,7 +263,6 @@ export class Cluster {
         size += 4 + m.byteLength;
       }
       publish();
-      metrics.raftPendingFlush.dec(msgs.length);
     }
     this.outbound.clear();
   }
@@ -282,6 +299,7 @@ export class Cluster {
     if (d.length < 2 || d.length < 2 + d[1]) return this.drop('short batch');
     const from = fromUtf8.decode(d.subarray(2, 2 + d[1]));
     if (!this.members.has(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
+    if (this.cutOff.has(from)) return;
     let pos = 2 + d[1];
     if (d[0] === KIND_CHUNK) return this.onChunk(from, d.subarray(pos));
     if (d[0] !== KIND_BATCH) return this.drop(`unknown batch kind ${d[0]}`);
@@ -330,6 +348,14 @@ export class Cluster {
   private drop(why: string): void {
     metrics.raftMessagesDropped.inc();
     log('debug', 'raft_dropped', 'Raft traffic dropped', { why });
+  }
+}
+
+function readPartitionFile(file: string): Set<string> {
+  try {
+    return new Set(fs.readFileSync(file, 'utf8').split(/[,\s]+/).filter(Boolean));
+  } catch {
+    return new Set();
   }
 }
 

@@ -2,10 +2,12 @@
 // Any node serves any request; acknowledged appends survive kill -9 of any
 // node, leaders or not; a group without quorum answers 503 within the bound
 // and heals by itself; concurrent if_version appends have one winner; Raft
-// traffic from outside the membership is dropped. Afterwards the stopped
+// traffic from outside the membership is dropped; SIGSTOP pauses and network
+// partitions (a transport-level cut, FLEETLM_FAILPOINT=partition-file) lose
+// nothing acknowledged; a replica far behind catches up from a snapshot. Afterwards the stopped
 // replicas' stores are read directly: every replica holds the same value at
 // every seq, and every acknowledged append is there.
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,11 +20,15 @@ import { mulberry32 } from '../../runtime/prng.js';
 
 const NAMES = ['n1', 'n2', 'n3'];
 const CONVERSATIONS = 12;
-const KILL_ROUNDS = Number(process.env.CLUSTER_KILL_ROUNDS ?? 4);
+const FAULT_ROUNDS = Number(process.env.CLUSTER_FAULT_ROUNDS ?? 4);
+
+type Fault = 'kill' | 'pause' | 'partition';
 
 interface Member {
   name: string;
   dataDir: string;
+  /** FLEETLM_FAILPOINT=partition-file: the peers this node is cut off from. */
+  partitionFile: string;
   node: NodeProc | null;
 }
 
@@ -32,9 +38,18 @@ const text = (t: string) => ({ message: { role: 'user', parts: [{ type: 'text', 
 
 describe('cluster of three', () => {
   let nats: NatsServer;
-  const members: Member[] = NAMES.map((name) => ({ name, dataDir: tempDir(`fleetlm-${name}-`), node: null }));
+  const members: Member[] = NAMES.map((name) => {
+    const dataDir = tempDir(`fleetlm-${name}-`);
+    return { name, dataDir, partitionFile: `${dataDir}.partition`, node: null };
+  });
 
-  const envOf = (m: Member) => ({ NATS_URL: nats.url, CLUSTER_NODES: NAMES.join(','), NODE_NAME: m.name, FLEETLM_WORKERS: '1' });
+  const envOf = (m: Member) => ({
+    NATS_URL: nats.url,
+    CLUSTER_NODES: NAMES.join(','),
+    NODE_NAME: m.name,
+    FLEETLM_WORKERS: '1',
+    FLEETLM_FAILPOINT: `partition-file:${m.partitionFile}`,
+  });
   const startMember = async (m: Member) => {
     m.node = await startNode({ dataDir: m.dataDir, env: envOf(m) });
   };
@@ -51,7 +66,10 @@ describe('cluster of three', () => {
   after(async () => {
     await Promise.all(members.map((m) => m.node?.kill9()));
     await nats?.stop();
-    for (const m of members) fs.rmSync(m.dataDir, { recursive: true, force: true });
+    for (const m of members) {
+      fs.rmSync(m.dataDir, { recursive: true, force: true });
+      fs.rmSync(m.partitionFile, { force: true });
+    }
   });
 
   test('any node serves any request: written through one, read through the others', async () => {
@@ -101,16 +119,22 @@ describe('cluster of three', () => {
     assert.equal((await api(urlOf(0), 'GET', '/health/ready')).status, 200);
   });
 
-  test(`kill -9 of any node under append load loses no acknowledged append (${KILL_ROUNDS} rounds)`, async (t) => {
-    const rand = mulberry32(11);
-    const convs = Array.from({ length: CONVERSATIONS }, (_, c) => `kc${c}`);
+  /**
+   * Writers append through random live nodes, plain and with if_version,
+   * while `rounds` faults of the given kinds hit random nodes; then every
+   * guarantee is checked through the API and on the stopped replicas' disks.
+   */
+  async function underFaults(t: TestContext, kinds: Fault[], rounds: number, seed: number): Promise<void> {
+    const rand = mulberry32(seed);
+    const convs = Array.from({ length: CONVERSATIONS }, (_, c) => `f${seed}-${c}`);
     for (const c of convs) assert.equal((await api(urlOf(0), 'PUT', `/v1/conversations/${c}`, {})).status, 200);
-    const acked = new Map<string, { conv: string; seq: number }>();
+    const acked = new Map<string, { conv: string; seq: number; ifVersion: number | null }>();
     const unknown = new Set<string>();
     const failures: string[] = [];
+    const injected: string[] = [];
     let counter = 0;
     let stop = false;
-    const writer = async () => {
+    const writer = (conditional: boolean) => async () => {
       while (!stop) {
         const targets = live();
         const m = targets[Math.floor(rand() * targets.length)];
@@ -118,10 +142,17 @@ describe('cluster of three', () => {
         const conv = convs[Math.floor(rand() * convs.length)];
         const tag = `w${counter++}`;
         try {
-          const r = await api(node.url, 'POST', `/v1/conversations/${conv}/messages`, text(tag));
-          if (r.status === 201) acked.set(tag, { conv, seq: r.json.seq });
+          let ifVersion: number | null = null;
+          if (conditional) {
+            const rec = await api(node.url, 'GET', `/v1/conversations/${conv}`);
+            if (rec.status !== 200) continue;
+            ifVersion = rec.json.version as number;
+          }
+          const body = ifVersion === null ? text(tag) : { ...text(tag), if_version: ifVersion };
+          const r = await api(node.url, 'POST', `/v1/conversations/${conv}/messages`, body);
+          if (r.status === 201) acked.set(tag, { conv, seq: r.json.seq, ifVersion });
           else if (r.status === 503) unknown.add(tag);
-          else failures.push(`${tag}: unexpected ${r.status} ${r.text}`);
+          else if (!(r.status === 409 && conditional)) failures.push(`${tag}: unexpected ${r.status} ${r.text}`);
         } catch (err) {
           unknown.add(tag);
           // Only a node killed under the request may fail to answer.
@@ -129,23 +160,35 @@ describe('cluster of three', () => {
         }
       }
     };
-    const writers = Array.from({ length: 12 }, writer);
+    const writers = [...Array.from({ length: 9 }, writer(false)), ...Array.from({ length: 3 }, writer(true))];
     try {
-      for (let round = 0; round < KILL_ROUNDS; round++) {
+      for (let round = 0; round < rounds; round++) {
         await sleep(400 + rand() * 400);
         const victim = members[Math.floor(rand() * members.length)];
+        const kind = kinds[Math.floor(rand() * kinds.length)];
+        injected.push(`${kind} ${victim.name}`);
         const node = victim.node!;
-        victim.node = null;
-        await node.kill9();
-        await sleep(300 + rand() * 700);
-        await startMember(victim);
+        if (kind === 'kill') {
+          victim.node = null;
+          await node.kill9();
+          await sleep(300 + rand() * 700);
+          await startMember(victim);
+        } else if (kind === 'pause') {
+          process.kill(node.proc.pid!, 'SIGSTOP');
+          await sleep(1000 + rand() * 1500);
+          process.kill(node.proc.pid!, 'SIGCONT');
+        } else {
+          for (const m of members) fs.writeFileSync(m.partitionFile, m === victim ? NAMES.filter((n) => n !== m.name).join(',') : victim.name);
+          await sleep(1500 + rand() * 1500);
+          for (const m of members) fs.writeFileSync(m.partitionFile, '');
+        }
       }
-      await sleep(500);
+      await sleep(1000);
     } finally {
       stop = true;
       await Promise.all(writers);
     }
-    t.diagnostic(`${acked.size} acknowledged, ${unknown.size} with unknown outcome, ${KILL_ROUNDS} kills`);
+    t.diagnostic(`${acked.size} acknowledged, ${unknown.size} with unknown outcome; faults: ${injected.join(', ')}`);
     assert.deepEqual(failures, []);
     assert.ok(acked.size > 200, `only ${acked.size} appends acknowledged`);
 
@@ -159,11 +202,13 @@ describe('cluster of three', () => {
         Array.from({ length: rec.last_seq }, (_, k) => k + 1),
       );
       assert.equal(new Set(texts).size, texts.length, `${conv}: a message appears twice`);
-      for (const t of texts) assert.ok(acked.has(t) || unknown.has(t), `${conv}: ${t} was never sent`);
+      for (const x of texts) assert.ok(acked.has(x) || unknown.has(x), `${conv}: ${x} was never sent`);
     }
-    for (const [t, a] of acked) {
+    for (const [x, a] of acked) {
       const r = await api(urlOf(0), 'GET', `/v1/conversations/${a.conv}/messages?from=${a.seq - 1}&limit=1`);
-      assert.equal(r.json.messages[0]?.parts[0].text, t, `acknowledged ${t} at ${a.conv}/${a.seq} is missing`);
+      assert.equal(r.json.messages[0]?.parts[0].text, x, `acknowledged ${x} at ${a.conv}/${a.seq} is missing`);
+      // One winner per if_version: the append made at version v is message v + 1.
+      if (a.ifVersion !== null) assert.equal(a.seq, a.ifVersion + 1, `${x}: if_version ${a.ifVersion} acknowledged at seq ${a.seq}`);
     }
 
     // Let the followers learn the last commit index, stop every node cleanly,
@@ -182,10 +227,16 @@ describe('cluster of three', () => {
       assert.deepEqual(b, a, `${conv}: replicas n1 and n2 differ`);
       assert.deepEqual(c, a, `${conv}: replicas n1 and n3 differ`);
     }
-    for (const [t, a] of acked) assert.equal(replicas[0].get(a.conv)![a.seq - 1], t);
+    for (const [x, a] of acked) assert.equal(replicas[0].get(a.conv)![a.seq - 1], x);
     // Bring the cluster back for the next test.
     await Promise.all(members.map(startMember));
-  });
+  }
+
+  test(`kill -9 of any node under append load loses no acknowledged append (${FAULT_ROUNDS} rounds)`, (t) =>
+    underFaults(t, ['kill'], FAULT_ROUNDS, 11));
+
+  test(`SIGSTOP pauses and network partitions lose no acknowledged append (${FAULT_ROUNDS} rounds)`, (t) =>
+    underFaults(t, ['pause', 'partition'], FAULT_ROUNDS, 23));
 
   test('a replica that missed more than the retained log catches up from a snapshot', async () => {
     const conv = 'snap-1';
