@@ -71,6 +71,13 @@ export class Dispatcher {
     this.scheduleFlush();
   }
 
+  /** Tells every worker which peer nodes are down (runtime/cluster.ts liveness). */
+  peersDown(nodes: string[]): void {
+    this.runtime.workers.forEach((w, i) => {
+      if (this.runtime.isWorkerReady(i)) w.postMessage({ type: 'peers_down', nodes } satisfies MainCommand);
+    });
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;

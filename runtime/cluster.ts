@@ -9,6 +9,11 @@
 //   batch: kind:u8=1 fromLen:u8 from (len:u32 message)*
 //   chunk: kind:u8=2 fromLen:u8 from id:u32 index:u16 count:u16 bytes
 //
+// Liveness: a peer that got nothing else from this node for KEEPALIVE_MS gets
+// an empty batch, so every node pair exchanges at least that ("heartbeats
+// coalesced per node pair"); a peer not heard from for PEER_DOWN_MS is down,
+// and the workers wake the quiesced groups it leads so their followers elect.
+//
 // Routing: every replica reports its group's leader; a request goes to the
 // local worker when this node leads, else to the leader's `<prefix>.rpc.<node>`
 // (request/reply). Without a leader it waits up to NO_LEADER_WAIT_MS, then
@@ -40,6 +45,8 @@ const PAYLOAD_SLACK_BYTES = 512;
 const CHUNK_TTL_MS = 10_000;
 
 const PARTITION_POLL_MS = 100;
+const KEEPALIVE_MS = 100;
+const PEER_DOWN_MS = 500;
 
 const KIND_BATCH = 1;
 const KIND_CHUNK = 2;
@@ -66,6 +73,10 @@ export class Cluster {
   private readonly members: Set<string>;
   /** Peers cut off by the partition failpoint. */
   private cutOff = new Set<string>();
+  private readonly lastHeardMs = new Map<string, number>();
+  private readonly lastSentMs = new Map<string, number>();
+  private down = '';
+  private downSentMs = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -91,6 +102,10 @@ export class Cluster {
     );
     const sweep = setInterval(() => this.sweepChunks(), CHUNK_TTL_MS);
     sweep.unref();
+    const started = Date.now();
+    for (const n of nodes) if (n !== self) this.lastHeardMs.set(n, started);
+    const liveness = setInterval(() => this.liveness(), KEEPALIVE_MS);
+    liveness.unref();
     const partitionFile = /^partition-file:(.+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '')?.[1];
     if (partitionFile !== undefined) {
       const poll = setInterval(() => (this.cutOff = readPartitionFile(partitionFile)), PARTITION_POLL_MS);
@@ -205,6 +220,28 @@ export class Cluster {
     m.respond(out);
   }
 
+  // ------------------------------------------------------------ liveness
+
+  private liveness(): void {
+    const now = Date.now();
+    const down: string[] = [];
+    for (const [peer, heard] of this.lastHeardMs) {
+      if ((this.lastSentMs.get(peer) ?? 0) <= now - KEEPALIVE_MS && !this.cutOff.has(peer)) {
+        this.publish(`${this.prefix}.raft.${peer}`, this.header(KIND_BATCH));
+        this.lastSentMs.set(peer, now);
+      }
+      if (heard < now - PEER_DOWN_MS) down.push(peer);
+    }
+    const key = down.join(',');
+    // On every change, and again each second while any is down (a group may have quiesced meanwhile).
+    if (key !== this.down || (down.length > 0 && now - this.downSentMs >= 1000)) {
+      if (key !== this.down) log(down.length > 0 ? 'warn' : 'info', 'peers_down', 'peer nodes not heard from', { down });
+      this.down = key;
+      this.downSentMs = now;
+      this.dispatcher.peersDown(down);
+    }
+  }
+
   // ------------------------------------------------------------ transport
 
   /** Queues an encoded message for its peer; everything of this turn leaves together. */
@@ -250,6 +287,7 @@ export class Cluster {
           pos += 4 + m.byteLength;
         }
         this.publish(subject, out);
+        this.lastSentMs.set(peer, Date.now());
         batch = [];
         size = head.length;
       };
@@ -300,6 +338,7 @@ export class Cluster {
     const from = fromUtf8.decode(d.subarray(2, 2 + d[1]));
     if (!this.members.has(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
     if (this.cutOff.has(from)) return;
+    this.lastHeardMs.set(from, Date.now());
     let pos = 2 + d[1];
     if (d[0] === KIND_CHUNK) return this.onChunk(from, d.subarray(pos));
     if (d[0] !== KIND_BATCH) return this.drop(`unknown batch kind ${d[0]}`);

@@ -33,6 +33,7 @@ import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
 import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
+import { QUIESCE_TYPE } from './raft/codec.js';
 
 export type ReplyFn = (reqId: number, reply: Reply) => void;
 
@@ -69,6 +70,9 @@ interface PendingWrite {
   applied: Map<Group, number>;
 }
 
+/** Ticks a replicated group's leader waits with nothing to do before it quiesces. */
+const QUIESCE_AFTER_TICKS = 3;
+
 /** How often applied state is made durable so WAL segments can be recycled. */
 const CHECKPOINT_MS = 1000;
 
@@ -98,6 +102,13 @@ class Group {
   /** Leader as last reported (links.leaderChanged). */
   leader = '';
   stopped: string | null = null;
+  /**
+   * Quiesced: an idle group whose timers stop (no heartbeats, no election
+   * timeout) until a message, a proposal or a read arrives, or the leader's
+   * node stops answering (peersDown).
+   */
+  quiesced = false;
+  idleTicks = 0;
   /** Follower: the state a leader streamed with its last Snap, until the core takes or ignores it. */
   snapshotData: { index: number; data: Uint8Array } | null = null;
 
@@ -217,6 +228,17 @@ export class PartitionDriver {
     const g = this.groups.get(m.group);
     if (g === undefined || g.stopped !== null) return false;
     if (m.to !== this.nodeId || m.from === this.nodeId || !g.voters.includes(m.from)) return false;
+    if (m.type === QUIESCE_TYPE) {
+      // Only a follower that has everything of this leader's term stops its timer.
+      const st = g.core.status();
+      if (st.role === Role.Follower && st.leader === m.from && st.term === m.term && st.lastIndex === m.index && st.commit === m.commit) {
+        g.quiesced = true;
+      }
+      return true;
+    }
+    // Heartbeats are keepalive traffic: they wake nothing (a leader's last
+    // heartbeat may arrive after its quiesce message, its answers after it slept).
+    if (m.type !== MessageType.Heartbeat && m.type !== MessageType.HeartbeatResp) this.wake(g);
     if (m.type === MessageType.Snap) {
       // The state rides as one pseudo-entry; the core sees only the meta.
       if (m.entries.length !== 1 || m.snapshot === null || m.entries[0].index !== m.snapshot.index) return false;
@@ -243,6 +265,7 @@ export class PartitionDriver {
       return;
     }
     patchNow(cmd, this.clock.nowMs());
+    this.wake(g);
     try {
       const index = g.core.propose(cmd);
       this.unwrittenBytes += cmd.byteLength;
@@ -258,6 +281,7 @@ export class PartitionDriver {
     const g = this.groupFor(reqId, gid);
     if (!g) return;
     const ctx = ++g.readSeq;
+    this.wake(g);
     g.reads.set(ctx, { reqId, run });
     try {
       g.core.readIndex(ctx);
@@ -271,10 +295,77 @@ export class PartitionDriver {
 
   tick(): void {
     for (const g of this.groups.values()) {
-      if (g.stopped !== null) continue;
-      g.core.tick();
+      if (g.stopped !== null || g.quiesced) continue;
+      if (g.voters.length > 1 && this.maybeQuiesce(g)) continue;
+      try {
+        g.core.tick();
+      } catch (err) {
+        this.stopGroup(g, err);
+        continue;
+      }
       if (g.core.hasReady()) this.markDirty(g);
     }
+  }
+
+  /**
+   * Idle multi-raft groups cost heartbeats for nothing. A leader whose
+   * followers have everything, with nothing pending, stops ticking after a few
+   * idle ticks and tells them so; they stop too. The first message, proposal
+   * or read wakes a group; a dead leader node wakes its groups (peersDown).
+   */
+  private maybeQuiesce(g: Group): boolean {
+    if (g.core.hasReady()) {
+      g.idleTicks = 0;
+      return false;
+    }
+    const st = g.core.status();
+    const idle =
+      st.role === Role.Leader &&
+      g.proposals.size === 0 &&
+      g.reads.size === 0 &&
+      g.readsWaiting.length === 0 &&
+      st.commit === st.lastIndex &&
+      g.applied === st.lastIndex &&
+      Object.values(st.progress ?? {}).every((p) => p.match === st.lastIndex);
+    g.idleTicks = idle ? g.idleTicks + 1 : 0;
+    if (g.idleTicks < QUIESCE_AFTER_TICKS) return false;
+    g.quiesced = true;
+    for (const to of g.voters) {
+      if (to === this.nodeId) continue;
+      this.links.send({
+        type: QUIESCE_TYPE,
+        group: g.id,
+        from: this.nodeId,
+        to,
+        term: st.term,
+        logTerm: 0,
+        index: st.lastIndex,
+        entries: [],
+        commit: st.commit,
+        reject: false,
+        rejectHint: 0,
+        snapshot: null,
+        context: 0,
+      });
+    }
+    return true;
+  }
+
+  private wake(g: Group): void {
+    g.quiesced = false;
+    g.idleTicks = 0;
+  }
+
+  /** Nodes that stopped answering: groups they lead wake up, so their followers can elect. */
+  peersDown(down: ReadonlySet<string>): void {
+    for (const g of this.groups.values()) if (g.quiesced && down.has(g.leader)) this.wake(g);
+  }
+
+  /** Groups quiesced now (metrics). */
+  quiescedCount(): number {
+    let n = 0;
+    for (const g of this.groups.values()) if (g.quiesced) n++;
+    return n;
   }
 
   async close(): Promise<void> {

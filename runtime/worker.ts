@@ -50,6 +50,8 @@ export type MainCommand =
   | { type: 'requests'; buf: ArrayBuffer }
   /** Per message: its token count, or -1 when it could not be counted in bounded time. */
   | { type: 'counted'; id: number; counts: number[] }
+  /** Peer nodes not heard from lately (runtime/cluster.ts): groups they lead wake up. */
+  | { type: 'peers_down'; nodes: string[] }
   | { type: 'close' };
 
 const TICK_MS = 100;
@@ -513,6 +515,10 @@ async function start(): Promise<void> {
   port.on('message', (m: MainCommand) => {
     if (m.type === 'requests') readRequests(m.buf, onRequest);
     else if (m.type === 'counted') recounter.counted(m.id, m.counts);
+    else if (m.type === 'peers_down') {
+      const down = new Set(m.nodes);
+      for (const d of drivers.values()) d.peersDown(down);
+    }
     else if (m.type === 'close') {
       clearInterval(ticker);
       clearInterval(heads);

@@ -9,6 +9,13 @@ import { MessageType, type Entry, type EntryType, type Message, type SnapshotMet
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
+/**
+ * A driver-level message that never reaches the core: the leader of an idle
+ * group tells a follower it stops heartbeating at (term, index = its last
+ * index), so the follower may stop its election timer too (runtime/driver.ts).
+ */
+export const QUIESCE_TYPE = 100 as MessageType;
+
 const NUMBERS = 6; // term, logTerm, index, commit, rejectHint, context
 const ENTRY_HEADER = 8 + 8 + 1 + 4;
 
@@ -74,7 +81,7 @@ export function encodedGroup(b: Uint8Array): number {
 export function decodeMessage(b: Uint8Array): Message {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const type = dv.getUint8(0) as MessageType;
-  if (!(type >= MessageType.App && type <= MessageType.TimeoutNow)) throw new Error(`unknown message type ${type}`);
+  if (!(type >= MessageType.App && type <= MessageType.TimeoutNow) && type !== QUIESCE_TYPE) throw new Error(`unknown message type ${type}`);
   const group = dv.getUint16(1);
   let pos = 3;
   const str = () => {

@@ -92,6 +92,18 @@ describe('cluster of three', () => {
     assert.equal(led.reduce((a, b) => a + b, 0), 256, `groups led per node: ${led}`);
   });
 
+  test('idle groups quiesce: no Raft message flows while nothing changes, and a write wakes its group', async () => {
+    const received = async () =>
+      Promise.all([0, 1, 2].map(async (i) => Number(/^fleet_lm_raft_messages_received_total (\d+)/m.exec((await api(urlOf(i), 'GET', '/metrics')).text)![1])));
+    await sleep(1500);
+    const before = await received();
+    await sleep(1000);
+    assert.deepEqual(await received(), before);
+    assert.equal((await api(urlOf(1), 'POST', '/v1/conversations/any-node/messages', text('wake up'))).status, 201);
+    const after = await received();
+    assert.ok(after.some((n, i) => n > before[i]), 'the write replicated without a message?');
+  });
+
   test('exactly one of concurrent if_version appends through different nodes wins', async () => {
     assert.equal((await api(urlOf(1), 'PUT', '/v1/conversations/race', {})).status, 200);
     for (let round = 0; round < 5; round++) {

@@ -175,22 +175,22 @@ export class GroupMachine {
   }
 
   /**
-   * Applies committed entries in order. `results[k]` is apply()'s answer to
-   * entries[k] (null for the leaders' empty entries).
+   * Applies committed entries in order and returns their writes as one batch.
+   * `onApplied` sees each entry with apply()'s answer (null for a leader's
+   * empty entry) and the state chain after it.
    */
-  applyEntries(entries: readonly Entry[]): { batch: StateBatch; results: (ApplyResult | null)[] } {
+  applyEntries(entries: readonly Entry[], onApplied: (e: Entry, result: ApplyResult | null, chain: number) => void): StateBatch {
     const sink = new BatchSink(this.messages);
-    const results: (ApplyResult | null)[] = [];
     for (const e of entries) {
       if (e.index !== this.applied + 1) throw new Error(`group ${this.group}: applying ${e.index} after ${this.applied}`);
       if (e.type !== EntryType.Normal) throw new Error(`group ${this.group}: unexpected entry type ${e.type} at ${e.index}`);
-      results.push(e.data.length === 0 ? null : this.applyCommand(e, sink));
+      const result = e.data.length === 0 ? null : this.applyCommand(e, sink);
       this.applied = e.index;
       this.appliedTerm = e.term;
       this.chain = fnv(this.chain ^ 0x811c9dc5, entryKey(e));
+      onApplied(e, result, this.chain);
     }
-    const batch = { group: this.group, ops: sink.ops, applied: this.applied, appliedTerm: this.appliedTerm, chain: this.chain };
-    return { batch, results };
+    return { group: this.group, ops: sink.ops, applied: this.applied, appliedTerm: this.appliedTerm, chain: this.chain };
   }
 
   private applyCommand(e: Entry, sink: BatchSink): ApplyResult {

@@ -1,0 +1,70 @@
+// Counters of one simulated run, summed over seeds by the test and the campaign.
+//
+// A step is one event the simulation injects or the system reacts to: a
+// packet delivered or dropped, a node tick, a client request sent, or a
+// fault (crash, restart, partition, heal, pause, resume). Internal work that
+// follows from a step (Ready turns, fsync completions, applies, replies) is
+// not counted.
+
+export interface SimStats {
+  seeds: number;
+  steps: number;
+  virtualMs: number;
+  packetsDelivered: number;
+  packetsDropped: number;
+  packetsDuplicated: number;
+  raftMessages: number;
+  ticks: number;
+  clientRequests: number;
+  faults: number;
+  crashes: number;
+  walBatchesLost: number;
+  stateBatchesLost: number;
+  partitions: number;
+  pauses: number;
+  leadersElected: number;
+  snapshotsInstalled: number;
+  /** Client operations (one logical append/put/read/tombstone, retries included). */
+  ops: number;
+  acked: number;
+  failed: number;
+  indeterminate: number;
+  /** Acknowledged appends verified against the final replicas. */
+  writesChecked: number;
+  readsChecked: number;
+  /** Acknowledged appends missing or changed in the final state (any is a failure). */
+  lossesFound: number;
+}
+
+export function emptyStats(): SimStats {
+  return {
+    seeds: 0,
+    steps: 0,
+    virtualMs: 0,
+    packetsDelivered: 0,
+    packetsDropped: 0,
+    packetsDuplicated: 0,
+    raftMessages: 0,
+    ticks: 0,
+    clientRequests: 0,
+    faults: 0,
+    crashes: 0,
+    walBatchesLost: 0,
+    stateBatchesLost: 0,
+    partitions: 0,
+    pauses: 0,
+    leadersElected: 0,
+    snapshotsInstalled: 0,
+    ops: 0,
+    acked: 0,
+    failed: 0,
+    indeterminate: 0,
+    writesChecked: 0,
+    readsChecked: 0,
+    lossesFound: 0,
+  };
+}
+
+export function addStats(into: SimStats, s: SimStats): void {
+  for (const k of Object.keys(into) as (keyof SimStats)[]) into[k] += s[k];
+}
