@@ -718,3 +718,67 @@ export function fsyncProbe(dir: string, ms = 1000): { opsPerS: number; p50Ms: nu
   lat.sort((x, y) => x - y);
   return { opsPerS: lat.length / ((performance.now() - t0) / 1000), p50Ms: percentileSorted(lat, 50), p99Ms: percentileSorted(lat, 99) };
 }
+
+// ---------------------------------------------------------------- wrk
+
+/** What bench/lua/append.lua (and wrk --latency) report. */
+export interface WrkParsed {
+  requests: number;
+  durationS: number;
+  status201: number;
+  other2xx: number;
+  non2xx: number;
+  socketErrors: number;
+  socketDetail: string;
+  samples: string[];
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  rps: number;
+}
+
+function parseWrkUnit(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
+}
+
+export function parseWrk(out: string): WrkParsed {
+  const b = new Map<string, string>();
+  const samples: string[] = [];
+  for (const line of out.split('\n')) {
+    const m = /^BENCH (\S+) (.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1] === 'sample_error') samples.push(m[2]);
+    else b.set(m[1], m[2]);
+  }
+  const n = (k: string) => Number(b.get(k) ?? NaN);
+  // Fallbacks from wrk's own --latency text.
+  const dist = (p: string) => {
+    const m = new RegExp(`^\\s*${p.replace('.', '\\.')}%\\s+(\\S+)`, 'm').exec(out);
+    return m ? parseWrkUnit(m[1]) : NaN;
+  };
+  const rpsM = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const us = (k: string, fb: number) => (b.has(k) ? n(k) / 1000 : fb);
+  const socketErrors = ['errors_connect', 'errors_read', 'errors_write', 'errors_timeout'].reduce((s, k) => s + (n(k) || 0), 0);
+  return {
+    requests: n('requests'),
+    durationS: n('duration_us') / 1e6,
+    status201: n('status201'),
+    other2xx: n('status2xx_other'),
+    non2xx: n('status_non2xx'),
+    socketErrors,
+    socketDetail: sock ? sock[0] : '',
+    samples,
+    meanMs: us('lat_mean_us', NaN),
+    p50Ms: us('lat_p50_us', dist('50')),
+    p99Ms: us('lat_p99_us', dist('99')),
+    p999Ms: us('lat_p99.9_us', NaN),
+    maxMs: us('lat_max_us', NaN),
+    rps: rpsM ? Number(rpsM[1]) : NaN,
+  };
+}

@@ -19,6 +19,12 @@
 // (request/reply). Without a leader it waits up to NO_LEADER_WAIT_MS, then
 // answers 503 (Retry-After), so no request hangs while a group has no quorum.
 //   rpc request: op:u8 group:u16 payload      rpc reply: kind:u16 body
+//   (group ALL_WORKERS: every worker of that node; the reply body is the JSON
+//   array of their bodies)
+//
+// Listing gathers from every node the records of the groups it leads and
+// merges them in id order; a gather in which some group had no leader is
+// retried until NO_LEADER_WAIT_MS, then answered 503.
 //
 // Fault injection for the cluster tests: FLEETLM_FAILPOINT=partition-file:<path>
 // names a file listing (comma or newline separated) peers this node is cut
@@ -47,6 +53,8 @@ const CHUNK_TTL_MS = 10_000;
 const PARTITION_POLL_MS = 100;
 const KEEPALIVE_MS = 100;
 const PEER_DOWN_MS = 500;
+
+const ALL_WORKERS = 0xffff;
 
 const KIND_BATCH = 1;
 const KIND_CHUNK = 2;
@@ -155,6 +163,44 @@ export class Cluster {
     return r;
   }
 
+  /**
+   * The cluster-wide listing: `payload` is a ListQuery. Returns one JSON
+   * array of records per answering worker, for the gateway's merge.
+   */
+  async list(payload: Uint8Array): Promise<Uint8Array[]> {
+    const q = { ...(JSON.parse(fromUtf8.decode(payload)) as object), led: true };
+    const ledPayload = utf8.encode(JSON.stringify(q));
+    const deadline = Date.now() + NO_LEADER_WAIT_MS;
+    for (;;) {
+      const answers = await Promise.all(this.nodes.map((n) => this.listOn(n, ledPayload)));
+      const covered = new Set<number>();
+      const runs: Uint8Array[] = [];
+      for (const parts of answers) {
+        for (const p of parts) {
+          for (const g of p.led) covered.add(g);
+          runs.push(utf8.encode(JSON.stringify(p.records)));
+        }
+      }
+      if (covered.size === limits.groupCount) return runs;
+      if (Date.now() >= deadline) throw unavailable(`listing: ${limits.groupCount - covered.size} groups have no leader; retry later`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** The listing parts of one node (none when it does not answer: its groups then show as uncovered). */
+  private async listOn(node: string, payload: Uint8Array): Promise<{ led: number[]; records: unknown[] }[]> {
+    let bodies: Uint8Array[];
+    if (node === this.self) {
+      bodies = (await this.dispatcher.broadcast(ReqOp.List, payload)).filter((r) => r.kind === ReplyKind.Ok).map((r) => r.body);
+    } else {
+      if (this.cutOff.has(node)) return [];
+      const r = await this.forward(node, ReqOp.List, ALL_WORKERS, payload).catch(() => null);
+      if (r === null || r.kind !== ReplyKind.Ok) return [];
+      bodies = (JSON.parse(fromUtf8.decode(r.body)) as unknown[]).map((b) => utf8.encode(JSON.stringify(b)));
+    }
+    return bodies.map((b) => JSON.parse(fromUtf8.decode(b)) as { led: number[]; records: unknown[] });
+  }
+
   private leaderChange(group: number, ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
@@ -208,7 +254,12 @@ export class Cluster {
     else {
       try {
         // Served locally only: a forwarded request is never forwarded again.
-        r = await this.dispatcher.request(d[0] as ReqOp, (d[1] << 8) | d[2], d.subarray(3));
+        const group = (d[1] << 8) | d[2];
+        if (group === ALL_WORKERS) {
+          const parts = await this.dispatcher.broadcast(d[0] as ReqOp, d.subarray(3));
+          const failed = parts.find((p) => p.kind !== ReplyKind.Ok);
+          r = failed ?? { kind: ReplyKind.Ok, body: utf8.encode(`[${parts.map((p) => fromUtf8.decode(p.body)).join(',')}]`) };
+        } else r = await this.dispatcher.request(d[0] as ReqOp, group, d.subarray(3));
       } catch (err) {
         r = toWorkerReply(errorReply(err));
       }

@@ -9,6 +9,12 @@ export interface ListQuery {
   n: number;
   tombstoned: 'true' | 'false' | 'all';
   filters: [string, string][];
+  /**
+   * Cluster listing: only records of groups this node leads (their leader
+   * has them current), answered as `{"led":[groups],"records":[…]}` so the
+   * gatherer can tell that every group was covered.
+   */
+  led?: boolean;
 }
 
 const SCAN_CHUNK = 512;
@@ -23,25 +29,34 @@ export function matches(rec: ConversationRecord, q: ListQuery): boolean {
   return true;
 }
 
-async function listOne(store: PartitionStore, q: ListQuery): Promise<ConversationRecord[]> {
+async function listOne(store: PartitionStore, q: ListQuery, keep: (rec: ConversationRecord) => boolean): Promise<ConversationRecord[]> {
   const found: ConversationRecord[] = [];
   let after = '';
   while (found.length < q.n) {
     const chunk = await store.scanRecords(after, SCAN_CHUNK);
-    for (const rec of chunk) if (matches(rec, q) && found.length < q.n) found.push(rec);
+    for (const rec of chunk) if (matches(rec, q) && keep(rec) && found.length < q.n) found.push(rec);
     if (chunk.length < SCAN_CHUNK) break;
     after = chunk[chunk.length - 1].id;
   }
   return found;
 }
 
-/** Merges id-sorted runs and keeps the first n. Byte order = code-unit order for ASCII ids. */
+/**
+ * Merges id-sorted runs and keeps the first n, each id once (two nodes may
+ * both answer for a group while its leadership moves). Byte order =
+ * code-unit order for ASCII ids.
+ */
 export function mergeById(runs: ConversationRecord[][], n: number): ConversationRecord[] {
   const all = runs.flat();
   all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return all.slice(0, n);
+  const out: ConversationRecord[] = [];
+  for (const rec of all) {
+    if (out.length === n) break;
+    if (out.length === 0 || out[out.length - 1].id !== rec.id) out.push(rec);
+  }
+  return out;
 }
 
-export async function listRecords(stores: PartitionStore[], q: ListQuery): Promise<ConversationRecord[]> {
-  return mergeById(await Promise.all(stores.map((s) => listOne(s, q))), q.n);
+export async function listRecords(stores: PartitionStore[], q: ListQuery, keep: (rec: ConversationRecord) => boolean = () => true): Promise<ConversationRecord[]> {
+  return mergeById(await Promise.all(stores.map((s) => listOne(s, q, keep))), q.n);
 }

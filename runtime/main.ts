@@ -64,8 +64,10 @@ async function main(): Promise<void> {
     pool,
     {
       request: route,
-      broadcast: (op, payload) =>
-        dispatcher ? dispatcher.broadcast(op, payload) : Promise.reject(unavailable('node is starting')),
+      broadcast: async (op, payload) => {
+        if (cluster !== null && op === ReqOp.List) return (await cluster.list(payload)).map((body) => ({ kind: ReplyKind.Ok, body }));
+        return dispatcher ? dispatcher.broadcast(op, payload) : Promise.reject(unavailable('node is starting'));
+      },
     },
     () => runtime !== null && runtime.isReady() && (cluster === null || cluster.allLed()),
     () => (publisher === null ? 'disabled' : publisher.connected ? 'ok' : 'failing'),

@@ -19,7 +19,7 @@ import { systemClock } from './clock.js';
 import { mulberry32 } from './prng.js';
 import { limits } from './limits.js';
 import { log, setLogLevel } from './log.js';
-import { partitionOf, replicasOf } from './placement.js';
+import { groupOf, partitionOf, replicasOf } from './placement.js';
 import { listRecords, type ListQuery } from './listing.js';
 import { WindowMemoCache } from './window-memo.js';
 
@@ -405,8 +405,14 @@ function onRequest(f: RequestFrame): void {
   const d = driverOf(f.group);
   if (f.op === ReqOp.List) {
     const q = readParams(f) as unknown as ListQuery;
-    listRecords([...drivers.values()].map((x) => x.store), q).then(
-      (recs) => reply(f.reqId, ok('[' + recs.map(recordJson).join(',') + ']')),
+    const leads = (id: string) => driverOf(groupOf(id))?.leads(groupOf(id)) === true;
+    // The groups led before the scan: a group led throughout is listed whole.
+    const led = q.led ? [...drivers.values()].flatMap((x) => [...x.groups.keys()].filter((g) => x.leads(g))) : [];
+    listRecords([...drivers.values()].map((x) => x.store), q, q.led ? (rec) => leads(rec.id) : undefined).then(
+      (recs) => {
+        const records = '[' + recs.map(recordJson).join(',') + ']';
+        reply(f.reqId, ok(q.led ? `{"led":${JSON.stringify(led)},"records":${records}}` : records));
+      },
       (err: unknown) => reply(f.reqId, errorReply(err)),
     );
     return;

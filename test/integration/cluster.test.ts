@@ -92,6 +92,24 @@ describe('cluster of three', () => {
     assert.equal(led.reduce((a, b) => a + b, 0), 256, `groups led per node: ${led}`);
   });
 
+  test('listing through any node gathers every group from its leader, in id order, each once', async () => {
+    const ids = Array.from({ length: 40 }, (_, k) => `list-${String(k).padStart(2, '0')}`);
+    for (const [k, id] of ids.entries()) {
+      assert.equal((await api(urlOf(k % 3), 'PUT', `/v1/conversations/${id}`, { metadata: { suite: 'list' } })).status, 200);
+    }
+    for (let i = 0; i < 3; i++) {
+      const seen: string[] = [];
+      let cursor: number | null = 0;
+      while (cursor !== null) {
+        const r = await api(urlOf(i), 'GET', `/v1/conversations?metadata.suite=list&limit=15&cursor=${cursor}`);
+        assert.equal(r.status, 200, r.text);
+        seen.push(...r.json.conversations.map((c: { id: string }) => c.id));
+        cursor = r.json.next_cursor;
+      }
+      assert.deepEqual(seen, ids);
+    }
+  });
+
   test('idle groups quiesce: no Raft message flows while nothing changes, and a write wakes its group', async () => {
     const received = async () =>
       Promise.all([0, 1, 2].map(async (i) => Number(/^fleet_lm_raft_messages_received_total (\d+)/m.exec((await api(urlOf(i), 'GET', '/metrics')).text)![1])));

@@ -57,7 +57,7 @@ export function summary(t: SimStats, wallMs: number): string {
     `sim: ${t.seeds} seeds, ${t.steps} steps in ${(wallMs / 1000).toFixed(1)} s (${Math.round(t.steps / (wallMs / 1000))} steps/s), ${(t.virtualMs / 1000).toFixed(0)} s of virtual time`,
     `  network: ${t.packetsDelivered} packets delivered, ${t.packetsDropped} dropped, ${t.packetsDuplicated} duplicated, ${t.raftMessages} Raft messages; ${t.ticks} ticks`,
     `  faults injected: ${t.faults} (${t.crashes} crashes losing ${t.walBatchesLost} WAL and ${t.stateBatchesLost} state batches, ${t.partitions} partitions, ${t.pauses} pauses, restarts/heals/resumes)`,
-    `  raft: ${t.leadersElected} leaders elected, ${t.snapshotsInstalled} snapshots installed`,
+    `  raft: ${t.leadersElected} leaders elected, ${t.snapshotsInstalled} snapshots installed, ${t.groupsStopped} groups stopped by a driver assertion`,
     `  clients: ${t.ops} ops (${t.clientRequests} requests): ${t.acked} acked, ${t.failed} refused, ${t.indeterminate} indeterminate`,
     `  checked: ${t.writesChecked} acknowledged writes, ${t.readsChecked} reads; losses found: ${t.lossesFound}`,
   ].join('\n');

@@ -7,8 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { planFromEnv, runSeeds } from './runner.js';
+import { runSeed } from './simulation.js';
 
-const SEEDS = 100;
+const SEEDS = 150;
 const STEPS = 10_000;
 const STEPS_MIN = 1_000_000;
 
@@ -20,4 +21,8 @@ test(`sim - ${SEEDS} seeds x ${STEPS} steps: Raft safety, SPEC §8 on the histor
   }
   assert.ok(totals.writesChecked > 0, 'some acknowledged appends were checked');
   assert.equal(totals.lossesFound, 0);
+});
+
+test('sim - a seed replays identically', () => {
+  assert.deepEqual(runSeed(7, 5_000), runSeed(7, 5_000));
 });

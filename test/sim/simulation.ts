@@ -140,6 +140,7 @@ class Simulation {
         knobs: k.driver,
         answer: (req, a) => this.answer(req, a),
         trace: (line) => this.note(line),
+        stopped: (n, reason) => this.supervise(n, reason),
       });
       this.nodes.set(id, node);
       this.startTimers(node);
@@ -257,7 +258,9 @@ class Simulation {
       this.network.heal();
       this.note('heal network');
     } else if (r < 0.75 && up.length > 0) {
-      const node = this.nodes.get(this.rng.pick(up))!;
+      // Half the crashes hit a node whose fsync is in flight, when there is one.
+      const syncing = up.filter((id) => this.nodes.get(id)!.syncing);
+      const node = this.nodes.get(this.rng.pick(syncing.length > 0 && this.rng.chance(0.5) ? syncing : up))!;
       node.crash();
       this.stats.crashes++;
       this.note(`crash ${node.id}`);
@@ -282,6 +285,17 @@ class Simulation {
     this.fault();
     node.restart();
     this.note(`restart ${node.id}`);
+  }
+
+  /** The supervisor restarts a worker that stopped a group, after a backoff. */
+  private supervise(node: SimNode, reason: string): void {
+    this.stats.groupsStopped++;
+    this.note(`${node.id} stopped: ${reason}`);
+    this.scheduler.after(this.rng.between(1, 50), () => {
+      if (node.up) return;
+      node.restart();
+      this.note(`supervisor restarted ${node.id}`);
+    });
   }
 
   private resume(node: SimNode): void {

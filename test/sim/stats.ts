@@ -22,6 +22,8 @@ export interface SimStats {
   stateBatchesLost: number;
   partitions: number;
   pauses: number;
+  /** Groups the driver stopped on a failed assertion (the supervisor restarts the node). */
+  groupsStopped: number;
   leadersElected: number;
   snapshotsInstalled: number;
   /** Client operations (one logical append/put/read/tombstone, retries included). */
@@ -53,6 +55,7 @@ export function emptyStats(): SimStats {
     stateBatchesLost: 0,
     partitions: 0,
     pauses: 0,
+    groupsStopped: 0,
     leadersElected: 0,
     snapshotsInstalled: 0,
     ops: 0,

@@ -1,0 +1,301 @@
+// bench/cluster: a 3-node cluster on this machine (3 node processes + one
+// nats-server on loopback), the same load as bench/append spread over the
+// three nodes, then failover after kill -9.
+//
+//   npm run bench:cluster                      # 15 s burst, 15 s at 5,000/s, 20 kills
+//   node dist/bench/cluster.js --duration=5 --kills=3
+//
+// Phases:
+//   burst:    3 × wrk -t1 -c21 (63 in flight), one per node, 300-byte appends
+//             over 1,000 conversations (bench/lua/append.lua); an append is
+//             acknowledged once fsync'd on a majority of its group's replicas.
+//   fixed:    3 × bench/openloop.js at rate/3 each, latency from the scheduled
+//             send time (open loop).
+//   failover: kill -9 a random node, then append to 60 conversations through
+//             the survivors until each has one 201; the slowest is the kill's
+//             failover time (conversations whose groups the victim led wait
+//             for an election). Then restart the victim and wait for ready.
+// Every process is started on free loopback ports in a temp dir and stopped by
+// PID. Results: bench/results/cluster-latest.md (+ .json).
+//
+// Options (argv --name=value or env BENCH_NAME): --duration=15 --warmup=3
+// --rate=5000 --fixed-duration=15 --kills=20 --workers=1 (per node)
+// --conversations=1000 --out=bench/results/cluster-latest.md --tmp=<dir>
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  DEFAULT_TEXT,
+  appendBody,
+  fmtInt,
+  fmtMs,
+  freePort,
+  httpRequest,
+  installCleanupHandlers,
+  log,
+  machineInfo,
+  parseWrk,
+  percentileSorted,
+  pool,
+  runMeasured,
+  sleep,
+  spawnTracked,
+  stopAll,
+  stopTracked,
+  treeCpuSeconds,
+  waitHttpReady,
+  which,
+  type Tracked,
+  type WrkParsed,
+} from './lib.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const NAMES = ['n1', 'n2', 'n3'];
+
+interface Options {
+  duration: number;
+  warmup: number;
+  rate: number;
+  fixedDuration: number;
+  kills: number;
+  workers: number;
+  conversations: number;
+  out: string;
+  tmp: string;
+}
+
+function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
+  const kv = new Map<string, string>();
+  for (const a of argv) {
+    const m = /^--([a-z-]+)=(.*)$/.exec(a);
+    if (!m) throw new Error(`bad argument ${a} (want --name=value)`);
+    kv.set(m[1], m[2]);
+  }
+  const get = (name: string, dflt: string) => kv.get(name) ?? env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
+  const num = (name: string, dflt: number) => {
+    const v = Number(get(name, String(dflt)));
+    if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a non-negative number`);
+    return v;
+  };
+  return {
+    duration: num('duration', 15),
+    warmup: num('warmup', 3),
+    rate: num('rate', 5000),
+    fixedDuration: num('fixed-duration', 15),
+    kills: num('kills', 20),
+    workers: num('workers', 1),
+    conversations: num('conversations', 1000),
+    out: get('out', path.join(ROOT, 'bench', 'results', 'cluster-latest.md')),
+    tmp: get('tmp', os.tmpdir()),
+  };
+}
+
+interface Node {
+  name: string;
+  port: number;
+  dataDir: string;
+  proc: Tracked | null;
+}
+
+class Cluster {
+  readonly nodes: Node[];
+  constructor(
+    private readonly tmp: string,
+    private readonly natsUrl: string,
+    private readonly workers: number,
+    ports: number[],
+  ) {
+    this.nodes = NAMES.map((name, i) => ({ name, port: ports[i], dataDir: path.join(tmp, name), proc: null }));
+  }
+
+  async start(n: Node): Promise<number> {
+    const t0 = performance.now();
+    n.proc = spawnTracked(n.name, process.execPath, [path.join(ROOT, 'dist', 'runtime', 'main.js')], {
+      env: {
+        ...process.env,
+        NODE_NAME: n.name,
+        CLUSTER_NODES: NAMES.join(','),
+        NATS_URL: this.natsUrl,
+        PORT: String(n.port),
+        HOST: '127.0.0.1',
+        FLEETLM_RAFT_DATA_DIR: n.dataDir,
+        FLEETLM_WORKERS: String(this.workers),
+        MALLOC_ARENA_MAX: '2',
+      },
+      cwd: ROOT,
+      logFile: path.join(this.tmp, `${n.name}.log`),
+      stopSignal: 'SIGTERM',
+    });
+    await waitHttpReady(n.port, '/health/ready', 60_000);
+    return performance.now() - t0;
+  }
+
+  live(): Node[] {
+    return this.nodes.filter((n) => n.proc !== null);
+  }
+
+  cpuSeconds(): number {
+    return this.nodes.reduce((s, n) => s + (n.proc ? treeCpuSeconds(n.proc.pid) : 0), 0);
+  }
+}
+
+async function wrkOn(port: number, connections: number, seconds: number, conversations: number, tmp: string): Promise<{ w: WrkParsed; cpuS: number }> {
+  const m = await runMeasured(
+    'wrk',
+    'wrk',
+    ['-t1', `-c${connections}`, `-d${Math.ceil(seconds)}s`, '--latency', '--timeout', '10s', '-s', path.join(ROOT, 'bench', 'lua', 'append.lua'), `http://127.0.0.1:${port}`, '--', String(conversations), DEFAULT_TEXT, '0', 'bench-'],
+    { timeoutMs: (seconds + 60) * 1000, tmpDir: tmp },
+  );
+  if (m.code !== 0) throw new Error(`wrk exited ${m.code}: ${m.stderr.slice(-1000)}`);
+  return { w: parseWrk(m.stdout), cpuS: m.userS + m.sysS };
+}
+
+interface OpenLoopOut {
+  ok: number;
+  errors: number;
+  achievedRate: number;
+  latencyMs: { p50: number | string; p99: number | string; max: number | string };
+}
+
+async function openLoopOn(port: number, rate: number, seconds: number, conversations: number, tmp: string): Promise<OpenLoopOut> {
+  const m = await runMeasured(
+    'openloop',
+    process.execPath,
+    [path.join(ROOT, 'dist', 'bench', 'openloop.js'), `--port=${port}`, '--proto=http', `--rate=${rate}`, `--duration=${seconds}`, '--connections=21', `--conversations=${conversations}`],
+    { timeoutMs: (seconds + 60) * 1000, tmpDir: tmp },
+  );
+  if (m.code !== 0) throw new Error(`openloop exited ${m.code}: ${m.stderr.slice(-1000)}`);
+  return JSON.parse(m.stdout) as OpenLoopOut;
+}
+
+/** Time from the kill until each of `convs` has taken one append through a survivor; the slowest. */
+async function failoverMs(cluster: Cluster, convs: number[]): Promise<{ slowestMs: number; errors: number }> {
+  const t0 = performance.now();
+  let errors = 0;
+  const done = await Promise.all(
+    convs.map(async (c, k) => {
+      for (;;) {
+        const live = cluster.live();
+        const n = live[k % live.length];
+        try {
+          const r = await httpRequest(n.port, 'POST', `/v1/conversations/bench-${c}/messages`, appendBody(), 10_000);
+          if (r.status === 201) return performance.now() - t0;
+          if (r.status !== 503) errors++;
+        } catch {
+          errors++;
+        }
+        if (performance.now() - t0 > 30_000) return Number.POSITIVE_INFINITY;
+        await sleep(20);
+      }
+    }),
+  );
+  return { slowestMs: Math.max(...done), errors };
+}
+
+async function main(): Promise<number> {
+  const opts = parseOptions(process.argv.slice(2), process.env);
+  installCleanupHandlers();
+  for (const tool of ['wrk', 'nats-server']) {
+    if (which(tool) === null && !fs.existsSync(`/usr/sbin/${tool}`)) throw new Error(`${tool} not found: run scripts/bench-deps.sh / scripts/test-deps.sh`);
+  }
+  const tmp = fs.mkdtempSync(path.join(opts.tmp, 'fleetlm-bench-cluster-'));
+  const natsPort = await freePort();
+  const nats = spawnTracked('nats-server', which('nats-server') ?? '/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)], {
+    logFile: path.join(tmp, 'nats.log'),
+  });
+  await sleep(300);
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const cluster = new Cluster(tmp, `nats://127.0.0.1:${natsPort}`, opts.workers, ports);
+  await Promise.all(cluster.nodes.map((n) => cluster.start(n)));
+  log(`cluster ready on ports ${ports.join(', ')}`);
+  await pool(16, opts.conversations, async (i) => {
+    const r = await httpRequest(ports[i % 3], 'PUT', `/v1/conversations/bench-${i}`, '{}', 10_000);
+    if (r.status !== 200) throw new Error(`PUT bench-${i}: ${r.status}`);
+  });
+
+  // Burst: 63 in flight, a third through each node.
+  log(`warm-up ${opts.warmup} s`);
+  await Promise.all(ports.map((p) => wrkOn(p, 21, opts.warmup, opts.conversations, tmp)));
+  log(`burst ${opts.duration} s`);
+  const cpu0 = cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
+  const t0 = performance.now();
+  const burst = await Promise.all(ports.map((p) => wrkOn(p, 21, opts.duration, opts.conversations, tmp)));
+  const wallS = (performance.now() - t0) / 1000;
+  const serverCpuPct = ((cluster.cpuSeconds() + treeCpuSeconds(nats.pid) - cpu0) / wallS) * 100;
+  const acked = burst.reduce((s, b) => s + b.w.status201, 0);
+  const burstRate = burst.reduce((s, b) => s + b.w.status201 / b.w.durationS, 0);
+  const genCpuPct = (burst.reduce((s, b) => s + b.cpuS, 0) / wallS) * 100;
+  const non2xx = burst.reduce((s, b) => s + b.w.non2xx + b.w.socketErrors, 0);
+
+  log(`fixed ${opts.rate}/s for ${opts.fixedDuration} s`);
+  const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, tmp)));
+
+  log(`failover: ${opts.kills} kills`);
+  const kills: { victim: string; slowestMs: number; errors: number; restartMs: number }[] = [];
+  const sample = Array.from({ length: 60 }, (_, k) => Math.floor((k * opts.conversations) / 60));
+  for (let k = 0; k < opts.kills; k++) {
+    const victim = cluster.nodes[k % 3];
+    await sleep(1000);
+    process.kill(victim.proc!.pid, 'SIGKILL');
+    await victim.proc!.exited;
+    victim.proc = null;
+    const f = await failoverMs(cluster, sample);
+    const restartMs = await cluster.start(victim);
+    kills.push({ victim: victim.name, ...f, restartMs });
+    log(`kill ${k + 1}: ${victim.name}, slowest conversation back after ${fmtMs(f.slowestMs)}`);
+  }
+  await Promise.all(cluster.nodes.map((n) => (n.proc ? stopTracked(n.proc) : null)));
+  await stopTracked(nats);
+
+  const slowest = kills.map((k) => k.slowestMs).sort((a, b) => a - b);
+  const lat = (v: number | string) => fmtMs(Number(v));
+  const report = {
+    generatedAt: new Date().toISOString(),
+    machine: machineInfo(),
+    options: opts,
+    burst: {
+      acked,
+      appendsPerS: burstRate,
+      perNode: burst.map((b, i) => ({ node: NAMES[i], appendsPerS: b.w.status201 / b.w.durationS, p50Ms: b.w.p50Ms, p99Ms: b.w.p99Ms })),
+      serverCpuPct,
+      generatorCpuPct: genCpuPct,
+      errors: non2xx,
+    },
+    fixed: fixed.map((f, i) => ({ node: NAMES[i], ...f })),
+    failover: { kills, p50Ms: percentileSorted(slowest, 50), p99Ms: percentileSorted(slowest, 99), maxMs: slowest.at(-1) },
+  };
+  const md = [
+    '## Cluster: 3 nodes on one machine',
+    '',
+    `Generated ${report.generatedAt} by \`npm run bench:cluster\`. Machine: ${Object.values(report.machine).join(', ')}.`,
+    `3 node processes (FLEETLM_WORKERS=${opts.workers} each) and one nats-server share the machine with the load generators.`,
+    '',
+    '| phase | appends/s | p50 | p99 | notes |',
+    '|---|---:|---:|---:|---|',
+    `| burst (3 × wrk -c21, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
+    `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors |`,
+    '',
+    'p50 / p99 per node the load entered through (n1 / n2 / n3).',
+    '',
+    `Failover after kill -9 (${opts.kills} kills, 60 conversations appended through the survivors until each answers 201): slowest conversation back after p50 ${fmtMs(report.failover.p50Ms)}, p99 ${fmtMs(report.failover.p99Ms)}, max ${fmtMs(report.failover.maxMs)}; the killed node was ready again after ${kills.map((k) => fmtMs(k.restartMs)).join(', ')}.`,
+    '',
+  ].join('\n');
+  fs.mkdirSync(path.dirname(opts.out), { recursive: true });
+  fs.writeFileSync(opts.out, md);
+  fs.writeFileSync(opts.out.replace(/\.md$/, '.json'), JSON.stringify(report, null, 2));
+  log(`wrote ${path.relative(process.cwd(), opts.out)}`);
+  process.stdout.write(md);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  return 0;
+}
+
+main()
+  .catch((e) => {
+    log(`error: ${(e as Error).stack ?? e}`);
+    return 1;
+  })
+  .then(async (code) => {
+    await stopAll();
+    process.exit(code);
+  });
