@@ -59,8 +59,19 @@ test('config - a bad value names the variable', () => {
     [{ NATS_URL: 'nats://a:4222', FLEETLM_NATS_PASSWORD: 'p' }, /^FLEETLM_NATS_USER: /],
     [{ NATS_URL: 'nats://a:4222', FLEETLM_NATS_TLS_CA_FILE: '/no/such/ca.pem' }, /^FLEETLM_NATS_TLS_CA_FILE: /],
     [{ DNS_CLUSTER_QUERY: 'fleet.internal' }, /^DNS_CLUSTER_QUERY: /],
+    [{ CLUSTER_NODES: 'n1,n2,n3', NODE_NAME: 'n1' }, /^NATS_URL: is required for a cluster/],
+    [{ CLUSTER_NODES: 'n1,n2,n3', NATS_URL: 'nats://a:4222' }, /^NODE_NAME: must be one of CLUSTER_NODES/],
+    [{ FASTPACA_CLUSTER_SEED: 'n1,n2', NATS_URL: 'nats://a:4222', NODE_NAME: 'n9' }, /^NODE_NAME: must be one of FASTPACA_CLUSTER_SEED/],
+    [{ CLUSTER_NODES: 'n1,bad name', NATS_URL: 'nats://a:4222', NODE_NAME: 'n1' }, /^CLUSTER_NODES: node names/],
   ];
   for (const [env, re] of bad) {
     assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && re.test(e.message), JSON.stringify(env));
   }
+});
+
+test('config - CLUSTER_NODES: sorted, deduplicated; one name is a single node', () => {
+  const c = loadConfig({ CLUSTER_NODES: ' n3,n1, n2,n1 ', NATS_URL: 'nats://a:4222', NODE_NAME: 'n2' });
+  assert.deepEqual(c.clusterNodes, ['n1', 'n2', 'n3']);
+  assert.equal(loadConfig({ CLUSTER_NODES: 'solo' }).clusterNodes, null);
+  assert.equal(loadConfig({}).clusterNodes, null);
 });
