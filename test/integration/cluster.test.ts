@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { connect } from '@nats-io/transport-node';
+import WebSocket from 'ws';
 import { api, startNode, tempDir, type NodeProc } from './harness.js';
 import { startNats, type NatsServer } from './nats-server.js';
 import { PartitionStore } from '../../storage/partition-store.js';
@@ -306,6 +307,53 @@ describe('cluster of three', () => {
     assert.deepEqual(replicas[2].get(conv), want);
     assert.deepEqual(replicas[1].get(conv), want);
     await Promise.all(members.map(startMember));
+  });
+
+  test('a stream on one node delivers every message once, in order, through kill -9 of the other nodes', async () => {
+    const conv = 'stream-fo';
+    assert.equal((await api(urlOf(0), 'PUT', `/v1/conversations/${conv}`, {})).status, 200);
+    const seqs: number[] = [];
+    const texts: string[] = [];
+    const ws = new WebSocket(`${urlOf(2).replace('http', 'ws')}/v1/conversations/${conv}/stream?cursor=0`);
+    ws.on('message', (d) => {
+      const ev = JSON.parse(d.toString());
+      if (ev.type !== 'message') return;
+      seqs.push(ev.seq);
+      texts.push(ev.message.parts[0].text);
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const COUNT = 240;
+    let next = 0;
+    // Appends through n1 and n2 with idempotency keys, retried until acknowledged.
+    const writer = async () => {
+      while (next < COUNT) {
+        const k = next++;
+        for (;;) {
+          const live = [members[0], members[1]].filter((m) => m.node !== null);
+          const node = live[k % live.length].node!;
+          const r = await api(node.url, 'POST', `/v1/conversations/${conv}/messages`, text(`m${k}`), { 'idempotency-key': `k${k}` }).catch(() => null);
+          if (r?.status === 201) break;
+          await sleep(50);
+        }
+      }
+    };
+    const writers = Array.from({ length: 6 }, writer);
+    for (const victim of [members[0], members[1]]) {
+      await sleep(700);
+      const node = victim.node!;
+      victim.node = null;
+      await node.kill9();
+      await sleep(500);
+      await startMember(victim);
+    }
+    await Promise.all(writers);
+    for (let i = 0; i < 100 && seqs.length < COUNT; i++) await sleep(50);
+    ws.close();
+    assert.deepEqual(seqs, Array.from({ length: COUNT }, (_, k) => k + 1));
+    assert.equal(new Set(texts).size, COUNT);
   });
 
   test('a group without quorum answers 503 within the bound, and heals by itself', async () => {
