@@ -2,7 +2,7 @@
 // nats-server on loopback), the same load as bench/append spread over the
 // three nodes, then failover after kill -9.
 //
-//   npm run bench:cluster                      # 15 s burst, 15 s at 5,000/s, 20 kills
+//   npm run bench:cluster                      # 15 s burst, 15 s at 5,000/s, 20 kills, JetStream peer
 //   node dist/bench/cluster.js --duration=5 --kills=3
 //
 // Phases:
@@ -15,6 +15,11 @@
 //             the survivors until each has one 201; the slowest is the kill's
 //             failover time (conversations whose groups the victim led wait
 //             for an election). Then restart the victim and wait for ready.
+//   peer:     a 3-server NATS JetStream cluster with an R3 file stream over
+//             `conv.>` (a subject per conversation), the same message body,
+//             3 × bench/js-publisher.js with 21 publishes in flight, one per
+//             server. JetStream acknowledges without fsync (its default; the
+//             Debian nats-server 2.9 cannot sync every write).
 // Every process is started on free loopback ports in a temp dir and stopped by
 // PID. Results: bench/results/cluster-latest.md (+ .json).
 //
@@ -61,6 +66,7 @@ interface Options {
   kills: number;
   workers: number;
   conversations: number;
+  skipJetstream: boolean;
   out: string;
   tmp: string;
 }
@@ -86,6 +92,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     kills: num('kills', 20),
     workers: num('workers', 1),
     conversations: num('conversations', 1000),
+    skipJetstream: get('skip-jetstream', 'false') !== 'false',
     out: get('out', path.join(ROOT, 'bench', 'results', 'cluster-latest.md')),
     tmp: get('tmp', os.tmpdir()),
   };
@@ -193,6 +200,71 @@ async function failoverMs(cluster: Cluster, convs: number[]): Promise<{ slowestM
   return { slowestMs: Math.max(...done), errors };
 }
 
+interface PublisherOut {
+  acked: number;
+  errors: number;
+  rate: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuS: number;
+  wallS: number;
+}
+
+/** The peer: 3 clustered nats-servers with JetStream and an R3 stream, loaded like our cluster. */
+async function benchJetStream(opts: Options, tmp: string, natsBin: string): Promise<{ rate: number; perServer: PublisherOut[]; serverCpuPct: number; genCpuPct: number }> {
+  const client = await Promise.all(NAMES.map(() => freePort()));
+  const route = await Promise.all(NAMES.map(() => freePort()));
+  const servers = NAMES.map((n, i) => {
+    const dir = path.join(tmp, `js-${n}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const conf = path.join(dir, 'nats.conf');
+    const routes = route.filter((_, k) => k !== i).map((p) => `nats-route://127.0.0.1:${p}`);
+    fs.writeFileSync(
+      conf,
+      [
+        `server_name: js-${n}`,
+        `listen: 127.0.0.1:${client[i]}`,
+        `jetstream { store_dir: "${path.join(dir, 'store')}" }`,
+        `cluster { name: bench, listen: 127.0.0.1:${route[i]}, routes: [${routes.join(', ')}] }`,
+      ].join('\n'),
+    );
+    return spawnTracked(`js-${n}`, natsBin, ['-c', conf], { logFile: path.join(dir, 'log') });
+  });
+  const { connect } = await import('@nats-io/transport-node');
+  const nc = await connect({ servers: `nats://127.0.0.1:${client[0]}`, maxReconnectAttempts: 20 });
+  const config = { name: 'BENCH', subjects: ['conv.>'], num_replicas: 3, storage: 'file' };
+  for (let attempt = 0; ; attempt++) {
+    const r = await nc.request('$JS.API.STREAM.CREATE.BENCH', JSON.stringify(config), { timeout: 5000 }).catch((e: Error) => e);
+    const text = r instanceof Error ? r.message : new TextDecoder().decode(r.data);
+    if (!(r instanceof Error) && !text.includes('"error"')) break;
+    if (attempt > 40) throw new Error(`JetStream stream not created: ${text}`);
+    await sleep(500); // the JetStream meta group elects a leader first
+  }
+  await nc.close();
+  const publish = (i: number, seconds: number) =>
+    runMeasured(
+      'js-publisher',
+      process.execPath,
+      [path.join(ROOT, 'dist', 'bench', 'js-publisher.js'), `--server=nats://127.0.0.1:${client[i]}`, `--seconds=${seconds}`, '--concurrency=21', `--conversations=${opts.conversations}`],
+      { timeoutMs: (seconds + 60) * 1000, tmpDir: tmp },
+    );
+  await Promise.all(NAMES.map((_, i) => publish(i, opts.warmup)));
+  const cpu0 = servers.reduce((s, t) => s + treeCpuSeconds(t.pid), 0);
+  const t0 = performance.now();
+  const runs = await Promise.all(NAMES.map((_, i) => publish(i, opts.duration)));
+  const wallS = (performance.now() - t0) / 1000;
+  const serverCpuPct = ((servers.reduce((s, t) => s + treeCpuSeconds(t.pid), 0) - cpu0) / wallS) * 100;
+  for (const r of runs) if (r.code !== 0) throw new Error(`js-publisher exited ${r.code}: ${r.stderr.slice(-1000)}`);
+  const perServer = runs.map((r) => JSON.parse(r.stdout) as PublisherOut);
+  await Promise.all(servers.map((t) => stopTracked(t)));
+  return {
+    rate: perServer.reduce((s, p) => s + p.rate, 0),
+    perServer,
+    serverCpuPct,
+    genCpuPct: (runs.reduce((s, r) => s + r.userS + r.sysS, 0) / wallS) * 100,
+  };
+}
+
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2), process.env);
   installCleanupHandlers();
@@ -201,7 +273,8 @@ async function main(): Promise<number> {
   }
   const tmp = fs.mkdtempSync(path.join(opts.tmp, 'fleetlm-bench-cluster-'));
   const natsPort = await freePort();
-  const nats = spawnTracked('nats-server', which('nats-server') ?? '/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(natsPort)], {
+  const natsBin = which('nats-server') ?? '/usr/sbin/nats-server';
+  const nats = spawnTracked('nats-server', natsBin, ['-a', '127.0.0.1', '-p', String(natsPort)], {
     logFile: path.join(tmp, 'nats.log'),
   });
   await sleep(300);
@@ -247,6 +320,11 @@ async function main(): Promise<number> {
   }
   await Promise.all(cluster.nodes.map((n) => (n.proc ? stopTracked(n.proc) : null)));
   await stopTracked(nats);
+  let js: Awaited<ReturnType<typeof benchJetStream>> | null = null;
+  if (!opts.skipJetstream) {
+    log(`peer: JetStream R3, ${opts.duration} s`);
+    js = await benchJetStream(opts, tmp, natsBin);
+  }
 
   const slowest = kills.map((k) => k.slowestMs).sort((a, b) => a - b);
   const lat = (v: number | string) => fmtMs(Number(v));
@@ -264,7 +342,14 @@ async function main(): Promise<number> {
     },
     fixed: fixed.map((f, i) => ({ node: NAMES[i], ...f })),
     failover: { kills, p50Ms: percentileSorted(slowest, 50), p99Ms: percentileSorted(slowest, 99), maxMs: slowest.at(-1) },
+    jetstream: js,
   };
+  const jsRow =
+    js === null
+      ? []
+      : [
+          `| peer: NATS JetStream R3 (3 × 21 in flight, ${opts.duration} s) | ${fmtInt(js.rate)} | ${js.perServer.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${js.perServer.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(js.perServer.reduce((s, p) => s + p.acked, 0))} acknowledged (no fsync), ${js.perServer.reduce((s, p) => s + p.errors, 0)} errors; servers CPU ${Math.round(js.serverCpuPct)}%, publishers ${Math.round(js.genCpuPct)}% |`,
+        ];
   const md = [
     '## Cluster: 3 nodes on one machine',
     '',
@@ -274,9 +359,10 @@ async function main(): Promise<number> {
     '| phase | appends/s | p50 | p99 | notes |',
     '|---|---:|---:|---:|---|',
     `| burst (3 × wrk -c21, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
+    ...jsRow,
     `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors |`,
     '',
-    'p50 / p99 per node the load entered through (n1 / n2 / n3).',
+    `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}`,
     '',
     `Failover after kill -9 (${opts.kills} kills, 60 conversations appended through the survivors until each answers 201): slowest conversation back after p50 ${fmtMs(report.failover.p50Ms)}, p99 ${fmtMs(report.failover.p99Ms)}, max ${fmtMs(report.failover.maxMs)}; the killed node was ready again after ${kills.map((k) => fmtMs(k.restartMs)).join(', ')}.`,
     '',
