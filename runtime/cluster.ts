@@ -19,6 +19,8 @@
 // (request/reply). Without a leader it waits up to NO_LEADER_WAIT_MS, then
 // answers 503 (Retry-After), so no request hangs while a group has no quorum.
 //   rpc request: op:u8 group:u16 payload      rpc reply: kind:u16 body
+//   (replies come to `<prefix>.reply.<self>.<id>`, one wildcard subscription:
+//   a client-side request costs no subscription or error object)
 //   (group ALL_WORKERS: every worker of that node; the reply body is the JSON
 //   array of their bodies)
 //
@@ -79,6 +81,9 @@ export class Cluster {
   private nextChunkId = 1;
   private readonly subs: Subscription[] = [];
   private readonly members: Set<string>;
+  private readonly replyPrefix: string;
+  private nextReplyId = 1;
+  private readonly replies = new Map<number, (m: Msg | null) => void>();
   /** Peers cut off by the partition failpoint. */
   private cutOff = new Set<string>();
   private readonly lastHeardMs = new Map<string, number>();
@@ -94,6 +99,7 @@ export class Cluster {
     private readonly dispatcher: Dispatcher,
   ) {
     this.members = new Set(nodes);
+    this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
     dispatcher.onLeader = (group, leader, term) => this.setLeader(group, leader, term);
     this.subs.push(
@@ -105,6 +111,15 @@ export class Cluster {
       nc.subscribe(`${prefix}.rpc.${self}`, {
         callback: (err, m) => {
           if (err === null) void this.onRpc(m);
+        },
+      }),
+      nc.subscribe(`${this.replyPrefix}.*`, {
+        callback: (err, m) => {
+          if (err !== null) return;
+          const id = Number(m.subject.slice(this.replyPrefix.length + 1));
+          const settle = this.replies.get(id);
+          this.replies.delete(id);
+          settle?.(m);
         },
       }),
     );
@@ -234,14 +249,32 @@ export class Cluster {
     req[1] = group >> 8;
     req[2] = group & 0xff;
     req.set(payload, 3);
-    let res: Msg;
-    try {
-      res = await this.nc.request(`${this.prefix}.rpc.${node}`, req, { timeout: FORWARD_TIMEOUT_MS });
-    } catch (err) {
+    const res = await new Promise<Msg | null>((resolve) => {
+      const id = this.nextReplyId++;
+      const timer = setTimeout(() => {
+        this.replies.delete(id);
+        resolve(null);
+      }, FORWARD_TIMEOUT_MS);
+      this.replies.set(id, (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      });
+      try {
+        this.nc.publish(`${this.prefix}.rpc.${node}`, req, { reply: `${this.replyPrefix}.${id}` });
+      } catch {
+        this.replies.delete(id);
+        clearTimeout(timer);
+        resolve(null);
+      }
+    });
+    if (res === null) {
       metrics.raftForwardFailures.inc();
-      // Nobody listens there (node down): nothing happened, so the request may go elsewhere.
-      if (isNoResponders(err)) return notLeaderReply(`node ${node} is unreachable`);
       throw unavailable(`the leader of group ${group} (${node}) did not answer in time; the outcome is unknown, retry with an idempotency key`);
+    }
+    // The server's "no responders" status: nobody listens there (node down), nothing happened.
+    if (res.headers?.code === 503 || res.data.length < 2) {
+      metrics.raftForwardFailures.inc();
+      return notLeaderReply(`node ${node} is unreachable`);
     }
     const d = res.data;
     return { kind: ((d[0] << 8) | d[1]) as ReplyKind, body: d.subarray(2) };
@@ -461,11 +494,4 @@ function isNotLeader(r: WorkerReply): boolean {
   if (r.kind !== ReplyKind.Error) return false;
   const w = JSON.parse(fromUtf8.decode(r.body)) as WireError;
   return w.detail === NOT_LEADER;
-}
-
-function isNoResponders(err: unknown): boolean {
-  if (typeof err !== 'object' || err === null) return false;
-  const e = err as { isNoResponders?: () => boolean; cause?: unknown; name?: string };
-  if (typeof e.isNoResponders === 'function' && e.isNoResponders()) return true;
-  return e.name === 'NoRespondersError' || (e.cause !== undefined && isNoResponders(e.cause));
 }
