@@ -161,6 +161,8 @@ async function wrkOn(port: number, connections: number, seconds: number, convers
 interface OpenLoopOut {
   ok: number;
   errors: number;
+  scheduled: number;
+  unanswered: number;
   achievedRate: number;
   latencyMs: { p50: number | string; p99: number | string; max: number | string };
 }
@@ -360,7 +362,7 @@ async function main(): Promise<number> {
     '|---|---:|---:|---:|---|',
     `| burst (3 × wrk -c21, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
     ...jsRow,
-    `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors |`,
+    `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained) |`,
     '',
     `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}`,
     '',
