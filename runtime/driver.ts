@@ -34,6 +34,7 @@ import { log } from './log.js';
 import { groupOf } from './placement.js';
 import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
 import { QUIESCE_TYPE } from './raft/codec.js';
+import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from './quiesce.js';
 
 export type ReplyFn = (reqId: number, reply: Reply) => void;
 
@@ -72,8 +73,6 @@ interface PendingWrite {
 
 /** Election timeout in ticks (randomized to [1, 2) × this); heartbeats every tick. */
 const ELECTION_TICKS = 10;
-/** Ticks a replicated group's leader waits with nothing to do before it quiesces. */
-const QUIESCE_AFTER_TICKS = 3;
 
 /** How often applied state is made durable so WAL segments can be recycled. */
 const CHECKPOINT_MS = 1000;
@@ -111,8 +110,12 @@ class Group {
    */
   quiesced = false;
   idleTicks = 0;
-  /** Follower: the state a leader streamed with its last Snap, until the core takes or ignores it. */
-  snapshotData: { index: number; data: Uint8Array } | null = null;
+  /**
+   * Follower: states leaders streamed with Snap messages, by snapshot index,
+   * until a Ready takes one (a later or duplicated Snap must not replace the
+   * one the core is about to want).
+   */
+  readonly snapshotData = new Map<number, Uint8Array>();
 
   constructor(
     readonly id: number,
@@ -231,11 +234,7 @@ export class PartitionDriver {
     if (g === undefined || g.stopped !== null) return false;
     if (m.to !== this.nodeId || m.from === this.nodeId || !g.voters.includes(m.from)) return false;
     if (m.type === QUIESCE_TYPE) {
-      // Only a follower that has everything of this leader's term stops its timer.
-      const st = g.core.status();
-      if (st.role === Role.Follower && st.leader === m.from && st.term === m.term && st.lastIndex === m.index && st.commit === m.commit) {
-        g.quiesced = true;
-      }
+      if (followerMayQuiesce(g.core.status(), m)) g.quiesced = true;
       return true;
     }
     // Heartbeats are keepalive traffic: they wake nothing (a leader's last
@@ -244,7 +243,7 @@ export class PartitionDriver {
     if (m.type === MessageType.Snap) {
       // The state rides as one pseudo-entry; the core sees only the meta.
       if (m.entries.length !== 1 || m.snapshot === null || m.entries[0].index !== m.snapshot.index) return false;
-      g.snapshotData = { index: m.snapshot.index, data: m.entries[0].data };
+      g.snapshotData.set(m.snapshot.index, m.entries[0].data);
       m = { ...m, entries: [] };
     }
     try {
@@ -321,35 +320,11 @@ export class PartitionDriver {
       return false;
     }
     const st = g.core.status();
-    const idle =
-      st.role === Role.Leader &&
-      g.proposals.size === 0 &&
-      g.reads.size === 0 &&
-      g.readsWaiting.length === 0 &&
-      st.commit === st.lastIndex &&
-      g.applied === st.lastIndex &&
-      Object.values(st.progress ?? {}).every((p) => p.match === st.lastIndex);
+    const idle = leaderIdle(st, g.applied, g.proposals.size + g.reads.size + g.readsWaiting.length);
     g.idleTicks = idle ? g.idleTicks + 1 : 0;
     if (g.idleTicks < QUIESCE_AFTER_TICKS) return false;
     g.quiesced = true;
-    for (const to of g.voters) {
-      if (to === this.nodeId) continue;
-      this.links.send({
-        type: QUIESCE_TYPE,
-        group: g.id,
-        from: this.nodeId,
-        to,
-        term: st.term,
-        logTerm: 0,
-        index: st.lastIndex,
-        entries: [],
-        commit: st.commit,
-        reject: false,
-        rejectHint: 0,
-        snapshot: null,
-        context: 0,
-      });
-    }
+    for (const to of g.voters) if (to !== this.nodeId) this.links.send(quiesceMessage(st, to));
     return true;
   }
 
@@ -536,7 +511,7 @@ export class PartitionDriver {
   /** Duties 1, 3, 4 and 5 of the Ready contract for one group. */
   private collect(g: Group, rd: Ready): void {
     if (rd.softState !== null) this.onSoftState(g, rd.softState.role, rd.softState.leader);
-    g.snapshotData = null; // a Ready without a snapshot: the core did not want it
+    g.snapshotData.clear(); // a Ready without a snapshot: the core wanted none of them
     for (const m of rd.messages) {
       if (m.type === MessageType.Snap) this.sendSnapshot(g, m.to);
       // A leader's appends and heartbeats may leave before its own fsync (they promise nothing).
@@ -660,11 +635,11 @@ export class PartitionDriver {
     const meta = rd.snapshot!;
     try {
       await this.exclusive(async () => {
-        const stash = g.snapshotData;
-        g.snapshotData = null;
-        assert(stash !== null && stash.index === meta.index, `group ${g.id}: snapshot ${meta.index} wanted without its data`);
+        const data = g.snapshotData.get(meta.index);
+        g.snapshotData.clear();
+        assert(data !== undefined, `group ${g.id}: snapshot ${meta.index} wanted without its data`);
         assert(rd.committedEntries.length === 0 && rd.entries.length === 0, `group ${g.id}: snapshot Ready carries entries`);
-        const applied = await installGroupSnapshot(this.store, g.id, stash.data);
+        const applied = await installGroupSnapshot(this.store, g.id, data);
         assert(applied.index === meta.index && applied.term === meta.term, `group ${g.id}: snapshot data at ${applied.index}/${applied.term}, meta ${meta.index}/${meta.term}`);
         this.actors.dropWhere((id) => groupOf(id) === g.id);
         g.applyQueue = [];

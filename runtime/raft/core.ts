@@ -385,9 +385,12 @@ export class RaftCore {
     const commit = this.log.committed;
     const softChanged = this.lead !== this.prevLeader || this.role !== this.prevRole;
     const hardChanged = this.term !== this.prevTerm || this.vote !== this.prevVote || commit !== this.prevCommit;
-    const entries = this.log.takeUnstable();
     const snapshot = this.snapshotPending;
     this.snapshotPending = null;
+    // A snapshot supersedes the log: entries accepted before it are not
+    // handed out (advance() could not count them as persisted in a log the
+    // snapshot replaced); restore() drops them.
+    const entries = snapshot !== null ? EMPTY_ENTRIES : this.log.takeUnstable();
     const rd: Ready = {
       softState: softChanged ? { leader: this.lead, role: this.role } : null,
       hardState: hardChanged ? { term: this.term, vote: this.vote, commit } : null,

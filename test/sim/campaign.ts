@@ -14,7 +14,11 @@ if (!(seconds > 0)) throw new RangeError(`SIM_SECONDS must be a positive number,
 const plan = planFromEnv({ firstSeed: 1_000_000, count: Number.POSITIVE_INFINITY, steps: 10_000 });
 const budgetMs = plan.count === Number.POSITIVE_INFINITY ? seconds * 1000 : Number.POSITIVE_INFINITY;
 try {
-  runSeeds(plan, (line) => console.log(line), budgetMs);
+  const totals = runSeeds(plan, (line) => console.log(line), budgetMs);
+  if (totals.groupsStopped > 0) {
+    console.error(`${totals.groupsStopped} groups stopped by a driver assertion`);
+    process.exit(1);
+  }
 } catch (err) {
   console.error(err instanceof Error ? err.message : err);
   process.exit(1);

@@ -166,8 +166,10 @@ export class SimClient {
     }
     const { reply, leader } = a;
     if (reply.kind !== ReplyKind.Error) {
-      if (reply.kind === ReplyKind.Created) op.ack = JSON.parse(reply.body) as { seq: number; version: number; duplicate: boolean };
-      if (op.ack !== null) op.ack.duplicate = op.ack.duplicate === true;
+      if (reply.kind === ReplyKind.Created) {
+        const body = JSON.parse(reply.body) as { seq: number; version: number; duplicate?: boolean };
+        op.ack = { seq: body.seq, version: body.version, duplicate: body.duplicate === true };
+      }
       this.finish('ok', '');
       return;
     }

@@ -1,6 +1,6 @@
 // The simulated network between nodes: one packet per (sender, receiver)
 // per flush, carrying many groups' Raft messages (the transport batches per
-// peer). Packets are delayed (with rare long spikes, which reorders them),
+// peer), or none (a keepalive). Packets are delayed (with rare long spikes, which reorders them),
 // dropped, duplicated, and cut by partitions, which may be one-way. A cut is
 // decided when the packet arrives, so a partition also loses what is in flight.
 import type { Message, NodeId } from '../../runtime/raft/types.js';
@@ -25,21 +25,24 @@ export interface NetworkKnobs {
 }
 
 /** Hands a packet to its destination; false when the node is down (the packet is lost). */
-export type DeliverFn = (to: NodeId, envelopes: readonly Envelope[]) => boolean;
+export type DeliverFn = (from: NodeId, to: NodeId, envelopes: readonly Envelope[]) => boolean;
 
 export class SimNetwork {
   private readonly cut = new Set<string>();
+  private readonly knobs: NetworkKnobs;
 
   constructor(
     private readonly scheduler: Scheduler,
     private readonly rng: Rng,
-    readonly knobs: NetworkKnobs,
+    knobs: NetworkKnobs,
     private readonly stats: SimStats,
     private readonly deliver: DeliverFn,
-  ) {}
+  ) {
+    this.knobs = { ...knobs };
+  }
 
+  /** A packet; an empty one is a keepalive. */
   send(from: NodeId, to: NodeId, envelopes: Envelope[]): void {
-    if (envelopes.length === 0) return;
     this.stats.raftMessages += envelopes.length;
     this.scheduler.after(this.latency(), () => this.arrive(from, to, envelopes));
     if (this.rng.chance(this.knobs.dupRate)) {
@@ -77,7 +80,7 @@ export class SimNetwork {
 
   private arrive(from: NodeId, to: NodeId, envelopes: readonly Envelope[]): void {
     this.stats.steps++;
-    const lost = this.cut.has(`${from}>${to}`) || this.rng.chance(this.knobs.dropRate) || !this.deliver(to, envelopes);
+    const lost = this.cut.has(`${from}>${to}`) || this.rng.chance(this.knobs.dropRate) || !this.deliver(from, to, envelopes);
     if (lost) this.stats.packetsDropped++;
     else this.stats.packetsDelivered++;
   }

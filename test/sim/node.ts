@@ -12,12 +12,18 @@
 //   snapshot: a leader sends its applied state when a follower needs
 //         compacted entries; the follower installs it with the Ready that
 //         carries it, durably and atomically with its log reset.
+//   quiescence: an idle group's leader stops ticking and tells its
+//         followers, who stop too; any message but a heartbeat, a proposal or
+//         a read wakes a group; per node pair keepalives, and a peer not heard
+//         from for a while wakes the groups it leads (runtime/cluster.ts).
 //   crash: memory is gone, the disk keeps what was synced (and maybe a
 //         prefix of the rest); restart rebuilds each group from the disk.
 import { patchNow } from '../../actors/commands.js';
 import type { ApplyResult, ConversationRecord } from '../../actors/conversation.js';
 import { notLeader, unavailable } from '../../actors/errors.js';
 import { RaftCore, NotLeaderError, ProposalDroppedError } from '../../runtime/raft/core.js';
+import { QUIESCE_TYPE } from '../../runtime/raft/codec.js';
+import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from '../../runtime/quiesce.js';
 import { MemoryStorage } from '../../runtime/raft/log.js';
 import { MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
 import { applyReply, errorReply, type Reply } from '../../runtime/replies.js';
@@ -31,6 +37,8 @@ import type { SimStats } from './stats.js';
 
 /** Wall-clock origin of virtual time, for the timestamps apply() writes. */
 export const EPOCH_MS = Date.UTC(2025, 0, 1);
+/** As runtime/cluster.ts: while peers are down, the workers are told again this often, in keepalive periods. */
+const PEERS_DOWN_REPEAT_KEEPALIVES = 10;
 
 export interface DriverKnobs {
   electionTicks: number;
@@ -44,6 +52,12 @@ export interface DriverKnobs {
   retainEntries: number;
   fsyncMinMs: number;
   fsyncMaxMs: number;
+  /** Idle groups stop ticking (runtime/driver.ts does it always). */
+  quiesce: boolean;
+  /** A peer that got nothing else for this long gets an empty packet. */
+  keepaliveMs: number;
+  /** A peer not heard from for this long is down: the quiesced groups it leads wake up. */
+  peerDownMs: number;
 }
 
 /** A client's request as it reaches a node. */
@@ -89,7 +103,7 @@ class Replica {
   readonly proposals = new Map<number, Proposal>();
   readonly reads = new Map<number, ClientRequest>();
   readonly readsWaiting: { req: ClientRequest; index: number }[] = [];
-  /** Streamed state of Snap messages stepped in, by snapshot index, until a Ready takes one. */
+  /** States streamed with Snap messages, by applied index, until a Ready takes one or shows none was wanted. */
   readonly incomingSnapshots = new Map<number, GroupImage>();
   readSeq = 0;
   role = Role.Follower;
@@ -98,6 +112,9 @@ class Replica {
   leaderTerm = 0;
   /** Highest commit index reported to the observer. */
   commitSeen = 0;
+  /** No ticks until a message (other than a heartbeat), a proposal, a read or a peer-down wakes it. */
+  quiesced = false;
+  idleTicks = 0;
 
   constructor(
     readonly group: number,
@@ -128,9 +145,16 @@ export class SimNode {
   private writing = false;
   /** Work that arrived while paused, run in order on resume. */
   private held: (() => void)[] = [];
+  // The failure detector of runtime/cluster.ts: virtual times of the last packet from / to each peer.
+  private readonly lastHeard = new Map<NodeId, number>();
+  private readonly lastSent = new Map<NodeId, number>();
+  private peersDownKey = '';
+  private peersDownAt = 0;
 
   constructor(
     readonly id: NodeId,
+    /** Every other node of the cluster. */
+    private readonly peers: readonly NodeId[],
     private readonly placement: ReadonlyMap<number, readonly NodeId[]>,
     private readonly env: NodeEnv,
   ) {
@@ -145,22 +169,43 @@ export class SimNode {
   // ------------------------------------------------------------ inputs
 
   /** A packet from a peer; false when this node is down (the packet is lost). */
-  receive(envelopes: readonly Envelope[]): boolean {
+  receive(from: NodeId, envelopes: readonly Envelope[]): boolean {
     if (!this.up) return false;
     this.whenRunning(this.incarnation, () => {
+      this.lastHeard.set(from, this.env.scheduler.now);
       for (const env of envelopes) this.step(env);
     });
     return true;
   }
 
-  /** One timer tick for every group; false when down or paused. */
+  /** One timer tick for every group that is not quiesced; false when down or paused. */
   tick(): boolean {
     if (!this.up || this.paused) return false;
     for (const r of this.replicas.values()) {
+      if (r.quiesced) continue;
+      if (this.env.knobs.quiesce && r.voters.length > 1 && this.maybeQuiesce(r)) continue;
       r.core.tick();
       if (r.core.hasReady()) this.markDirty(r);
     }
     return true;
+  }
+
+  /** Keepalive period: empty packets to quiet peers, and peers not heard from wake the groups they lead. */
+  keepalive(): void {
+    if (!this.up || this.paused) return;
+    const k = this.env.knobs;
+    const now = this.env.scheduler.now;
+    const down: NodeId[] = [];
+    for (const peer of this.peers) {
+      if ((this.lastSent.get(peer) ?? -Infinity) <= now - k.keepaliveMs) this.sendTo(peer, []);
+      if (this.lastHeard.get(peer)! < now - k.peerDownMs) down.push(peer);
+    }
+    const key = down.join(',');
+    // On every change, and again now and then while any is down (a group may have quiesced meanwhile).
+    if (key === this.peersDownKey && (down.length === 0 || now - this.peersDownAt < PEERS_DOWN_REPEAT_KEEPALIVES * k.keepaliveMs)) return;
+    this.peersDownKey = key;
+    this.peersDownAt = now;
+    for (const r of this.replicas.values()) if (r.quiesced && down.includes(r.leader)) this.wake(r);
   }
 
   /** A client request; a down node never answers (the client times out). */
@@ -229,13 +274,16 @@ export class SimNode {
   // ------------------------------------------------------- inspection
 
   /** The replica's core and machine, for the liveness phase and the final checks. */
-  replica(group: number): { core: RaftCore; storage: MemoryStorage; machine: GroupMachine; leader: NodeId } | undefined {
+  replica(group: number): { core: RaftCore; storage: MemoryStorage; machine: GroupMachine } | undefined {
     return this.replicas.get(group);
   }
 
   // ---------------------------------------------------------- driving
 
   private boot(): void {
+    for (const peer of this.peers) this.lastHeard.set(peer, this.env.scheduler.now);
+    this.lastSent.clear();
+    this.peersDownKey = '';
     for (const [group, voters] of this.placement) {
       const rec = this.disk.recover(group);
       const conf = { voters: [...voters] };
@@ -277,9 +325,16 @@ export class SimNode {
     const m = env.msg;
     const r = this.replicas.get(m.group);
     if (r === undefined || m.to !== this.id || !r.voters.includes(m.from)) return;
+    if (m.type === QUIESCE_TYPE) {
+      if (followerMayQuiesce(r.core.status(), m)) r.quiesced = true;
+      return;
+    }
+    // Heartbeats are keepalive traffic: a leader's last one may arrive after its quiesce message.
+    if (m.type !== MessageType.Heartbeat && m.type !== MessageType.HeartbeatResp) this.wake(r);
     if (m.type === MessageType.Snap) {
       if (env.image === null || m.snapshot === null) throw new Error(`${this.id}: Snap without state`);
-      r.incomingSnapshots.set(m.snapshot.index, env.image);
+      // Keyed by index, as in runtime/driver.ts: a later Snap must not replace the one the core wants.
+      r.incomingSnapshots.set(env.image.applied, env.image);
     }
     r.core.step(m);
     this.markDirty(r);
@@ -289,6 +344,7 @@ export class SimNode {
     const r = this.replicas.get(req.group);
     if (r === undefined) throw new Error(`${this.id} does not replicate group ${req.group}`);
     patchNow(req.cmd, EPOCH_MS + this.env.scheduler.now);
+    this.wake(r);
     try {
       const index = r.core.propose(req.cmd);
       r.proposals.set(index, { req, term: r.core.currentTerm() });
@@ -303,6 +359,7 @@ export class SimNode {
     const r = this.replicas.get(req.group);
     if (r === undefined) throw new Error(`${this.id} does not replicate group ${req.group}`);
     const ctx = ++r.readSeq;
+    this.wake(r);
     r.reads.set(ctx, req);
     try {
       r.core.readIndex(ctx);
@@ -312,6 +369,27 @@ export class SimNode {
       return;
     }
     this.markDirty(r);
+  }
+
+  /** A leader with nothing to do for a few ticks, whose followers have everything, stops ticking and tells them. */
+  private maybeQuiesce(r: Replica): boolean {
+    if (r.core.hasReady()) {
+      r.idleTicks = 0;
+      return false;
+    }
+    const st = r.core.status();
+    const idle = leaderIdle(st, r.machine.applied, r.proposals.size + r.reads.size + r.readsWaiting.length);
+    r.idleTicks = idle ? r.idleTicks + 1 : 0;
+    if (r.idleTicks < QUIESCE_AFTER_TICKS) return false;
+    r.quiesced = true;
+    this.env.stats.quiesces++;
+    for (const to of r.voters) if (to !== this.id) this.sendTo(to, [{ msg: quiesceMessage(st, to), image: null }]);
+    return true;
+  }
+
+  private wake(r: Replica): void {
+    r.quiesced = false;
+    r.idleTicks = 0;
   }
 
   private answerError(req: ClientRequest, r: Replica, err: unknown): void {
@@ -340,11 +418,11 @@ export class SimNode {
     this.dirty.clear();
     if (turn.readies.length === 0) return;
     for (const [r, rd] of turn.readies) {
-      if (rd.snapshot !== null && rd.entries.length > 0) {
-        // runtime/driver.ts asserts this never happens (advance() could not take it): the group
-        // stops and the supervisor restarts the worker from disk.
+      const why = snapshotAssertion(r, rd);
+      if (why !== null) {
+        // runtime/driver.ts asserts it: the group stops and the supervisor restarts the worker from disk.
         this.kill();
-        this.env.stopped(this, `group ${r.group}: a Ready carries snapshot ${rd.snapshot.index} and entries ${rd.entries[0].index}..${rd.entries[rd.entries.length - 1].index}`);
+        this.env.stopped(this, `group ${r.group}: ${why}`);
         return;
       }
     }
@@ -380,9 +458,8 @@ export class SimNode {
     if (rd.mustSync && rd.hardState !== null) wal.push({ group: r.group, kind: 'hardState', hardState: rd.hardState });
     if (rd.entries.length > 0) wal.push({ group: r.group, kind: 'entries', entries: rd.entries });
     if (rd.snapshot !== null) {
-      const image = r.incomingSnapshots.get(rd.snapshot.index);
-      if (image === undefined) throw new Error(`${this.id} group ${r.group}: snapshot ${rd.snapshot.index} wanted without its state`);
-      if (image.applied !== rd.snapshot.index || image.appliedTerm !== rd.snapshot.term) throw new Error(`${this.id} group ${r.group}: snapshot state does not match its meta`);
+      const image = r.incomingSnapshots.get(rd.snapshot.index)!;
+      if (image.appliedTerm !== rd.snapshot.term) throw new Error(`${this.id} group ${r.group}: snapshot state term ${image.appliedTerm}, meta term ${rd.snapshot.term}`);
       turn.installs.set(r, image);
       wal.push({ group: r.group, kind: 'install', image });
     }
@@ -496,8 +573,24 @@ export class SimNode {
   }
 
   private send(out: Map<NodeId, Envelope[]>): void {
-    for (const [to, envelopes] of out) this.env.network.send(this.id, to, envelopes);
+    for (const [to, envelopes] of out) this.sendTo(to, envelopes);
   }
+
+  private sendTo(to: NodeId, envelopes: Envelope[]): void {
+    this.lastSent.set(to, this.env.scheduler.now);
+    this.env.network.send(this.id, to, envelopes);
+  }
+}
+
+/** What runtime/driver.ts's snapshot install asserts about a Ready, or null when it holds. */
+function snapshotAssertion(r: Replica, rd: Ready): string | null {
+  if (rd.snapshot === null) return null;
+  if (rd.entries.length > 0) {
+    // core.advance() could not take it either: it would look up the entries' terms in the replaced log.
+    return `a Ready carries snapshot ${rd.snapshot.index} and entries ${rd.entries[0].index}..${rd.entries[rd.entries.length - 1].index}`;
+  }
+  if (!r.incomingSnapshots.has(rd.snapshot.index)) return `snapshot ${rd.snapshot.index} wanted without its streamed state`;
+  return null;
 }
 
 function enqueue(out: Map<NodeId, Envelope[]>, env: Envelope): void {

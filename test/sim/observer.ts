@@ -39,7 +39,10 @@ export class RaftObserver {
   private readonly messageValues = new Map<string, string[]>();
   leadersElected = 0;
 
-  /** `node` leads `group` in `term`; `log` is its whole log at that moment (index → entry). */
+  /**
+   * `node` leads `group` in `term`. `entryAt` reads its log at that moment;
+   * below `firstIndex` the log is compacted (covered by the applied state).
+   */
   leaderElected(group: number, node: NodeId, term: number, firstIndex: number, entryAt: (index: number) => Entry | undefined): void {
     const h = this.history(group);
     const prev = h.leaders.get(term);
@@ -57,7 +60,7 @@ export class RaftObserver {
     }
   }
 
-  /** `node` knows (commitFrom, commitTo] of `group` are committed; `storage` holds its log. */
+  /** `node`, in `term`, knows (commitFrom, commitTo] of `group` are committed; `storage` holds its log. */
   committed(group: number, node: NodeId, term: number, storage: MemoryStorage, commitFrom: number, commitTo: number): void {
     const lo = Math.max(commitFrom + 1, storage.firstIndex());
     if (lo > commitTo) return;
@@ -80,6 +83,8 @@ export class RaftObserver {
     const prev = h.applied[e.index];
     if (prev === undefined) h.applied[e.index] = key;
     else if (prev !== key) throw new SafetyViolation(`state machine safety: ${node} applied ${key} at group ${group} index ${e.index}, another replica applied ${prev}`);
+    const c = h.committed[e.index];
+    if (c !== undefined && c.key !== key) throw new SafetyViolation(`${node} applied ${key} at group ${group} index ${e.index}, where ${c.key} is committed`);
     this.chainAt(group, node, e.index, chain);
   }
 

@@ -3,6 +3,7 @@
 //   SIM_SEED=n     run only seed n (to replay a failure)
 //   SIM_SEEDS=n    how many seeds (from SIM_FIRST_SEED on)
 //   SIM_STEPS=n    steps per seed before the liveness phase
+//   SIM_TRACE=1    print each seed's notable events (faults, leader changes) as they happen
 import { runSeed } from './simulation.js';
 import { addStats, emptyStats, type SimStats } from './stats.js';
 
@@ -40,7 +41,10 @@ export function runSeeds(plan: SeedPlan, progress: (line: string) => void, budge
   const started = performance.now();
   let lastReport = started;
   for (let k = 0; k < plan.count; k++) {
-    addStats(totals, runSeed(plan.firstSeed + k, plan.steps));
+    const seed = plan.firstSeed + k;
+    const stats = runSeed(seed, plan.steps, process.env.SIM_TRACE ? progress : null);
+    if (stats.groupsStopped > 0) progress(`sim: seed ${seed} stopped ${stats.groupsStopped} groups by a driver assertion; replay: SIM_SEED=${seed} SIM_STEPS=${plan.steps} SIM_TRACE=1 npm run sim`);
+    addStats(totals, stats);
     const now = performance.now();
     if (now - lastReport > 10_000) {
       progress(`sim: ${totals.seeds} seeds, ${totals.steps} steps, ${((now - started) / 1000).toFixed(0)} s`);
@@ -52,12 +56,12 @@ export function runSeeds(plan: SeedPlan, progress: (line: string) => void, budge
   return totals;
 }
 
-export function summary(t: SimStats, wallMs: number): string {
+function summary(t: SimStats, wallMs: number): string {
   return [
     `sim: ${t.seeds} seeds, ${t.steps} steps in ${(wallMs / 1000).toFixed(1)} s (${Math.round(t.steps / (wallMs / 1000))} steps/s), ${(t.virtualMs / 1000).toFixed(0)} s of virtual time`,
     `  network: ${t.packetsDelivered} packets delivered, ${t.packetsDropped} dropped, ${t.packetsDuplicated} duplicated, ${t.raftMessages} Raft messages; ${t.ticks} ticks`,
     `  faults injected: ${t.faults} (${t.crashes} crashes losing ${t.walBatchesLost} WAL and ${t.stateBatchesLost} state batches, ${t.partitions} partitions, ${t.pauses} pauses, restarts/heals/resumes)`,
-    `  raft: ${t.leadersElected} leaders elected, ${t.snapshotsInstalled} snapshots installed, ${t.groupsStopped} groups stopped by a driver assertion`,
+    `  raft: ${t.leadersElected} leaders elected, ${t.snapshotsInstalled} snapshots installed, ${t.quiesces} quiesces, ${t.groupsStopped} groups stopped by a driver assertion`,
     `  clients: ${t.ops} ops (${t.clientRequests} requests): ${t.acked} acked, ${t.failed} refused, ${t.indeterminate} indeterminate`,
     `  checked: ${t.writesChecked} acknowledged writes, ${t.readsChecked} reads; losses found: ${t.lossesFound}`,
   ].join('\n');

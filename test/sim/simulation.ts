@@ -28,7 +28,7 @@ import { Rng } from './rng.js';
 import { Scheduler } from './scheduler.js';
 import { emptyStats, type SimStats } from './stats.js';
 
-export interface Knobs {
+interface Knobs {
   nodes: number;
   groups: number;
   conversationsPerGroup: number;
@@ -43,18 +43,25 @@ export interface Knobs {
   checkpointEveryMs: number;
 }
 
+/** Virtual milliseconds per Raft tick (a tenth of production's: elections take about 100 ms). */
+const TICK_MS = 10;
+
 function drawKnobs(rng: Rng): Knobs {
   const electionTicks = rng.int(5, 15);
+  // Quiescence relies on runtime/driver.ts's core config: a heartbeat every tick carries the
+  // commit index to every follower before the leader falls silent, and pre-vote with check-quorum
+  // keep a follower that still times out from deposing it. Without it, any config goes.
+  const quiesce = rng.chance(0.8);
   return {
     nodes: rng.int(3, 5),
     groups: rng.int(2, 5),
     conversationsPerGroup: rng.int(1, 3),
-    tickMs: 10,
+    tickMs: TICK_MS,
     driver: {
       electionTicks,
-      heartbeatTicks: rng.int(1, Math.min(3, electionTicks - 1)),
-      preVote: rng.chance(0.75),
-      checkQuorum: rng.chance(0.75),
+      heartbeatTicks: quiesce ? 1 : rng.int(1, Math.min(3, electionTicks - 1)),
+      preVote: quiesce || rng.chance(0.75),
+      checkQuorum: quiesce || rng.chance(0.75),
       // Small: one or a few entries per App, so catching up takes many round trips.
       maxMsgBytes: rng.chance(0.3) ? rng.int(1, 400) : 1 << 20,
       maxInflight: rng.pick([1, 4, 256]),
@@ -62,6 +69,10 @@ function drawKnobs(rng: Rng): Knobs {
       retainEntries: rng.pick([0, 3, 20, 1000]),
       fsyncMinMs: 0.2,
       fsyncMaxMs: rng.between(0.5, 6),
+      // Production ticks every 100 ms, keeps alive every 100 ms and calls a peer down after 500 ms.
+      quiesce,
+      keepaliveMs: TICK_MS,
+      peerDownMs: 5 * TICK_MS,
     },
     network: {
       dropRate: rng.chance(0.2) ? 0 : rng.between(0, 0.15),
@@ -105,20 +116,25 @@ const LOG_MATCHING_EVERY_STEPS = 2_000;
 const TRACE_LINES = 40;
 
 class Simulation {
-  readonly rng: Rng;
-  readonly knobs: Knobs;
-  readonly scheduler = new Scheduler();
   readonly stats = emptyStats();
-  readonly observer = new RaftObserver();
-  readonly network: SimNetwork;
-  readonly nodes = new Map<NodeId, SimNode>();
-  readonly placement = new Map<number, readonly NodeId[]>();
-  readonly workload: Workload;
-  readonly clients: SimClient[] = [];
+  private readonly rng: Rng;
+  private readonly knobs: Knobs;
+  private readonly scheduler = new Scheduler();
+  private readonly observer = new RaftObserver();
+  private readonly network: SimNetwork;
+  private readonly nodes = new Map<NodeId, SimNode>();
+  /** Group → its voters (the groups of the seed's conversations). */
+  private readonly placement = new Map<number, readonly NodeId[]>();
+  private readonly workload: Workload;
+  private readonly clients: SimClient[] = [];
+  /** The last notable events, for the failure report. */
   private readonly trace: string[] = [];
   private nemesisOn = true;
 
-  constructor(readonly seed: number) {
+  constructor(
+    private readonly seed: number,
+    private readonly echo: ((line: string) => void) | null,
+  ) {
     this.rng = new Rng(seed);
     this.knobs = drawKnobs(this.rng);
     const k = this.knobs;
@@ -128,10 +144,11 @@ class Simulation {
       const g = groupOf(id);
       if (!this.placement.has(g)) this.placement.set(g, replicasOf(g, nodeIds));
     }
-    this.network = new SimNetwork(this.scheduler, this.rng, k.network, this.stats, (to, envs) => this.nodes.get(to)!.receive(envs));
+    this.network = new SimNetwork(this.scheduler, this.rng, k.network, this.stats, (from, to, envs) => this.nodes.get(to)!.receive(from, envs));
     for (const id of nodeIds) {
       const hosted = new Map([...this.placement].filter(([, voters]) => voters.includes(id)));
-      const node = new SimNode(id, hosted, {
+      const peers = nodeIds.filter((n) => n !== id);
+      const node = new SimNode(id, peers, hosted, {
         scheduler: this.scheduler,
         rng: this.rng,
         network: this.network,
@@ -216,6 +233,11 @@ class Simulation {
       this.scheduler.after(this.knobs.checkpointEveryMs, checkpoint);
     };
     this.scheduler.after(this.rng.between(0, this.knobs.checkpointEveryMs), checkpoint);
+    const keepalive = (): void => {
+      node.keepalive();
+      this.scheduler.after(this.knobs.driver.keepaliveMs, keepalive);
+    };
+    this.scheduler.after(this.rng.between(0, this.knobs.driver.keepaliveMs), keepalive);
   }
 
   private clientLatency(): number {
@@ -227,7 +249,9 @@ class Simulation {
   }
 
   private note(line: string): void {
-    this.trace.push(`${this.scheduler.now.toFixed(1)} ${line}`);
+    const stamped = `${this.scheduler.now.toFixed(1)} ${line}`;
+    this.echo?.(stamped);
+    this.trace.push(stamped);
     if (this.trace.length > TRACE_LINES) this.trace.shift();
   }
 
@@ -245,44 +269,48 @@ class Simulation {
     const ids = [...this.nodes.keys()];
     const up = ids.filter((id) => this.nodes.get(id)!.up);
     const r = this.rng.next();
-    this.fault();
     if (r < 0.3) {
       this.network.heal();
       const order = this.rng.shuffle(ids);
       const k = this.rng.int(1, ids.length - 1);
       const oneWay = this.rng.chance(0.2);
       this.network.partition(order.slice(0, k), order.slice(k), oneWay);
+      this.countFault();
       this.stats.partitions++;
       this.note(`partition ${order.slice(0, k).join(',')} ${oneWay ? '->' : '|'} ${order.slice(k).join(',')}`);
     } else if (r < 0.5) {
       this.network.heal();
+      this.countFault();
       this.note('heal network');
     } else if (r < 0.75 && up.length > 0) {
       // Half the crashes hit a node whose fsync is in flight, when there is one.
       const syncing = up.filter((id) => this.nodes.get(id)!.syncing);
       const node = this.nodes.get(this.rng.pick(syncing.length > 0 && this.rng.chance(0.5) ? syncing : up))!;
       node.crash();
+      this.countFault();
       this.stats.crashes++;
       this.note(`crash ${node.id}`);
       this.scheduler.after(this.rng.between(1, this.knobs.crashDownMaxMs), () => this.restart(node));
-    } else if (up.length > 0) {
-      const node = this.nodes.get(this.rng.pick(up))!;
-      if (node.paused) return;
+    } else if (r >= 0.75) {
+      const running = up.filter((id) => !this.nodes.get(id)!.paused);
+      if (running.length === 0) return;
+      const node = this.nodes.get(this.rng.pick(running))!;
       node.pause();
+      this.countFault();
       this.stats.pauses++;
       this.note(`pause ${node.id}`);
       this.scheduler.after(this.rng.between(1, this.knobs.pauseMaxMs), () => this.resume(node));
     }
   }
 
-  private fault(): void {
+  private countFault(): void {
     this.stats.faults++;
     this.stats.steps++;
   }
 
   private restart(node: SimNode): void {
     if (node.up) return;
-    this.fault();
+    this.countFault();
     node.restart();
     this.note(`restart ${node.id}`);
   }
@@ -300,16 +328,26 @@ class Simulation {
 
   private resume(node: SimNode): void {
     if (!node.up || !node.paused) return;
-    this.fault();
+    this.countFault();
     node.resume();
     this.note(`resume ${node.id}`);
   }
 
   // ------------------------------------------------------ liveness and checks
 
+  /** Ends the chaos: maybe a power cut of the whole cluster first (only synced data survives anywhere). */
   private heal(): void {
     this.nemesisOn = false;
     this.workload.stopped = true;
+    if (this.rng.chance(0.5)) {
+      for (const node of this.nodes.values()) {
+        if (!node.up) continue;
+        node.crash();
+        this.stats.crashes++;
+      }
+      this.countFault();
+      this.note('power cut: every node crashes');
+    }
     this.network.heal();
     this.network.calm();
     for (const node of this.nodes.values()) {
@@ -332,18 +370,14 @@ class Simulation {
   private converged(): boolean {
     if (!this.clients.every((c) => c.idle)) return false;
     for (const [group, voters] of this.placement) {
-      let leader = null;
-      for (const id of voters) {
-        const r = this.nodes.get(id)!.replica(group)!;
-        if (r.core.status().role === Role.Leader) leader = r;
-      }
-      if (leader === null) return false;
+      const replicas = voters.map((id) => this.nodes.get(id)!.replica(group));
+      // A node may be down: the supervisor restarts a worker that stopped a group.
+      if (replicas.some((r) => r === undefined)) return false;
+      const leader = replicas.find((r) => r!.core.status().role === Role.Leader);
+      if (leader === undefined) return false;
       const s = leader.core.status();
       if (s.commit !== s.lastIndex || leader.storage.term(s.commit) !== s.term) return false;
-      for (const id of voters) {
-        const r = this.nodes.get(id)!.replica(group)!;
-        if (r.machine.applied !== s.commit || r.core.status().commit !== s.commit) return false;
-      }
+      if (replicas.some((r) => r!.machine.applied !== s.commit || r!.core.status().commit !== s.commit)) return false;
     }
     return true;
   }
@@ -401,11 +435,11 @@ function compareImages(group: number, a: NodeId, x: GroupImage, b: NodeId, y: Gr
   }
 }
 
-/** Runs one seed; throws a SimFailure naming the seed. */
-export function runSeed(seed: number, steps: number): SimStats {
+/** Runs one seed; throws a SimFailure naming the seed. `echo` gets every notable event (faults, leader changes). */
+export function runSeed(seed: number, steps: number, echo: ((line: string) => void) | null = null): SimStats {
   let sim: Simulation | null = null;
   try {
-    sim = new Simulation(seed);
+    sim = new Simulation(seed, echo);
     sim.run(steps);
     return sim.stats;
   } catch (err) {

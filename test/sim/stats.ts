@@ -1,10 +1,11 @@
 // Counters of one simulated run, summed over seeds by the test and the campaign.
 //
 // A step is one event the simulation injects or the system reacts to: a
-// packet delivered or dropped, a node tick, a client request sent, or a
-// fault (crash, restart, partition, heal, pause, resume). Internal work that
-// follows from a step (Ready turns, fsync completions, applies, replies) is
-// not counted.
+// packet between nodes delivered or dropped (one packet carries a turn's Raft
+// messages for one peer, or is a keepalive), a node tick, a client request
+// sent, or a fault (crash, restart, partition, heal, pause, resume). Work
+// that follows from a step (Ready turns, fsync completions, applies, replies,
+// checkpoints) is not counted.
 
 export interface SimStats {
   seeds: number;
@@ -25,6 +26,8 @@ export interface SimStats {
   /** Groups the driver stopped on a failed assertion (the supervisor restarts the node). */
   groupsStopped: number;
   leadersElected: number;
+  /** Times an idle group's leader quiesced. */
+  quiesces: number;
   snapshotsInstalled: number;
   /** Client operations (one logical append/put/read/tombstone, retries included). */
   ops: number;
@@ -57,6 +60,7 @@ export function emptyStats(): SimStats {
     pauses: 0,
     groupsStopped: 0,
     leadersElected: 0,
+    quiesces: 0,
     snapshotsInstalled: 0,
     ops: 0,
     acked: 0,
