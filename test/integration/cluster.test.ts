@@ -226,10 +226,15 @@ describe('cluster of three', () => {
     // Every acknowledged append is there with its seq, seqs contiguous, nothing twice.
     for (const conv of convs) {
       const rec = (await api(urlOf(2), 'GET', `/v1/conversations/${conv}`)).json;
-      const page = await api(urlOf(1), 'GET', `/v1/conversations/${conv}/messages?from=0&limit=1000`);
-      const texts: string[] = page.json.messages.map((m: { parts: { text: string }[] }) => m.parts[0].text);
+      const messages: { seq: number; parts: { text: string }[] }[] = [];
+      for (;;) {
+        const page = await api(urlOf(1), 'GET', `/v1/conversations/${conv}/messages?from=${messages.length}&limit=1000`);
+        messages.push(...page.json.messages);
+        if (page.json.messages.length < 1000) break;
+      }
+      const texts = messages.map((m) => m.parts[0].text);
       assert.deepEqual(
-        page.json.messages.map((m: { seq: number }) => m.seq),
+        messages.map((m) => m.seq),
         Array.from({ length: rec.last_seq }, (_, k) => k + 1),
       );
       assert.equal(new Set(texts).size, texts.length, `${conv}: a message appears twice`);
