@@ -14,6 +14,12 @@
 // coalesced per node pair"); a peer not heard from for PEER_DOWN_MS is down,
 // and the workers wake the quiesced groups it leads so their followers elect.
 //
+// Leader announcements: every LEADERS_MS each node publishes on
+// `<prefix>.leaders` the groups it leads with their terms, so a node without
+// a replica of a group (clusters of more than 3 nodes) still knows its leader;
+// a down peer's groups are forgotten until someone announces them.
+//   leaders: fromLen:u8 from (group:u16 term:f64)*
+//
 // Routing: every replica reports its group's leader; a request goes to the
 // local worker when this node leads, else to the leader's `<prefix>.rpc.<node>`
 // (request/reply). Without a leader it waits up to NO_LEADER_WAIT_MS, then
@@ -40,6 +46,7 @@ import { ReplyKind, errorReply } from './replies.js';
 import { NOT_LEADER, AppError, unavailable, type WireError } from '../actors/errors.js';
 import { ReqOp } from './wire.js';
 import { limits } from './limits.js';
+import { replicasOf } from './placement.js';
 import { log } from './log.js';
 import { metrics } from '../gateway/metrics.js';
 
@@ -54,6 +61,7 @@ const CHUNK_TTL_MS = 10_000;
 
 const PARTITION_POLL_MS = 100;
 const KEEPALIVE_MS = 100;
+const LEADERS_MS = 250;
 const PEER_DOWN_MS = 500;
 
 const ALL_WORKERS = 0xffff;
@@ -81,6 +89,7 @@ export class Cluster {
   private nextChunkId = 1;
   private readonly subs: Subscription[] = [];
   private readonly members: Set<string>;
+  private readonly replicas: boolean[];
   private readonly replyPrefix: string;
   private nextReplyId = 1;
   private readonly replies = new Map<number, (m: Msg | null) => void>();
@@ -99,6 +108,7 @@ export class Cluster {
     private readonly dispatcher: Dispatcher,
   ) {
     this.members = new Set(nodes);
+    this.replicas = Array.from({ length: limits.groupCount }, (_, g) => replicasOf(g, nodes).includes(self));
     this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
     dispatcher.onLeader = (group, leader, term) => this.setLeader(group, leader, term);
@@ -111,6 +121,11 @@ export class Cluster {
       nc.subscribe(`${prefix}.rpc.${self}`, {
         callback: (err, m) => {
           if (err === null) void this.onRpc(m);
+        },
+      }),
+      nc.subscribe(`${prefix}.leaders`, {
+        callback: (err, m) => {
+          if (err === null) this.onLeaders(m.data);
         },
       }),
       nc.subscribe(`${this.replyPrefix}.*`, {
@@ -129,11 +144,18 @@ export class Cluster {
     for (const n of nodes) if (n !== self) this.lastHeardMs.set(n, started);
     const liveness = setInterval(() => this.liveness(), KEEPALIVE_MS);
     liveness.unref();
+    const announce = setInterval(() => this.announceLeaders(), LEADERS_MS);
+    announce.unref();
     const partitionFile = /^partition-file:(.+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '')?.[1];
     if (partitionFile !== undefined) {
       const poll = setInterval(() => (this.cutOff = readPartitionFile(partitionFile)), PARTITION_POLL_MS);
       poll.unref();
     }
+  }
+
+  /** This node holds a replica of the group. */
+  hasReplica(group: number): boolean {
+    return this.replicas[group];
   }
 
   /** Every group has a leader somewhere. */
@@ -323,6 +345,41 @@ export class Cluster {
       this.down = key;
       this.downSentMs = now;
       this.dispatcher.peersDown(down);
+      // Groups without a replica here that a down peer led: wait for an announcement.
+      for (let g = 0; g < limits.groupCount; g++) {
+        if (!this.replicas[g] && down.includes(this.leaders[g])) this.setLeader(g, '', this.terms[g]);
+      }
+    }
+  }
+
+  private announceLeaders(): void {
+    const from = utf8.encode(this.self);
+    const led: number[] = [];
+    for (let g = 0; g < limits.groupCount; g++) if (this.leaders[g] === this.self) led.push(g);
+    const out = new Uint8Array(1 + from.length + led.length * 10);
+    const dv = new DataView(out.buffer);
+    out[0] = from.length;
+    out.set(from, 1);
+    let pos = 1 + from.length;
+    for (const g of led) {
+      dv.setUint16(pos, g);
+      dv.setFloat64(pos + 2, this.terms[g]);
+      pos += 10;
+    }
+    this.publish(`${this.prefix}.leaders`, out);
+  }
+
+  /** A peer's leader announcement: taken for the groups this node has no replica of (its own replicas know better). */
+  private onLeaders(d: Uint8Array): void {
+    if (d.length < 1 || d.length < 1 + d[0]) return;
+    const from = fromUtf8.decode(d.subarray(1, 1 + d[0]));
+    if (!this.members.has(from) || from === this.self || this.cutOff.has(from)) return;
+    const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    for (let pos = 1 + d[0]; pos + 10 <= d.length; pos += 10) {
+      const g = dv.getUint16(pos);
+      const term = dv.getFloat64(pos + 2);
+      if (g >= limits.groupCount || this.replicas[g] || !Number.isSafeInteger(term)) continue;
+      if (term > this.terms[g] || (term === this.terms[g] && this.leaders[g] === '')) this.setLeader(g, from, term);
     }
   }
 

@@ -88,18 +88,30 @@ async function main(): Promise<void> {
     log('info', 'cluster_joined', 'Raft traffic over NATS', { node: runtime.nodeId, nodes: cfg.clusterNodes });
   }
   const rt = runtime;
+  /** Streamed conversations of groups with no replica on this node → their NATS unsubscribe. */
+  const remoteStreams = new Map<string, () => void>();
   hub = new StreamHub({
     readEvents: (id, from, limit) => readEvents(route, id, from, limit),
     setInterest: (id, on) => {
+      const group = groupOf(id);
+      if (cluster !== null && publisher !== null && !cluster.hasReplica(group)) {
+        // No replica here: the events come from the group leader over NATS.
+        if (on && !remoteStreams.has(id)) remoteStreams.set(id, publisher.subscribe(id, (ev) => hub?.onEvent(ev)));
+        if (!on) {
+          remoteStreams.get(id)?.();
+          remoteStreams.delete(id);
+        }
+        return;
+      }
       // A worker that is down gets the interest restated when it is back (onWorkerReady).
-      d.request(ReqOp.Interest, groupOf(id), Buffer.from(JSON.stringify({ id, on }))).catch(() => {});
+      d.request(ReqOp.Interest, group, Buffer.from(JSON.stringify({ id, on }))).catch(() => {});
     },
     broadcast: (id, ev) => gateway.streams.broadcast(id, ev),
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
   });
   const streamHub = hub;
   d.onEvent = (ev, publish) => {
-    if (publish && ev.type !== 'head') publisher?.publish(ev);
+    if (publish) publisher?.publish(ev);
     streamHub.onEvent(ev);
   };
   if (archive !== null && cfg.archive !== null) {

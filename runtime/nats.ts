@@ -13,6 +13,8 @@ import { metrics } from '../gateway/metrics.js';
 const CONNECT_TIMEOUT_MS = 5000;
 
 export const eventSubject = (prefix: string, id: string) => `${prefix}.conversations.${id}.events`;
+/** Internal: a group leader's once-a-second "this conversation is at seq N", for gateways that stream it without a replica. */
+const headSubject = (prefix: string, id: string) => `${prefix}.conversations.${id}.head`;
 
 /** An event too large for the server's max payload goes out as this stub; readers fetch the body from the log. */
 export function truncatedEvent(ev: StreamEvent): string {
@@ -72,9 +74,13 @@ export class EventPublisher {
   /** Never throws: a publish the client refuses (connection closed) is counted and logged, the node goes on. */
   publish(ev: StreamEvent): void {
     const max = this.nc.info?.max_payload ?? 1024 * 1024;
-    // Leave room for NATS's own framing; compare bytes, not UTF-16 units.
-    const body = Buffer.byteLength(ev.json) + 256 > max ? truncatedEvent(ev) : ev.json;
     try {
+      if (ev.type === 'head') {
+        this.nc.publish(headSubject(this.prefix, ev.id), String(ev.seq));
+        return;
+      }
+      // Leave room for NATS's own framing; compare bytes, not UTF-16 units.
+      const body = Buffer.byteLength(ev.json) + 256 > max ? truncatedEvent(ev) : ev.json;
       this.nc.publish(eventSubject(this.prefix, ev.id), body);
       metrics.natsPublished.inc();
     } catch (err) {
@@ -83,7 +89,40 @@ export class EventPublisher {
     }
   }
 
+  /**
+   * The events (and leader heads) of one conversation as the group leader
+   * publishes them, for a gateway without a local replica. A truncated
+   * message is dropped: the hub heals it from the log when the next event or
+   * head shows the hole. Returns the unsubscribe.
+   */
+  subscribe(id: string, onEvent: (ev: StreamEvent) => void): () => void {
+    const sub = this.nc.subscribe(`${this.prefix}.conversations.${id}.*`, {
+      callback: (err, m) => {
+        if (err !== null) return;
+        const ev = eventFromNats(id, m.subject.endsWith('.head'), m.string());
+        if (ev !== null) onEvent(ev);
+      },
+    });
+    return () => sub.unsubscribe();
+  }
+
   async close(): Promise<void> {
     await this.nc.drain().catch(() => this.nc.close());
   }
+}
+
+const EVENT_TYPES = new Set(['message', 'tombstone', 'gap', 'context', 'compaction']);
+
+/** A published event back as the hub's StreamEvent; null for what the hub cannot use. */
+export function eventFromNats(id: string, head: boolean, text: string): StreamEvent | null {
+  if (head) {
+    const seq = Number(text);
+    return Number.isSafeInteger(seq) && seq > 0 ? { id, seq, type: 'head', json: '' } : null;
+  }
+  const type = /^\{"type":"([a-z]+)"/.exec(text)?.[1];
+  if (type === undefined || !EVENT_TYPES.has(type)) return null;
+  if (type !== 'message') return { id, seq: 0, type: type as StreamEvent['type'], json: text };
+  if (text.includes('"truncated":true')) return null;
+  const seq = Number(/^\{"type":"message","seq":([0-9]+),/.exec(text)?.[1]);
+  return Number.isSafeInteger(seq) && seq > 0 ? { id, seq, type: 'message', json: text } : null;
 }

@@ -100,7 +100,8 @@ const recentHeads = new Map<string, number>();
 const events = {
   has: (id: string, leading: boolean) => (init.publishAllEvents && leading) || interest.has(id),
   emit(ev: StreamEvent, leading: boolean): void {
-    if (ev.type === 'message' && interest.has(ev.id)) recentHeads.set(ev.id, ev.seq);
+    // Heads of published conversations too: gateways without a replica stream them over NATS.
+    if (ev.type === 'message' && (interest.has(ev.id) || (init.publishAllEvents && leading))) recentHeads.set(ev.id, ev.seq);
     out.event(ev, init.publishAllEvents && leading);
     scheduleFlush();
   },
@@ -506,7 +507,7 @@ async function start(): Promise<void> {
   // Once a second the newest seq of each recently active streamed conversation
   // follows its events, so the gateway notices a lost final event within a second.
   const heads = setInterval(() => {
-    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq), false);
+    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq), driverOf(groupOf(id))?.leads(groupOf(id)) === true);
     recentHeads.clear();
     if (init.clusterNodes !== null) for (const d of drivers.values()) d.announceLeaders();
   }, HEADS_MS);
