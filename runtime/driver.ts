@@ -170,6 +170,18 @@ export class PartitionDriver {
       (gid) => applied.get(gid)?.index ?? 0,
     );
     this.wal = wal;
+    const rec = wal.recovery;
+    if (rec.stop !== null) {
+      // A torn last write after a crash ends the log early too; valid segments after the stop point mean damage.
+      log(rec.droppedSegments > 0 ? 'warn' : 'info', 'wal_recovered', 'write-ahead log recovery stopped early (a torn last write, or damage); records after that point were dropped', {
+        partition: this.store.partition,
+        segment: rec.stop.seq,
+        offset: rec.stop.offset,
+        reason: rec.stop.reason,
+        dropped_records: rec.droppedRecords,
+        dropped_segments: rec.droppedSegments,
+      });
+    }
     for (const gid of groupIds) {
       const ap = applied.get(gid)!;
       const rec = recovered.get(gid);
