@@ -17,6 +17,7 @@ export interface GatewayContext {
   isReady(): boolean;
   /** The NATS connection: 'disabled' when NATS_URL is unset. */
   natsStatus(): 'ok' | 'failing' | 'disabled';
+  postgresStatus(): 'ok' | 'failing' | 'disabled';
   /** One request to the owning worker, its reply as an HTTP response. */
   send(op: ReqOp, group: number, payload: Uint8Array): Promise<HttpResponse>;
   /** A page of messages (tail, replay): the part below the hot tier comes from the archive. */
@@ -54,6 +55,7 @@ export function makeContext(
   isReady: () => boolean,
   natsStatus: () => 'ok' | 'failing' | 'disabled',
   archive: () => ArchiveReader | null,
+  postgresStatus: () => 'ok' | 'failing' | 'disabled',
 ): GatewayContext {
   return {
     config,
@@ -61,6 +63,7 @@ export function makeContext(
     pool,
     isReady,
     natsStatus,
+    postgresStatus,
     send: async (op, group, payload) => replyToHttp(await dispatcher.request(op, group, payload)),
     sendPage: async (op, group, id, payload) => {
       const r = await dispatcher.request(op, group, payload);

@@ -72,6 +72,7 @@ async function main(): Promise<void> {
     () => runtime !== null && runtime.isReady() && (cluster === null || cluster.allLed()),
     () => (publisher === null ? 'disabled' : publisher.connected ? 'ok' : 'failing'),
     () => (archive === null ? null : (id, lo, hi) => readArchived(archive, id, lo, hi)),
+    () => (archive === null ? 'disabled' : archive.status()),
   );
   const gateway = await startGateway(uws, ctx, cfg.host, cfg.port, () => hub);
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });

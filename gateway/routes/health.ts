@@ -24,7 +24,7 @@ export function healthz(ctx: GatewayContext, req: HttpRequest): HttpResponse {
   const results: Record<string, string> = {};
   for (const c of CHECKS) {
     if (only !== null && c !== only) continue;
-    results[c] = c === 'raft' ? (ctx.isReady() ? 'ok' : 'failing') : c === 'nats' ? ctx.natsStatus() : 'disabled';
+    results[c] = c === 'raft' ? (ctx.isReady() ? 'ok' : 'failing') : c === 'nats' ? ctx.natsStatus() : ctx.postgresStatus();
   }
   const failing = Object.entries(results).filter(([, v]) => v === 'failing').map(([k]) => k);
   return json(failing.length === 0 ? 200 : 500, { status: failing.length === 0 ? 'ok' : 'failing', checks: results, failing });

@@ -11,8 +11,17 @@ export interface Archive {
   db: NodePgDatabase;
   pool: pg.Pool;
   migrate(): Promise<void>;
+  /**
+   * The last probe's answer ('ok' until one fails); a call also starts a new
+   * probe (SELECT 1) when the last is older than PROBE_EVERY_MS, so health
+   * checks stay synchronous and cheap.
+   */
+  status(): 'ok' | 'failing';
   close(): Promise<void>;
 }
+
+const PROBE_EVERY_MS = 1000;
+const PROBE_TIMEOUT_MS = 2000;
 
 const CONNECT_TIMEOUT_MS = 5000;
 
@@ -39,10 +48,34 @@ export async function openArchive(url: string, poolSize: number): Promise<Archiv
     throw new Error(oneLine(err));
   }
   const db = drizzle({ client: pool });
+  let healthy = true;
+  let probedMs = 0;
+  const probe = async () => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('probe timed out')), PROBE_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([pool.query('SELECT 1'), timeout]);
+      healthy = true;
+    } catch {
+      healthy = false;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   return {
     db,
     pool,
     migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
+    status: () => {
+      const now = Date.now();
+      if (now - probedMs >= PROBE_EVERY_MS) {
+        probedMs = now;
+        void probe();
+      }
+      return healthy ? 'ok' : 'failing';
+    },
     close: () => pool.end(),
   };
 }

@@ -117,10 +117,14 @@ describe('archive', () => {
     assert.equal(during.archived_seq, 50, 'nothing archived while Postgres is down');
     const hot = (await api(node.url, 'GET', '/v1/conversations/ar-2/tail?limit=100')).json.messages;
     assert.equal(hot.length, 100, 'hot reads keep working');
+    // The health check names the database (its probe runs at most once a second).
+    const pgHealth = async () => (await api(node.url, 'GET', '/healthz?check=postgres')).status;
+    await until(async () => (await pgHealth()) === 500, 'healthz reports postgres failing');
     await pgServer.restart();
     client = new pg.Client({ connectionString: pgServer.url });
     await client.connect();
     await until(async () => (await api(node.url, 'GET', '/v1/conversations/ar-2')).json.archived_seq === 250, 'backlog drained', 60_000);
+    await until(async () => (await pgHealth()) === 200, 'healthz reports postgres ok again');
     const rows = await archivedRows('ar-2');
     assert.deepEqual(rows.map((r) => Number(r.seq)), Array.from({ length: 250 }, (_, i) => i + 1));
   });
