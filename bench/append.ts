@@ -68,7 +68,6 @@ import {
   runSync,
   sleep,
   spawnTracked,
-  stopAll,
   stopTracked,
   tailLog,
   treeMem,
@@ -78,6 +77,8 @@ import {
   type WrkParsed,
   type Measured,
   type Tracked,
+  writeResults,
+  runBench,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -1180,24 +1181,8 @@ async function main(): Promise<number> {
 
   if (isStopping()) return 130; // interrupted: keep the previous results file
   const md = renderMarkdown(report);
-  fs.mkdirSync(path.dirname(opts.out), { recursive: true });
-  fs.writeFileSync(opts.out, md + '\n');
-  // Paths are written relative to the repository so results name no machine's layout.
-  const portable = (v: unknown) => (typeof v === 'string' && v.startsWith(ROOT) ? path.relative(ROOT, v) : v);
-  const replacer = (_k: string, v: unknown) =>
-    v instanceof Set ? [...v] : typeof v === 'number' && !Number.isFinite(v) ? null : portable(v);
-  fs.writeFileSync(opts.out.replace(/\.md$/, '') + '.json', JSON.stringify(report, replacer, 2) + '\n');
-  process.stdout.write(md + '\n');
-  log(`wrote ${path.relative(ROOT, opts.out)}`);
+  writeResults(ROOT, opts.out, md, report);
   return Object.keys(report.failures).length ? 1 : 0;
 }
 
-main()
-  .catch((e) => {
-    log(`error: ${(e as Error).stack ?? e}`);
-    return 1;
-  })
-  .then(async (code) => {
-    await stopAll();
-    process.exit(code);
-  });
+runBench(main);

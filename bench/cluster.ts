@@ -46,11 +46,13 @@ import {
   runMeasured,
   sleep,
   spawnTracked,
-  stopAll,
   stopTracked,
   treeCpuSeconds,
   waitHttpReady,
   which,
+  benchArgs,
+  runBench,
+  writeResults,
   type Tracked,
   type WrkParsed,
 } from './lib.js';
@@ -71,14 +73,11 @@ interface Options {
   tmp: string;
 }
 
+const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'skip-jetstream', 'out', 'tmp'];
+
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
-  const kv = new Map<string, string>();
-  for (const a of argv) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`bad argument ${a} (want --name=value)`);
-    kv.set(m[1], m[2]);
-  }
-  const get = (name: string, dflt: string) => kv.get(name) ?? env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`] ?? dflt;
+  const kv = benchArgs(argv, env, OPTION_NAMES, 'bench/cluster.ts');
+  const get = (name: string, dflt: string) => kv.get(name) ?? dflt;
   const num = (name: string, dflt: number) => {
     const v = Number(get(name, String(dflt)));
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a non-negative number`);
@@ -93,7 +92,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     workers: num('workers', 1),
     conversations: num('conversations', 1000),
     skipJetstream: get('skip-jetstream', 'false') !== 'false',
-    out: get('out', path.join(ROOT, 'bench', 'results', 'cluster-latest.md')),
+    out: path.resolve(ROOT, get('out', 'bench/results/cluster-latest.md')),
     tmp: get('tmp', os.tmpdir()),
   };
 }
@@ -369,21 +368,9 @@ async function main(): Promise<number> {
     `Failover after kill -9 (${opts.kills} kills, 60 conversations appended through the survivors until each answers 201): slowest conversation back after p50 ${fmtMs(report.failover.p50Ms)}, p99 ${fmtMs(report.failover.p99Ms)}, max ${fmtMs(report.failover.maxMs)}; the killed node was ready again after ${kills.map((k) => fmtMs(k.restartMs)).join(', ')}.`,
     '',
   ].join('\n');
-  fs.mkdirSync(path.dirname(opts.out), { recursive: true });
-  fs.writeFileSync(opts.out, md);
-  fs.writeFileSync(opts.out.replace(/\.md$/, '.json'), JSON.stringify(report, null, 2));
-  log(`wrote ${path.relative(process.cwd(), opts.out)}`);
-  process.stdout.write(md);
+  writeResults(ROOT, opts.out, md, report);
   fs.rmSync(tmp, { recursive: true, force: true });
   return 0;
 }
 
-main()
-  .catch((e) => {
-    log(`error: ${(e as Error).stack ?? e}`);
-    return 1;
-  })
-  .then(async (code) => {
-    await stopAll();
-    process.exit(code);
-  });
+runBench(main);

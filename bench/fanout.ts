@@ -68,13 +68,15 @@ import {
   percentileSorted,
   sleep,
   spawnTracked,
-  stopAll,
   stopTracked,
   tailLog,
   treeCpuSeconds,
   treeMem,
   waitHttpReady,
   type Tracked,
+  benchArgs,
+  writeResults,
+  runBench,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -149,16 +151,7 @@ const OPTION_NAMES = [
 ];
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
-  const kv = new Map<string, string>();
-  for (const [k, v] of Object.entries(env)) {
-    if (k.startsWith('BENCH_') && v !== undefined) kv.set(k.slice(6).toLowerCase().replace(/_/g, '-'), v);
-  }
-  for (const a of argv) {
-    const m = /^--([^=]+)(?:=(.*))?$/.exec(a);
-    if (!m) throw new Error(`unknown argument ${a} (see the header of bench/fanout.ts)`);
-    if (!OPTION_NAMES.includes(m[1])) throw new Error(`unknown option --${m[1]} (see the header of bench/fanout.ts)`);
-    kv.set(m[1], m[2] ?? 'true');
-  }
+  const kv = benchArgs(argv, env, OPTION_NAMES, 'bench/fanout.ts');
   const int = (k: string, d: number, min = 1, max = Number.MAX_SAFE_INTEGER) => {
     const v = kv.get(k);
     if (v === undefined) return d;
@@ -965,23 +958,8 @@ async function main(): Promise<number> {
 
   if (isStopping()) return 130; // interrupted: keep the previous results file
   const md = renderMarkdown(report);
-  fs.mkdirSync(path.dirname(opts.out), { recursive: true });
-  fs.writeFileSync(opts.out, md + '\n');
-  // Paths are written relative to the repository so results name no machine's layout.
-  const replacer = (_k: string, v: unknown) =>
-    typeof v === 'number' && !Number.isFinite(v) ? null : typeof v === 'string' && v.startsWith(ROOT) ? path.relative(ROOT, v) : v;
-  fs.writeFileSync(opts.out.replace(/\.md$/, '') + '.json', JSON.stringify(report, replacer, 2) + '\n');
-  process.stdout.write(md + '\n');
-  log(`wrote ${path.relative(ROOT, opts.out)}`);
+  writeResults(ROOT, opts.out, md, report);
   return Object.keys(report.failures).length ? 1 : 0;
 }
 
-main()
-  .catch((e) => {
-    log(`error: ${(e as Error).stack ?? e}`);
-    return 1;
-  })
-  .then(async (code) => {
-    await stopAll();
-    process.exit(code);
-  });
+runBench(main);

@@ -782,3 +782,57 @@ export function parseWrk(out: string): WrkParsed {
     rps: rpsM ? Number(rpsM[1]) : NaN,
   };
 }
+
+// ---------------------------------------------------------------- options and results
+
+/**
+ * `--name=value` arguments over `BENCH_NAME` environment variables (a bare
+ * `--flag` is "true"); a name not in `names` is refused, naming `file`.
+ */
+export function benchArgs(argv: string[], env: NodeJS.ProcessEnv, names: readonly string[], file: string): Map<string, string> {
+  const kv = new Map<string, string>();
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('BENCH_') && v !== undefined) kv.set(k.slice(6).toLowerCase().replace(/_/g, '-'), v);
+  }
+  for (const a of argv) {
+    const m = /^--([^=]+)(?:=(.*))?$/.exec(a);
+    if (!m) throw new Error(`unknown argument ${a} (see the header of ${file})`);
+    if (!names.includes(m[1])) throw new Error(`unknown option --${m[1]} (see the header of ${file})`);
+    kv.set(m[1], m[2] ?? 'true');
+  }
+  return kv;
+}
+
+/**
+ * Writes `out` (markdown) and the report as JSON next to it, and prints the
+ * markdown. Paths under `root` are written relative to it, so results name no
+ * machine's layout; sets become arrays and non-finite numbers null.
+ */
+export function writeResults(root: string, out: string, md: string, report: unknown): void {
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, md + '\n');
+  const replacer = (_k: string, v: unknown) =>
+    v instanceof Set
+      ? [...v]
+      : typeof v === 'number' && !Number.isFinite(v)
+        ? null
+        : typeof v === 'string' && v.startsWith(root)
+          ? path.relative(root, v)
+          : v;
+  fs.writeFileSync(out.replace(/\.md$/, '') + '.json', JSON.stringify(report, replacer, 2) + '\n');
+  process.stdout.write(md + '\n');
+  log(`wrote ${path.relative(root, out)}`);
+}
+
+/** Runs a bench's main, stops every tracked process, exits with its code (1 on an error). */
+export function runBench(main: () => Promise<number>): void {
+  main()
+    .catch((e) => {
+      log(`error: ${(e as Error).stack ?? e}`);
+      return 1;
+    })
+    .then(async (code) => {
+      await stopAll();
+      process.exit(code);
+    });
+}
