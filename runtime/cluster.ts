@@ -72,6 +72,12 @@ const KIND_CHUNK = 2;
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
 
+/** One worker's answer to a cluster listing (runtime/listing.ts `led`). */
+interface ListPart {
+  led: number[];
+  records: unknown[];
+}
+
 interface PartialMessage {
   parts: (Uint8Array | undefined)[];
   left: number;
@@ -88,6 +94,7 @@ export class Cluster {
   private readonly partials = new Map<string, PartialMessage>();
   private nextChunkId = 1;
   private readonly subs: Subscription[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
   private readonly members: Set<string>;
   private readonly replicas: boolean[];
   private readonly replyPrefix: string;
@@ -138,19 +145,14 @@ export class Cluster {
         },
       }),
     );
-    const sweep = setInterval(() => this.sweepChunks(), CHUNK_TTL_MS);
-    sweep.unref();
     const started = Date.now();
     for (const n of nodes) if (n !== self) this.lastHeardMs.set(n, started);
-    const liveness = setInterval(() => this.liveness(), KEEPALIVE_MS);
-    liveness.unref();
-    const announce = setInterval(() => this.announceLeaders(), LEADERS_MS);
-    announce.unref();
+    const every = (ms: number, f: () => void) => this.timers.push(setInterval(f, ms).unref());
+    every(CHUNK_TTL_MS, () => this.sweepChunks());
+    every(KEEPALIVE_MS, () => this.liveness());
+    every(LEADERS_MS, () => this.announceLeaders());
     const partitionFile = /^partition-file:(.+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '')?.[1];
-    if (partitionFile !== undefined) {
-      const poll = setInterval(() => (this.cutOff = readPartitionFile(partitionFile)), PARTITION_POLL_MS);
-      poll.unref();
-    }
+    if (partitionFile !== undefined) every(PARTITION_POLL_MS, () => (this.cutOff = readPartitionFile(partitionFile)));
   }
 
   /** This node holds a replica of the group. */
@@ -171,6 +173,7 @@ export class Cluster {
   }
 
   close(): void {
+    for (const t of this.timers) clearInterval(t);
     for (const s of this.subs) s.unsubscribe();
   }
 
@@ -225,34 +228,36 @@ export class Cluster {
   }
 
   /** The listing parts of one node (none when it does not answer: its groups then show as uncovered). */
-  private async listOn(node: string, payload: Uint8Array): Promise<{ led: number[]; records: unknown[] }[]> {
-    let bodies: Uint8Array[];
+  private async listOn(node: string, payload: Uint8Array): Promise<ListPart[]> {
     if (node === this.self) {
-      bodies = (await this.dispatcher.broadcast(ReqOp.List, payload)).filter((r) => r.kind === ReplyKind.Ok).map((r) => r.body);
-    } else {
-      if (this.cutOff.has(node)) return [];
-      const r = await this.forward(node, ReqOp.List, ALL_WORKERS, payload).catch(() => null);
-      if (r === null || r.kind !== ReplyKind.Ok) return [];
-      bodies = (JSON.parse(fromUtf8.decode(r.body)) as unknown[]).map((b) => utf8.encode(JSON.stringify(b)));
+      const replies = await this.dispatcher.broadcast(ReqOp.List, payload);
+      return replies.filter((r) => r.kind === ReplyKind.Ok).map((r) => JSON.parse(fromUtf8.decode(r.body)) as ListPart);
     }
-    return bodies.map((b) => JSON.parse(fromUtf8.decode(b)) as { led: number[]; records: unknown[] });
+    if (this.cutOff.has(node)) return [];
+    const r = await this.forward(node, ReqOp.List, ALL_WORKERS, payload).catch(() => null);
+    if (r === null || r.kind !== ReplyKind.Ok) return [];
+    return JSON.parse(fromUtf8.decode(r.body)) as ListPart[];
   }
 
+  /** Resolves at the group's next leader change, or after `ms`. */
   private leaderChange(group: number, ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
       const list = this.leaderWaiters.get(group) ?? [];
-      list.push(done);
       this.leaderWaiters.set(group, list);
-      function done(): void {
+      const done = () => {
         clearTimeout(timer);
+        const at = list.indexOf(done);
+        if (at >= 0) list.splice(at, 1);
         resolve();
-      }
+      };
+      const timer = setTimeout(done, ms);
+      list.push(done);
     });
   }
 
   private setLeader(group: number, leader: string, term: number): void {
     if (term < this.terms[group]) return; // a late report from an older term
+    if (term === this.terms[group] && leader === this.leaders[group]) return; // restated, nothing new
     if (term > this.terms[group]) metrics.raftTermChanges.inc();
     this.terms[group] = term;
     this.leaders[group] = leader;
@@ -261,7 +266,7 @@ export class Cluster {
     const waiters = this.leaderWaiters.get(group);
     if (waiters === undefined) return;
     this.leaderWaiters.delete(group);
-    for (const w of waiters) w();
+    for (const w of [...waiters]) w();
   }
 
   private async forward(node: string, op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> {

@@ -11,7 +11,9 @@
 //   checkpoint: a synced RocksDB write makes the applied state durable; WAL
 //           segments holding only entries at or below it are then recycled.
 // At most one turn's writes are in flight per partition; whatever arrives
-// meanwhile rides the next turn.
+// meanwhile rides the next turn. In a cluster a turn's messages go to peers
+// through `links`: a leader's appends and heartbeats at once, everything else
+// (acks, votes) only once the turn's WAL write is durable.
 import type { Entry, Message, Ready } from './raft/types.js';
 import { EntryType, MessageType, Role } from './raft/types.js';
 import { RaftCore } from './raft/core.js';
@@ -223,7 +225,7 @@ export class PartitionDriver {
   /** This node leads the group now (only a leader archives its conversations). */
   leads(gid: number): boolean {
     const g = this.groups.get(gid);
-    return g !== undefined && g.stopped === null && g.core.status().role === Role.Leader;
+    return g !== undefined && g.stopped === null && g.leader === this.nodeId;
   }
 
   /** Every group has a leader, and the groups this node leads have applied an entry of their term. */
@@ -363,13 +365,6 @@ export class PartitionDriver {
       }
       this.markDirty(g);
     }
-  }
-
-  /** Groups quiesced now (metrics). */
-  quiescedCount(): number {
-    let n = 0;
-    for (const g of this.groups.values()) if (g.quiesced) n++;
-    return n;
   }
 
   async close(): Promise<void> {

@@ -176,6 +176,12 @@ function driverOf(group: number): PartitionDriver | undefined {
   return drivers.get(partitionOf(group, init.partitionCount));
 }
 
+/** This node leads the conversation's group. */
+function leadsConversation(id: string): boolean {
+  const group = groupOf(id);
+  return driverOf(group)?.leads(group) === true;
+}
+
 const ok = (body: string): Reply => ({ kind: ReplyKind.Ok, body });
 
 function readParams(f: RequestFrame): Record<string, unknown> {
@@ -406,10 +412,9 @@ function onRequest(f: RequestFrame): void {
   const d = driverOf(f.group);
   if (f.op === ReqOp.List) {
     const q = readParams(f) as unknown as ListQuery;
-    const leads = (id: string) => driverOf(groupOf(id))?.leads(groupOf(id)) === true;
     // The groups led before the scan: a group led throughout is listed whole.
     const led = q.led ? [...drivers.values()].flatMap((x) => [...x.groups.keys()].filter((g) => x.leads(g))) : [];
-    listRecords([...drivers.values()].map((x) => x.store), q, q.led ? (rec) => leads(rec.id) : undefined).then(
+    listRecords([...drivers.values()].map((x) => x.store), q, q.led ? (rec) => leadsConversation(rec.id) : undefined).then(
       (recs) => {
         const records = '[' + recs.map(recordJson).join(',') + ']';
         reply(f.reqId, ok(q.led ? `{"led":${JSON.stringify(led)},"records":${records}}` : records));
@@ -507,7 +512,7 @@ async function start(): Promise<void> {
   // Once a second the newest seq of each recently active streamed conversation
   // follows its events, so the gateway notices a lost final event within a second.
   const heads = setInterval(() => {
-    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq), driverOf(groupOf(id))?.leads(groupOf(id)) === true);
+    for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq), leadsConversation(id));
     recentHeads.clear();
     if (init.clusterNodes !== null) for (const d of drivers.values()) d.announceLeaders();
   }, HEADS_MS);

@@ -18,6 +18,8 @@ import { startNats, type NatsServer } from './nats-server.js';
 import { PartitionStore } from '../../storage/partition-store.js';
 import { groupOf, partitionOf } from '../../runtime/placement.js';
 import { mulberry32 } from '../../runtime/prng.js';
+import { encodeMessageBytes } from '../../runtime/raft/codec.js';
+import { MessageType } from '../../runtime/raft/types.js';
 
 const NAMES = ['n1', 'n2', 'n3'];
 const CONVERSATIONS = 12;
@@ -139,14 +141,24 @@ describe('cluster of three', () => {
   test('Raft traffic from a node outside the membership is dropped', async () => {
     const dropped = async () => Number(/^fleet_lm_raft_messages_dropped_total (\d+)/m.exec((await api(urlOf(0), 'GET', '/metrics')).text)![1]);
     const before = await dropped();
+    const termsBefore = Number(/^fleet_lm_raft_term_changes_total (\d+)/m.exec((await api(urlOf(0), 'GET', '/metrics')).text)![1]);
     const nc = await connect({ servers: nats.url });
-    // A well-formed batch header from "intruder" carrying a vote request shape.
+    // A well-formed batch from "intruder": a vote request with a far higher term for n1's group 0.
+    const vote = encodeMessageBytes({
+      type: MessageType.Vote, group: 0, from: 'intruder', to: 'n1', term: 1e6, logTerm: 1e6, index: 1e6,
+      entries: [], commit: 0, reject: false, rejectHint: 0, snapshot: null, context: 0,
+    });
     const from = Buffer.from('intruder');
-    nc.publish('fleetlm.raft.n1', Buffer.concat([Buffer.from([1, from.length]), from, Buffer.from([0, 0, 0, 1, 3])]));
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(vote.byteLength);
+    nc.publish('fleetlm.raft.n1', Buffer.concat([Buffer.from([1, from.length]), from, len, vote]));
     await nc.flush();
     await nc.close();
     for (let i = 0; i < 100 && (await dropped()) === before; i++) await sleep(20);
     assert.equal(await dropped(), before + 1);
+    await sleep(300);
+    const termsAfter = Number(/^fleet_lm_raft_term_changes_total (\d+)/m.exec((await api(urlOf(0), 'GET', '/metrics')).text)![1]);
+    assert.equal(termsAfter, termsBefore, 'the intruder moved a term');
     assert.equal((await api(urlOf(0), 'GET', '/health/ready')).status, 200);
   });
 
