@@ -15,10 +15,18 @@
 // and the workers wake the quiesced groups it leads so their followers elect.
 //
 // Leader announcements: every LEADERS_MS each node publishes on
-// `<prefix>.leaders` the groups it leads with their terms, so a node without
-// a replica of a group (clusters of more than 3 nodes) still knows its leader;
-// a down peer's groups are forgotten until someone announces them.
-//   leaders: fromLen:u8 from (group:u16 term:f64)*
+// `<prefix>.leaders` the groups it leads with their terms and voters, so a
+// node without a replica of a group still knows its leader, and the
+// coordinator every group's voters; a down peer's groups are forgotten until
+// someone announces them.
+//   leaders: fromLen:u8 from (group:u16 term:f64 votersLen:u16 voters)*   (voters comma-joined)
+//
+// Membership (runtime/membership.ts): every node announces its name,
+// incarnation and founding record on `<prefix>.hello` each HELLO_MS (fresh
+// nodes use these to found or join the cluster, awaitFounding). The
+// lowest-named live node coordinates: each COORDINATE_MS it asks group
+// leaders for the membership changes that replace replicas of lost
+// incarnations (a node back with an empty or damaged data dir).
 //
 // Routing: every replica reports its group's leader; a request goes to the
 // local worker when this node leads, else to the leader's `<prefix>.rpc.<node>`
@@ -46,7 +54,7 @@ import { ReplyKind, errorReply } from './replies.js';
 import { NOT_LEADER, AppError, unavailable, type WireError } from '../actors/errors.js';
 import { ReqOp } from './wire.js';
 import { limits } from './limits.js';
-import { replicasOf } from './placement.js';
+import { type Announcement, type Founding, type GroupView, coordinatorOf, decideFounding, foundingVoters, isFoundingIncarnation, nodeOf, planSteps } from './membership.js';
 import { log } from './log.js';
 import { metrics } from '../gateway/metrics.js';
 
@@ -63,6 +71,11 @@ const PARTITION_POLL_MS = 100;
 const KEEPALIVE_MS = 100;
 const LEADERS_MS = 250;
 const PEER_DOWN_MS = 500;
+const HELLO_MS = 1000;
+const FOUNDING_HELLO_MS = 200;
+const COORDINATE_MS = 1000;
+/** Membership changes in flight at once (each new replica is caught up by a snapshot). */
+const COORDINATE_STEPS_MAX = 16;
 
 const ALL_WORKERS = 0xffff;
 
@@ -88,6 +101,11 @@ export class Cluster {
   /** Leader of each group as this node's replica last reported it ('' = none known). */
   readonly leaders: string[] = new Array<string>(limits.groupCount).fill('');
   private readonly terms: number[] = new Array<number>(limits.groupCount).fill(0);
+  /** Voters of each group as last reported by a replica here or announced by its leader. */
+  private readonly voters: string[][] = Array.from({ length: limits.groupCount }, () => []);
+  /** Live peers' incarnations, from their hellos. */
+  private readonly incarnations = new Map<string, string>();
+  private coordinating = false;
   private readonly leaderWaiters = new Map<number, (() => void)[]>();
   private readonly outbound = new Map<string, Uint8Array[]>();
   private flushScheduled = false;
@@ -113,12 +131,20 @@ export class Cluster {
     readonly self: string,
     readonly nodes: readonly string[],
     private readonly dispatcher: Dispatcher,
+    private readonly incarnation: string,
+    private readonly founding: Founding,
   ) {
     this.members = new Set(nodes);
-    this.replicas = Array.from({ length: limits.groupCount }, (_, g) => replicasOf(g, nodes).includes(self));
+    const founder = isFoundingIncarnation(self, incarnation, founding);
+    this.replicas = Array.from({ length: limits.groupCount }, (_, g) => founder && foundingVoters(g, founding).includes(self));
     this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
-    dispatcher.onLeader = (group, leader, term) => this.setLeader(group, leader, term);
+    dispatcher.onLeader = (group, leader, term, voters) => {
+      // Only a replica here reports: from now on this node knows the group first-hand.
+      this.replicas[group] = true;
+      if (term >= this.terms[group]) this.voters[group] = voters;
+      this.setLeader(group, nodeOf(leader), term);
+    };
     this.subs.push(
       nc.subscribe(`${prefix}.raft.${self}`, {
         callback: (err, m) => {
@@ -133,6 +159,12 @@ export class Cluster {
       nc.subscribe(`${prefix}.leaders`, {
         callback: (err, m) => {
           if (err === null) this.onLeaders(m.data);
+        },
+      }),
+      nc.subscribe(`${prefix}.hello`, {
+        callback: (err, m) => {
+          const a = err === null ? parseAnnouncement(m.data) : null;
+          if (a !== null && this.members.has(a.name) && a.name !== self) this.incarnations.set(a.name, a.incarnation);
         },
       }),
       nc.subscribe(`${this.replyPrefix}.*`, {
@@ -151,6 +183,10 @@ export class Cluster {
     every(CHUNK_TTL_MS, () => this.sweepChunks());
     every(KEEPALIVE_MS, () => this.liveness());
     every(LEADERS_MS, () => this.announceLeaders());
+    const hello = () => this.publish(`${prefix}.hello`, encodeAnnouncement({ name: self, incarnation, founding }));
+    hello();
+    every(HELLO_MS, hello);
+    every(COORDINATE_MS, () => void this.coordinate());
     const partitionFile = /^partition-file:(.+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '')?.[1];
     if (partitionFile !== undefined) every(PARTITION_POLL_MS, () => (this.cutOff = readPartitionFile(partitionFile)));
   }
@@ -359,17 +395,19 @@ export class Cluster {
 
   private announceLeaders(): void {
     const from = utf8.encode(this.self);
-    const led: number[] = [];
-    for (let g = 0; g < limits.groupCount; g++) if (this.leaders[g] === this.self) led.push(g);
-    const out = new Uint8Array(1 + from.length + led.length * 10);
+    const led: [number, Uint8Array][] = [];
+    for (let g = 0; g < limits.groupCount; g++) if (this.leaders[g] === this.self) led.push([g, utf8.encode(this.voters[g].join(','))]);
+    const out = new Uint8Array(1 + from.length + led.reduce((n, [, v]) => n + 12 + v.length, 0));
     const dv = new DataView(out.buffer);
     out[0] = from.length;
     out.set(from, 1);
     let pos = 1 + from.length;
-    for (const g of led) {
+    for (const [g, voters] of led) {
       dv.setUint16(pos, g);
       dv.setFloat64(pos + 2, this.terms[g]);
-      pos += 10;
+      dv.setUint16(pos + 10, voters.length);
+      out.set(voters, pos + 12);
+      pos += 12 + voters.length;
     }
     this.publish(`${this.prefix}.leaders`, out);
   }
@@ -380,11 +418,49 @@ export class Cluster {
     const from = fromUtf8.decode(d.subarray(1, 1 + d[0]));
     if (!this.members.has(from) || from === this.self || this.cutOff.has(from)) return;
     const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
-    for (let pos = 1 + d[0]; pos + 10 <= d.length; pos += 10) {
+    for (let pos = 1 + d[0]; pos + 12 <= d.length; ) {
       const g = dv.getUint16(pos);
       const term = dv.getFloat64(pos + 2);
+      const votersEnd = pos + 12 + dv.getUint16(pos + 10);
+      if (votersEnd > d.length) return;
+      const voters = fromUtf8.decode(d.subarray(pos + 12, votersEnd));
+      pos = votersEnd;
       if (g >= limits.groupCount || this.replicas[g] || !Number.isSafeInteger(term)) continue;
+      if (term >= this.terms[g]) this.voters[g] = voters === '' ? [] : voters.split(',');
       if (term > this.terms[g] || (term === this.terms[g] && this.leaders[g] === '')) this.setLeader(g, from, term);
+    }
+  }
+
+  // ------------------------------------------------------------ coordinator
+
+  /** Live nodes → incarnation: this one, and peers heard from lately that said hello. */
+  private live(): Map<string, string> {
+    const now = Date.now();
+    const live = new Map([[this.self, this.incarnation]]);
+    for (const [peer, inc] of this.incarnations) {
+      if ((this.lastHeardMs.get(peer) ?? 0) >= now - PEER_DOWN_MS && !this.cutOff.has(peer)) live.set(peer, inc);
+    }
+    return live;
+  }
+
+  /** One coordinator round (runtime/membership.ts planSteps), on the lowest-named live node only. */
+  private async coordinate(): Promise<void> {
+    const live = this.live();
+    if (this.coordinating || coordinatorOf(live.keys()) !== this.self) return;
+    this.coordinating = true;
+    try {
+      const views: GroupView[] = [];
+      for (let g = 0; g < limits.groupCount; g++) if (this.leaders[g] !== '' && this.voters[g].length > 0) views.push({ group: g, voters: this.voters[g] });
+      const steps = planSteps(views, live, this.founding, COORDINATE_STEPS_MAX);
+      await Promise.all(
+        steps.map(async (s) => {
+          log('info', 'conf_change', 'coordinator: group membership change', { group: s.group, voters: s.voters, why: s.why });
+          const r = await this.request(ReqOp.ConfChange, s.group, utf8.encode(JSON.stringify({ voters: s.voters }))).catch((err: unknown) => toWorkerReply(errorReply(err)));
+          if (r.kind !== ReplyKind.Ok) log('warn', 'conf_change_failed', 'coordinator: membership change not proposed; retried next round', { group: s.group, body: fromUtf8.decode(r.body) });
+        }),
+      );
+    } finally {
+      this.coordinating = false;
     }
   }
 
@@ -392,7 +468,7 @@ export class Cluster {
 
   /** Queues an encoded message for its peer; everything of this turn leaves together. */
   private send(msg: Uint8Array): void {
-    const to = encodedTo(msg);
+    const to = nodeOf(encodedTo(msg));
     let q = this.outbound.get(to);
     if (q === undefined) this.outbound.set(to, (q = []));
     q.push(msg);
@@ -520,7 +596,7 @@ export class Cluster {
   }
 
   private deliver(msg: Uint8Array): void {
-    if (msg.byteLength < 4 || encodedTo(msg) !== this.self) return this.drop('message for another node');
+    if (msg.byteLength < 4 || nodeOf(encodedTo(msg)) !== this.self) return this.drop('message for another node');
     metrics.raftMessagesReceived.inc();
     this.dispatcher.deliverRaft(encodedGroup(msg), msg);
   }
@@ -556,4 +632,61 @@ function isNotLeader(r: WorkerReply): boolean {
   if (r.kind !== ReplyKind.Error) return false;
   const w = JSON.parse(fromUtf8.decode(r.body)) as WireError;
   return w.detail === NOT_LEADER;
+}
+
+function encodeAnnouncement(a: Announcement): Uint8Array {
+  return utf8.encode(JSON.stringify(a));
+}
+
+function parseAnnouncement(d: Uint8Array): Announcement | null {
+  try {
+    const a = JSON.parse(fromUtf8.decode(d)) as Announcement;
+    return typeof a.name === 'string' && typeof a.incarnation === 'string' && (a.founding === null || Array.isArray(a.founding)) ? a : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A data dir without a founding record: announce this node until the
+ * cluster's founding record is known (runtime/membership.ts decideFounding),
+ * logging who is still awaited every few seconds.
+ */
+export async function awaitFounding(nc: NatsConnection, prefix: string, self: string, incarnation: string, listed: readonly string[]): Promise<Founding> {
+  const heard = new Map<string, Announcement>([[self, { name: self, incarnation, founding: null }]]);
+  let decided: Founding | null = null;
+  let wake = () => {};
+  const sub = nc.subscribe(`${prefix}.hello`, {
+    callback: (err, m) => {
+      const a = err === null ? parseAnnouncement(m.data) : null;
+      if (a === null || !listed.includes(a.name) || a.name === self) return;
+      heard.set(a.name, a);
+      decided = decideFounding(listed, heard);
+      if (decided !== null) wake();
+    },
+  });
+  const started = Date.now();
+  let loggedMs = 0;
+  try {
+    while (decided === null) {
+      nc.publish(`${prefix}.hello`, encodeAnnouncement(heard.get(self)!));
+      if (Date.now() - loggedMs > 5000) {
+        loggedMs = Date.now();
+        log('info', 'founding_wait', 'waiting for the cluster: a fresh data dir joins when any node knows the cluster, or founds it with every listed node', {
+          heard: [...heard.keys()],
+          waiting_for: listed.filter((n) => !heard.has(n)),
+          ms: loggedMs - started,
+        });
+      }
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, FOUNDING_HELLO_MS);
+      });
+    }
+    // Others may still be deciding: they hear this node's record from now on.
+    nc.publish(`${prefix}.hello`, encodeAnnouncement({ name: self, incarnation, founding: decided }));
+    return decided;
+  } finally {
+    sub.unsubscribe();
+  }
 }

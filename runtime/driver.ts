@@ -14,7 +14,7 @@
 // meanwhile rides the next turn. In a cluster a turn's messages go to peers
 // through `links`: a leader's appends and heartbeats at once, everything else
 // (acks, votes) only once the turn's WAL write is durable.
-import type { Entry, Message, Ready } from './raft/types.js';
+import type { Entry, HardState, Message, Ready } from './raft/types.js';
 import { EntryType, MessageType, Role } from './raft/types.js';
 import { RaftCore } from './raft/core.js';
 import { MemoryStorage } from './raft/log.js';
@@ -28,12 +28,14 @@ import type { ApplyResult } from '../actors/conversation.js';
 import { needsCompaction, windowTokens } from '../actors/context.js';
 import { type StreamEvent, compactionEvent, contextEvent, messageEvent, tombstoneEvent } from '../actors/events.js';
 import { AppError, notLeader, overloaded, unavailable } from '../actors/errors.js';
-import { type Reply, applyReply, errorReply } from './replies.js';
+import { type Reply, ReplyKind, applyReply, errorReply } from './replies.js';
 import type { Clock } from './clock.js';
 import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
+import { nodeOf } from './membership.js';
+import { decodeConfState } from './raft/conf.js';
 import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
 import { QUIESCE_TYPE } from './raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from './quiesce.js';
@@ -48,12 +50,17 @@ export interface EventSink {
 }
 /** How a partition's groups reach the rest of the cluster (a single node has no peers). */
 export interface RaftLinks {
-  /** The group's voters as of index 0 (this node among them). */
+  /** The group's founding voters (its conf as of index 0). */
   voters(group: number): string[];
+  /**
+   * A replica id this node may start from scratch when a leader first
+   * writes to it: one of this incarnation's, never hosted here before.
+   */
+  mayHost(group: number, replica: string): boolean;
   /** Sends a message to a peer node (batched per peer by the caller). */
   send(m: Message): void;
-  /** The group's known leader changed ('' while there is none). */
-  leaderChanged(group: number, leader: string, term: number): void;
+  /** The group's known leader or voters changed (leader '' while there is none). */
+  leaderChanged(group: number, leader: string, term: number, voters: readonly string[]): void;
   /**
    * Committed entries kept in memory behind the applied index, so a follower
    * that fell a little behind catches up from the log (0 on a single node).
@@ -121,10 +128,18 @@ class Group {
 
   constructor(
     readonly id: number,
+    /** This node's replica of the group (runtime/membership.ts). */
+    readonly self: string,
     readonly core: RaftCore,
     readonly storage: MemoryStorage,
-    readonly voters: readonly string[],
+    /** As of the applied index (conf changes take effect when applied). */
+    public voters: readonly string[],
   ) {}
+
+  /** Not (yet) a voter in its own view: a replica added later that awaits the leader's state. */
+  get joining(): boolean {
+    return !this.voters.includes(this.self);
+  }
 }
 
 export class PartitionDriver {
@@ -147,6 +162,8 @@ export class PartitionDriver {
   /** `group/follower` pairs a snapshot is being sent to. */
   private readonly snapshotsSending = new Set<string>();
   private closed = false;
+  /** Groups whose new replica is being recorded (startReplica). */
+  private readonly creating = new Set<number>();
 
   constructor(
     readonly store: PartitionStore,
@@ -164,8 +181,14 @@ export class PartitionDriver {
     this.actors = new ActorCache(actorsMax, cacheBytesMax);
   }
 
-  async open(groupIds: number[], walDir: string): Promise<void> {
-    const applied = new Map<number, { index: number; term: number }>();
+  /**
+   * Opens the partition's groups (`replicas`: group → this node's replica
+   * id). Resolves to why the storage is damaged (a WAL record lost in the
+   * middle of the log: acknowledged entries may be gone), or null.
+   */
+  async open(replicas: ReadonlyMap<number, string>, walDir: string): Promise<string | null> {
+    const groupIds = [...replicas.keys()];
+    const applied = new Map<number, { index: number; term: number; voters?: string[] }>();
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
     const { wal, groups: recovered } = await Wal.open(
       { dir: walDir, segmentBytes: this.walSegmentBytes },
@@ -185,68 +208,98 @@ export class PartitionDriver {
       });
     }
     for (const gid of groupIds) {
-      const ap = applied.get(gid)!;
       const rec = recovered.get(gid);
-      const voters = this.links.voters(gid);
-      assert(voters.includes(this.nodeId), `group ${gid}: this node is not among its voters ${voters.join(',')}`);
-      const conf = { voters: [...voters] };
-      const storage = new MemoryStorage({
-        conf,
-        hardState: rec?.hardState ?? { term: 0, vote: '', commit: 0 },
-        snapshot: { index: ap.index, term: ap.term, conf },
-        entries: rec?.entries ?? [],
-      });
-      const core = new RaftCore({
-        id: this.nodeId,
-        group: gid,
-        storage,
-        applied: ap.index,
-        electionTicks: ELECTION_TICKS,
-        heartbeatTicks: 1,
-        random: this.random,
-        preVote: true,
-        checkQuorum: true,
-        maxMsgBytes: 1 << 20,
-        maxInflight: 256,
-        maxApplyBytes: limits.applyBytesMax,
-      });
-      const g = new Group(gid, core, storage, voters);
-      g.applied = ap.index;
-      g.appliedWritten = ap.index;
-      this.groups.set(gid, g);
-      // A single voter leads at once; replicated groups elect on their timers.
-      if (voters.length === 1) core.campaign();
-      this.markDirty(g);
+      this.addGroup(gid, replicas.get(gid)!, applied.get(gid)!, rec?.hardState ?? { term: 0, vote: '', commit: 0 }, rec?.entries ?? []);
     }
     this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
     this.checkpointTimer.unref();
+    return rec.droppedRecords > 0 || rec.droppedSegments > 0
+      ? `write-ahead log damaged in segment ${rec.stop!.seq} at ${rec.stop!.offset} (${rec.stop!.reason}): ${rec.droppedRecords} valid records after it`
+      : null;
+  }
+
+  private addGroup(gid: number, self: string, ap: { index: number; term: number; voters?: string[] }, hardState: HardState, entries: Entry[]): Group {
+    const voters = ap.voters ?? this.links.voters(gid);
+    const conf = { voters: [...voters] };
+    const storage = new MemoryStorage({ conf, hardState, snapshot: { index: ap.index, term: ap.term, conf }, entries });
+    const core = new RaftCore({
+      id: self,
+      group: gid,
+      storage,
+      applied: ap.index,
+      electionTicks: ELECTION_TICKS,
+      heartbeatTicks: 1,
+      random: this.random,
+      preVote: true,
+      checkQuorum: true,
+      maxMsgBytes: 1 << 20,
+      maxInflight: 256,
+      maxApplyBytes: limits.applyBytesMax,
+    });
+    const g = new Group(gid, self, core, storage, voters);
+    g.applied = ap.index;
+    g.appliedWritten = ap.index;
+    this.groups.set(gid, g);
+    // A single voter leads at once; replicated groups elect on their timers.
+    if (voters.length === 1 && voters[0] === self) core.campaign();
+    this.markDirty(g);
+    return g;
+  }
+
+  /**
+   * A leader wrote to a replica of this node that does not exist yet (the
+   * coordinator added it): it is recorded (synced) and starts empty, with
+   * the founding conf, not a voter in its own view until the leader's
+   * snapshot or log says so. The first message is dropped; the leader resends.
+   */
+  private startReplica(gid: number, replica: string): void {
+    if (this.creating.has(gid)) return;
+    this.creating.add(gid);
+    this.exclusive(async () => {
+      if (this.groups.has(gid) || this.closed) return;
+      await this.store.saveReplica(gid, replica);
+      this.addGroup(gid, replica, { index: 0, term: 0 }, { term: 0, vote: '', commit: 0 }, []);
+      log('info', 'replica_started', 'started a new replica the group leader writes to', { group: gid, replica });
+    })
+      .catch((err: unknown) => log('error', 'replica_start_failed', 'could not record a new replica', { group: gid, replica, err: String(err) }))
+      .finally(() => this.creating.delete(gid));
   }
 
   /** This node leads the group now (only a leader archives its conversations). */
   leads(gid: number): boolean {
     const g = this.groups.get(gid);
-    return g !== undefined && g.stopped === null && g.leader === this.nodeId;
+    return g !== undefined && g.stopped === null && g.leader === g.self;
   }
 
   /** Every group has a leader, and the groups this node leads have applied an entry of their term. */
   isReady(): boolean {
     for (const g of this.groups.values()) {
       if (g.stopped !== null || g.leader === '') return false;
-      if (g.leader === this.nodeId && g.applied < g.leaderSince) return false;
+      if (g.leader === g.self && g.applied < g.leaderSince) return false;
     }
     return true;
   }
 
   /** Restates every group's leader (a report lost while the main thread was starting heals within a second). */
   announceLeaders(): void {
-    for (const g of this.groups.values()) if (g.stopped === null) this.links.leaderChanged(g.id, g.leader, g.core.currentTerm());
+    for (const g of this.groups.values()) if (g.stopped === null) this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters);
   }
 
-  /** A message from a peer node. Messages from outside the group's membership are dropped. */
+  /**
+   * A message from a peer node. Messages from outside the group's membership
+   * are dropped, except a leader's to a replica still joining (its conf is
+   * not the group's yet).
+   */
   step(m: Message): boolean {
     const g = this.groups.get(m.group);
-    if (g === undefined || g.stopped !== null) return false;
-    if (m.to !== this.nodeId || m.from === this.nodeId || !g.voters.includes(m.from)) return false;
+    if (g === undefined) {
+      const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
+      if (fromLeader && this.links.mayHost(m.group, m.to)) this.startReplica(m.group, m.to);
+      return false;
+    }
+    if (g.stopped !== null || m.to !== g.self || m.from === g.self) return false;
+    const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
+    if (!g.voters.includes(m.from) && !(g.joining && fromLeader)) return false;
     if (m.type === QUIESCE_TYPE) {
       if (followerMayQuiesce(g.core.status(), m)) g.quiesced = true;
       return true;
@@ -287,6 +340,25 @@ export class PartitionDriver {
       g.proposals.set(index, { reqId, term: g.core.currentTerm() });
     } catch (err) {
       this.reply(reqId, errorReply(this.groupError(g, err)));
+      return;
+    }
+    this.markDirty(g);
+  }
+
+  /**
+   * The coordinator's single-server membership change (the group's whole new
+   * voter set). Answered once proposed: the coordinator watches the voters.
+   */
+  changeConf(reqId: number, gid: number, voters: string[]): void {
+    const g = this.groupFor(reqId, gid);
+    if (!g) return;
+    this.wake(g);
+    try {
+      const index = g.core.proposeConfChange({ voters });
+      log('info', 'conf_proposed', 'proposed a group membership change', { group: gid, index, voters });
+      this.reply(reqId, { kind: ReplyKind.Ok, body: `{"index":${index}}` });
+    } catch (err) {
+      this.reply(reqId, errorReply(err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err)));
       return;
     }
     this.markDirty(g);
@@ -338,7 +410,7 @@ export class PartitionDriver {
     g.idleTicks = idle ? g.idleTicks + 1 : 0;
     if (g.idleTicks < QUIESCE_AFTER_TICKS) return false;
     g.quiesced = true;
-    for (const to of g.voters) if (to !== this.nodeId) this.links.send(quiesceMessage(st, to));
+    for (const to of g.voters) if (to !== g.self) this.links.send(quiesceMessage(st, to));
     return true;
   }
 
@@ -355,7 +427,7 @@ export class PartitionDriver {
    */
   peersDown(down: ReadonlySet<string>): void {
     for (const g of this.groups.values()) {
-      if (g.stopped !== null || !down.has(g.leader)) continue;
+      if (g.stopped !== null || !down.has(nodeOf(g.leader))) continue;
       this.wake(g);
       try {
         for (let i = 0; i < ELECTION_TICKS; i++) g.core.tick();
@@ -554,7 +626,7 @@ export class PartitionDriver {
     }
     if (leader !== g.leader) {
       g.leader = leader;
-      this.links.leaderChanged(g.id, leader, g.core.currentTerm());
+      this.links.leaderChanged(g.id, leader, g.core.currentTerm(), g.voters);
     }
   }
 
@@ -601,12 +673,12 @@ export class PartitionDriver {
     this.exclusive(() => readGroupSnapshot(this.store, g.id))
       .then(
         ({ applied, data }) => {
-          if (g.stopped !== null || g.leader !== this.nodeId) return;
+          if (g.stopped !== null || g.leader !== g.self) return;
           const meta = { index: applied.index, term: applied.term, conf: { voters: [...g.voters] } };
           this.links.send({
             type: MessageType.Snap,
             group: g.id,
-            from: this.nodeId,
+            from: g.self,
             to,
             term: g.core.currentTerm(),
             logTerm: meta.term,
@@ -652,6 +724,7 @@ export class PartitionDriver {
         g.applyQueue = [];
         g.applied = g.appliedWritten = meta.index;
         g.storage.applySnapshot(meta);
+        g.voters = [...meta.conf.voters];
         this.wal.appendEntries(g.id, [{ term: meta.term, index: meta.index, type: EntryType.Normal, data: new Uint8Array(0) }]);
         if (rd.hardState) {
           this.wal.setHardState(g.id, rd.hardState);
@@ -661,6 +734,7 @@ export class PartitionDriver {
         if (rd.softState !== null) this.onSoftState(g, rd.softState.role, rd.softState.leader);
         for (const m of rd.messages) this.links.send(m);
         g.core.advance(rd);
+        this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters);
         log('info', 'snapshot_installed', 'replaced a group state with the leader snapshot', { group: g.id, index: meta.index });
       });
     } catch (err) {
@@ -765,13 +839,17 @@ export class PartitionDriver {
     let lastTerm = 0;
     for (const e of entries) {
       assert(e.index === last + 1, `group ${g.id}: applying ${e.index} after ${last}`);
-      if (e.type === EntryType.Normal && e.data.length > 0) {
+      if (e.type === EntryType.ConfChange) {
+        g.voters = decodeConfState(e.data).voters;
+        log('info', 'conf_applied', 'group membership changed', { group: g.id, index: e.index, voters: g.voters });
+        this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters);
+      } else if (e.type === EntryType.Normal && e.data.length > 0) {
         const cmd = decodeCommand(e.data);
         assert(groupOf(cmd.id) === g.id, `group ${g.id}: entry ${e.index} is for ${cmd.id} of group ${groupOf(cmd.id)}`);
         const actor = this.actors.get(cmd.id);
         assert(actor !== undefined, `group ${g.id}: conversation ${cmd.id} not loaded before apply`);
         sink.actor = actor;
-        const leading = g.leader === this.nodeId;
+        const leading = g.leader === g.self;
         const streamed = this.events.has(cmd.id, leading);
         const before = actor.conv.record;
         const result = apply(actor.conv, cmd, sink);
@@ -788,7 +866,7 @@ export class PartitionDriver {
       last = e.index;
       lastTerm = e.term;
     }
-    batch.setApplied(g.id, last, lastTerm);
+    batch.setApplied(g.id, last, lastTerm, g.voters);
     return last;
   }
 

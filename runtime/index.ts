@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './config.js';
 import { ConfigError } from './config.js';
@@ -12,12 +13,25 @@ import type { MainCommand, WorkerEvent, WorkerInit } from './worker.js';
 import { workerOfPartition } from './placement.js';
 import { limits } from './limits.js';
 import { log } from './log.js';
+import type { Founding } from './membership.js';
 
 interface Manifest {
   format: 1;
   groups: number;
   partitions: number;
   nodeId: string;
+  /**
+   * Chosen when the data dir is created: a node that lost its data comes
+   * back as a new incarnation and never speaks for its old replicas.
+   */
+  incarnation: string;
+  /** The cluster this data dir belongs to (runtime/membership.ts), once known. */
+  founding?: Founding;
+}
+
+/** A worker found its storage damaged at open (cluster mode: the node starts over and is repaired from peers). */
+export class DamagedDataError extends Error {
+  override readonly name = 'DamagedDataError';
 }
 
 export interface Runtime {
@@ -43,7 +57,7 @@ export interface Runtime {
 const RESTART_DELAY_MS = { first: 250, max: 10_000, resetAfter: 60_000 };
 const CLOSE_MS_MAX = 10_000;
 
-function loadManifest(cfg: Config): Manifest {
+export function loadManifest(cfg: Config): Manifest {
   const dir = path.resolve(cfg.dataDir);
   try {
     fs.mkdirSync(dir, { recursive: true });
@@ -57,13 +71,41 @@ function loadManifest(cfg: Config): Manifest {
     if (m.format !== 1 || m.groups !== limits.groupCount || !(m.partitions >= 1)) {
       throw new ConfigError('FLEETLM_RAFT_DATA_DIR', `${file} is not a data dir of this version`);
     }
-    return m;
+    if (m.incarnation === undefined) saveManifest(cfg, { ...m, incarnation: newIncarnation() });
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Manifest;
   }
-  const m: Manifest = { format: 1, groups: limits.groupCount, partitions: cfg.workers, nodeId: cfg.nodeName };
-  const tmp = file + '.tmp';
-  fs.writeFileSync(tmp, JSON.stringify(m));
-  fs.renameSync(tmp, file);
+  const m: Manifest = { format: 1, groups: limits.groupCount, partitions: cfg.workers, nodeId: cfg.nodeName, incarnation: newIncarnation() };
+  saveManifest(cfg, m);
   return m;
+}
+
+function newIncarnation(): string {
+  return crypto.randomBytes(4).toString('hex');
+}
+
+/** Replaces the manifest atomically and durably (the founding record must survive a crash). */
+export function saveManifest(cfg: Config, m: Manifest): void {
+  const file = path.join(path.resolve(cfg.dataDir), 'MANIFEST.json');
+  const tmp = file + '.tmp';
+  const fd = fs.openSync(tmp, 'w');
+  fs.writeSync(fd, JSON.stringify(m));
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+  const dfd = fs.openSync(path.dirname(file), 'r');
+  fs.fsyncSync(dfd);
+  fs.closeSync(dfd);
+}
+
+/**
+ * Moves a damaged data dir aside (kept for inspection, never read again) so
+ * the node starts over empty, under a new incarnation.
+ */
+export function setDataDirAside(cfg: Config): string {
+  const dir = path.resolve(cfg.dataDir);
+  const aside = `${dir}.damaged-${Date.now()}`;
+  fs.renameSync(dir, aside);
+  return aside;
 }
 
 /** `publishAllEvents`: every committed change becomes an event (NATS), not only streamed conversations'. */
@@ -77,7 +119,8 @@ function loadManifest(cfg: Config): Manifest {
  */
 createRequire(import.meta.url)('rocksdb');
 
-export async function startRuntime(cfg: Config, publishAllEvents = false): Promise<Runtime> {
+/** `founding`: the cluster's founding record (null on a single node). */
+export async function startRuntime(cfg: Config, publishAllEvents = false, founding: Founding | null = null): Promise<Runtime> {
   const manifest = loadManifest(cfg);
   const workerCount = Math.min(cfg.workers, manifest.partitions);
   // The Raft identity is the data dir's, so a random NODE_NAME on each boot of
@@ -119,7 +162,8 @@ export async function startRuntime(cfg: Config, publishAllEvents = false): Promi
       logLevel: cfg.logLevel,
       walSegmentBytes: cfg.walSegmentBytes,
       publishAllEvents,
-      clusterNodes: cfg.clusterNodes,
+      founding,
+      incarnation: manifest.incarnation,
     };
   };
 
@@ -163,6 +207,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false): Promi
           resolve();
         } else if (e.type === 'group_stopped') restart(i, w, `group ${e.group} stopped: ${e.reason}`);
         else if (e.type === 'fatal') reject(new Error(`worker ${i}: ${e.message}`));
+        else if (e.type === 'damaged') reject(new DamagedDataError(`worker ${i}: ${e.reason}`));
       });
       w.on('error', (err) => {
         log('error', 'worker_error', 'worker thread crashed', { worker: i, err: String(err), stack: err.stack });
@@ -177,7 +222,12 @@ export async function startRuntime(cfg: Config, publishAllEvents = false): Promi
     });
   };
 
-  await Promise.all(Array.from({ length: workerCount }, (_, i) => spawn(i)));
+  try {
+    await Promise.all(Array.from({ length: workerCount }, (_, i) => spawn(i)));
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
   log('info', 'runtime_ready', 'all groups lead and applied', {
     node: nodeId,
     workers: workerCount,

@@ -2,7 +2,7 @@
 // shard workers → ready. SIGTERM/SIGINT: stop accepting, drain in-flight
 // requests, close every RocksDB instance cleanly, exit.
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { startRuntime, type Runtime } from './index.js';
+import { DamagedDataError, loadManifest, saveManifest, setDataDirAside, startRuntime, type Runtime } from './index.js';
 import { log, setLogLevel } from './log.js';
 import { createEstimator, type TokenEstimator } from '../actors/tokens.js';
 import { CpuPool, countPartsTokens } from './cpu-pool.js';
@@ -19,7 +19,8 @@ import { metrics } from '../gateway/metrics.js';
 import { EventPublisher } from './nats.js';
 import { openArchive, type Archive } from '../storage/archive/db.js';
 import { Archiver, readArchived } from './archiver.js';
-import { Cluster } from './cluster.js';
+import { Cluster, awaitFounding } from './cluster.js';
+import { type Founding, isFoundingIncarnation } from './membership.js';
 import type { WorkerReply } from '../gateway/dispatch.js';
 
 const DRAIN_MS_MAX = 10_000;
@@ -76,7 +77,27 @@ async function main(): Promise<void> {
   );
   const gateway = await startGateway(uws, ctx, cfg.host, cfg.port, () => hub);
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });
-  runtime = await startRuntime(cfg, publisher !== null);
+  let founding: Founding | null = null;
+  let incarnation = '';
+  for (;;) {
+    const manifest = loadManifest(cfg);
+    incarnation = manifest.incarnation;
+    if (cfg.clusterNodes !== null && publisher !== null) {
+      founding = manifest.founding ?? (await awaitFounding(publisher.nc, publisher.prefix, cfg.nodeName, manifest.incarnation, cfg.clusterNodes));
+      if (manifest.founding === undefined) saveManifest(cfg, { ...manifest, founding });
+      const founder = isFoundingIncarnation(cfg.nodeName, manifest.incarnation, founding);
+      log('info', 'cluster_member', founder ? 'a founding member of the cluster' : 'joining as a new incarnation: the coordinator adds replicas here', { node: cfg.nodeName, incarnation, founding });
+    }
+    try {
+      runtime = await startRuntime(cfg, publisher !== null, founding);
+      break;
+    } catch (err) {
+      // Only a cluster node can start over: its peers hold everything it had.
+      if (!(err instanceof DamagedDataError) || founding === null) throw err;
+      const aside = setDataDirAside(cfg);
+      log('error', 'data_damaged', 'the data dir failed its checks; it was moved aside and this node starts over empty, repaired from its peers', { reason: err.message, moved_to: aside });
+    }
+  }
   runtime.onCount = (texts) =>
     Promise.all(
       texts.map((t) =>
@@ -85,7 +106,7 @@ async function main(): Promise<void> {
     );
   const d = (dispatcher = new Dispatcher(runtime));
   if (cfg.clusterNodes !== null && publisher !== null) {
-    cluster = new Cluster(publisher.nc, publisher.prefix, runtime.nodeId, cfg.clusterNodes, d);
+    cluster = new Cluster(publisher.nc, publisher.prefix, runtime.nodeId, cfg.clusterNodes, d, incarnation, founding!);
     log('info', 'cluster_joined', 'Raft traffic over NATS', { node: runtime.nodeId, nodes: cfg.clusterNodes });
   }
   const rt = runtime;

@@ -9,7 +9,7 @@
 // in apply order. In a cluster, Raft messages ride both directions with
 // reqId 0: outbound as RAFT_STATUS frames, inbound as ReqOp.Raft requests
 // (body = runtime/raft/codec.ts encoding); leader changes go out as
-// LEADER_STATUS frames, body `group \n leader \n term`.
+// LEADER_STATUS frames, body `group \n leader \n term \n voters` (comma-joined).
 import type { EventType, StreamEvent } from '../actors/events.js';
 
 export const enum ReqOp {
@@ -27,6 +27,8 @@ export const enum ReqOp {
   ArchiveBatch = 9,
   /** An encoded Raft message from a peer node (no reply). */
   Raft = 10,
+  /** The coordinator's membership change for a group's leader: `{"voters":[…]}`. */
+  ConfChange = 11,
 }
 
 export const EVENT_STATUS = 0xffff;

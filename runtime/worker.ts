@@ -19,7 +19,8 @@ import { systemClock } from './clock.js';
 import { mulberry32 } from './prng.js';
 import { limits } from './limits.js';
 import { log, setLogLevel } from './log.js';
-import { groupOf, partitionOf, replicasOf } from './placement.js';
+import { groupOf, partitionOf } from './placement.js';
+import { type Founding, foundingVoters, isFoundingIncarnation, replicaIdOf } from './membership.js';
 import { listRecords, type ListQuery } from './listing.js';
 import { WindowMemoCache } from './window-memo.js';
 
@@ -33,8 +34,10 @@ export interface WorkerInit {
   walSegmentBytes: number;
   /** Emit events of every conversation (published to NATS), not only streamed ones. */
   publishAllEvents: boolean;
-  /** Every node of the cluster; null on a single node. */
-  clusterNodes: string[] | null;
+  /** The founding record of the cluster (runtime/membership.ts); null on a single node. */
+  founding: Founding | null;
+  /** This data dir's incarnation: replicas added to this node are named by it. */
+  incarnation: string;
 }
 
 export type WorkerEvent =
@@ -44,6 +47,8 @@ export type WorkerEvent =
   /** Token counts wanted for window reads (texts of each message's kept parts). */
   | { type: 'count'; id: number; texts: string[][] }
   | { type: 'closed' }
+  /** The storage failed its checks at open (cluster only: the node then starts over and is repaired from peers). */
+  | { type: 'damaged'; reason: string }
   | { type: 'fatal'; message: string };
 
 export type MainCommand =
@@ -80,17 +85,19 @@ function reply(reqId: number, r: Reply): void {
 }
 
 /** Peers are reached through the main thread, which batches per peer node (runtime/cluster.ts). */
+const ownReplica = replicaIdOf(init.nodeId, init.incarnation);
 const links = {
-  voters: (group: number) => (init.clusterNodes === null ? [init.nodeId] : replicasOf(group, init.clusterNodes)),
+  voters: (group: number) => (init.founding === null ? [init.nodeId] : foundingVoters(group, init.founding)),
+  mayHost: (_group: number, replica: string) => init.founding !== null && replica === ownReplica,
   send(m: Message): void {
     out.bytes(0, RAFT_STATUS, encodeMessageBytes(m));
     scheduleFlush();
   },
-  leaderChanged(group: number, leader: string, term: number): void {
-    out.reply(0, LEADER_STATUS, `${group}\n${leader}\n${term}`);
+  leaderChanged(group: number, leader: string, term: number, voters: readonly string[]): void {
+    out.reply(0, LEADER_STATUS, `${group}\n${leader}\n${term}\n${voters.join(',')}`);
     scheduleFlush();
   },
-  retainEntries: init.clusterNodes === null ? 0 : RETAIN_ENTRIES,
+  retainEntries: init.founding === null ? 0 : RETAIN_ENTRIES,
 };
 
 /** Conversations the main thread streams: only their changes become events. */
@@ -441,6 +448,11 @@ function onRequest(f: RequestFrame): void {
       d.propose(f.reqId, f.group, Uint8Array.prototype.slice.call(f.payload));
       return;
     }
+    case ReqOp.ConfChange: {
+      const p = readParams(f) as { voters: string[] };
+      d.changeConf(f.reqId, f.group, p.voters);
+      return;
+    }
     case ReqOp.GetRecord: {
       const p = readParams(f);
       d.read(f.reqId, f.group, recordRead(String(p.id), p.context === true));
@@ -499,12 +511,26 @@ async function start(): Promise<void> {
       events,
       links,
     );
-    const groups: number[] = [];
+    const replicas = new Map<number, string>();
+    const founder = init.founding === null || isFoundingIncarnation(init.nodeId, init.incarnation, init.founding);
     for (let g = 0; g < limits.groupCount; g++) {
-      if (partitionOf(g, init.partitionCount) === p && links.voters(g).includes(init.nodeId)) groups.push(g);
+      if (founder && partitionOf(g, init.partitionCount) === p && links.voters(g).includes(init.nodeId)) replicas.set(g, init.nodeId);
     }
-    await d.open(groups, path.join(dir, 'wal'));
+    for (const [g, r] of await store.loadReplicas()) replicas.set(g, r);
+    let damage = await d.open(replicas, path.join(dir, 'wal'));
     drivers.set(p, d);
+    if (init.founding !== null) {
+      // A replica must never serve or vote on state it lost: a cluster node reads everything once at open.
+      damage ??= await store.scrub().then(
+        () => null,
+        (err: unknown) => `state store damaged: ${String(err)}`,
+      );
+      if (damage !== null) {
+        for (const x of drivers.values()) await x.close().then(() => x.store.close());
+        port.postMessage({ type: 'damaged', reason: `partition ${p}: ${damage}` } satisfies WorkerEvent);
+        return;
+      }
+    }
   }
   const ticker = setInterval(() => {
     for (const d of drivers.values()) d.tick();
@@ -514,12 +540,12 @@ async function start(): Promise<void> {
   const heads = setInterval(() => {
     for (const [id, seq] of recentHeads) events.emit(headEvent(id, seq), leadsConversation(id));
     recentHeads.clear();
-    if (init.clusterNodes !== null) for (const d of drivers.values()) d.announceLeaders();
+    if (init.founding !== null) for (const d of drivers.values()) d.announceLeaders();
   }, HEADS_MS);
   // A cluster's groups elect once enough peers are up: the worker serves (and
   // forwards) as soon as its storage is open; /health/ready tracks leaders.
   const readyCheck = setInterval(() => {
-    if (init.clusterNodes !== null || [...drivers.values()].every((d) => d.isReady())) {
+    if (init.founding !== null || [...drivers.values()].every((d) => d.isReady())) {
       clearInterval(readyCheck);
       port.postMessage({ type: 'ready' } satisfies WorkerEvent);
     }

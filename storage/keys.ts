@@ -8,10 +8,12 @@
 //   'K' group:u16 len:u8 id key       idempotency record value = crc:u32 | JSON
 //   'W' id                       context compactions     value = crc:u32 | JSON {replacement, seqs}
 //   'P' group:u16 len:u8 id      archive pending         value = crc:u32 (messages the archive lacks)
+//   'I' group:u16                replica hosted          value = crc:u32 | JSON {replica} (replicas added
+//                                after founding; not part of a group snapshot: it names this node's copy)
 // Ids are ASCII ([A-Za-z0-9_:-]), so 'R' keys sort in the id byte order the
 // listing API promises.
 
-export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b, compactions: 0x57, archivePending: 0x50 } as const;
+export const PREFIX = { applied: 0x41, checkpoint: 0x43, record: 0x52, message: 0x4d, idem: 0x4b, compactions: 0x57, archivePending: 0x50, replica: 0x49 } as const;
 
 export function groupKey(prefix: number, group: number): Buffer {
   const k = Buffer.allocUnsafe(3);

@@ -9,6 +9,8 @@ import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
 export interface Applied {
   index: number;
   term: number;
+  /** The group's voters as of `index` (absent: its founding voters). */
+  voters?: string[];
 }
 
 const json = (v: unknown) => seal(Buffer.from(JSON.stringify(v)));
@@ -41,8 +43,8 @@ export class ApplyBatch implements WriteSink {
     this.ops.push({ type: 'put', key: idKey(PREFIX.compactions, id), value: json(c) });
   }
   /** Same batch as the state it covers, so recovery never applies an entry twice. */
-  setApplied(group: number, index: number, term: number): void {
-    this.ops.push({ type: 'put', key: groupKey(PREFIX.applied, group), value: json({ index, term }) });
+  setApplied(group: number, index: number, term: number, voters: readonly string[]): void {
+    this.ops.push({ type: 'put', key: groupKey(PREFIX.applied, group), value: json({ index, term, voters }) });
   }
 }
 
@@ -65,6 +67,37 @@ export class PartitionStore {
   async loadApplied(group: number): Promise<Applied> {
     const v = await this.db.getSealed(groupKey(PREFIX.applied, group));
     return v === null ? { index: 0, term: 0 } : (JSON.parse(v.toString()) as Applied);
+  }
+
+  /** Replicas this data dir hosts beyond the founding ones: group → replica id (runtime/membership.ts). */
+  async loadReplicas(): Promise<Map<number, string>> {
+    const start = Buffer.from([PREFIX.replica]);
+    const out = new Map<number, string>();
+    for (const [k, v] of await this.db.scan({ gt: start, lt: prefixEnd(start) })) {
+      out.set(k.readUInt16BE(1), (JSON.parse(unseal(k, v).toString()) as { replica: string }).replica);
+    }
+    return out;
+  }
+
+  /** Records (synced) that this data dir hosts `replica` of the group. */
+  saveReplica(group: number, replica: string): Promise<void> {
+    return this.db.write([{ type: 'put', key: groupKey(PREFIX.replica, group), value: json({ replica }) }], true);
+  }
+
+  /**
+   * Reads every key and checks every sealed value: RocksDB verifies its block
+   * checksums on the way, this the values' CRC32C. Throws on the first damage.
+   */
+  async scrub(): Promise<number> {
+    let after: Buffer | null = null;
+    let n = 0;
+    for (;;) {
+      const page = await this.db.scan(after === null ? { limit: 4096 } : { gt: after, limit: 4096 });
+      if (page.length === 0) return n;
+      for (const [k, v] of page) if (k[0] !== PREFIX.checkpoint) unseal(k, v);
+      n += page.length;
+      after = page[page.length - 1][0];
+    }
   }
 
   /** A synced write: everything written before it is durable once it resolves. */

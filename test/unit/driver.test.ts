@@ -48,12 +48,13 @@ async function openDriver(dir: string, loadDelayMs: number) {
     { has: (id) => streamed.has(id), emit: (ev) => events.push(ev) },
     {
       voters: () => ['n1'],
+      mayHost: () => false,
       send: (m) => assert.fail(`a single voter sent ${m.type}`),
       leaderChanged: () => {},
       retainEntries: 0,
     },
   );
-  await d.open(Array.from({ length: 256 }, (_, g) => g), path.join(dir, 'wal'));
+  await d.open(new Map(Array.from({ length: 256 }, (_, g) => [g, 'n1'])), path.join(dir, 'wal'));
   await until(() => d.isReady(), 'groups to lead');
   return { d, store, replies, stopped, events };
 }

@@ -63,12 +63,12 @@ test('partition store - applied state, records, messages and idempotency keys su
     b.putMessage('c', 1, '{"seq":1}');
     b.putMessage('c', 2, '{"seq":2}');
     b.putIdem('c', 'k1', { seq: 2, version: 2, token_count: 1, digest: 'd', at_ms: 5 });
-    b.setApplied(9, 17, 3);
+    b.setApplied(9, 17, 3, ['n1']);
     await s.db.write(b.ops, false);
     await s.checkpoint();
     await s.close();
     s = await PartitionStore.open(0, dir);
-    assert.deepEqual(await s.loadApplied(9), { index: 17, term: 3 });
+    assert.deepEqual(await s.loadApplied(9), { index: 17, term: 3, voters: ['n1'] });
     assert.deepEqual(await s.loadApplied(8), { index: 0, term: 0 });
     assert.deepEqual(await s.readRecord('c'), rec);
     assert.deepEqual((await s.readMessages(9, 'c', 1, 2)).map(String), ['{"seq":1}', '{"seq":2}']);
