@@ -14,6 +14,16 @@ export const metrics = {
     help: 'Raft groups this node leads',
     registers: [registry],
   }),
+  raftReplicas: new client.Gauge({
+    name: 'fleet_lm_raft_replicas',
+    help: 'Raft groups with a replica on this node',
+    registers: [registry],
+  }),
+  clusterReplicasToReplace: new client.Gauge({
+    name: 'fleet_lm_cluster_replicas_to_replace',
+    help: 'Coordinator only: groups whose voters need a membership change (a replica of a lost incarnation, or a missing one)',
+    registers: [registry],
+  }),
   raftGroupsWithoutLeader: new client.Gauge({
     name: 'fleet_lm_raft_groups_without_leader',
     help: 'Raft groups with no leader known to this node',

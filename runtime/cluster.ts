@@ -75,7 +75,7 @@ const HELLO_MS = 1000;
 const FOUNDING_HELLO_MS = 200;
 const COORDINATE_MS = 1000;
 /** Membership changes in flight at once (each new replica is caught up by a snapshot). */
-const COORDINATE_STEPS_MAX = 16;
+const COORDINATE_STEPS_MAX = 64;
 
 const ALL_WORKERS = 0xffff;
 
@@ -139,9 +139,13 @@ export class Cluster {
     this.replicas = Array.from({ length: limits.groupCount }, (_, g) => founder && foundingVoters(g, founding).includes(self));
     this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
+    metrics.raftReplicas.set(this.replicas.filter(Boolean).length);
     dispatcher.onLeader = (group, leader, term, voters) => {
       // Only a replica here reports: from now on this node knows the group first-hand.
-      this.replicas[group] = true;
+      if (!this.replicas[group]) {
+        this.replicas[group] = true;
+        metrics.raftReplicas.inc();
+      }
       if (term >= this.terms[group]) this.voters[group] = voters;
       this.setLeader(group, nodeOf(leader), term);
     };
@@ -446,16 +450,21 @@ export class Cluster {
   /** One coordinator round (runtime/membership.ts planSteps), on the lowest-named live node only. */
   private async coordinate(): Promise<void> {
     const live = this.live();
-    if (this.coordinating || coordinatorOf(live.keys()) !== this.self) return;
+    if (coordinatorOf(live.keys()) !== this.self) {
+      metrics.clusterReplicasToReplace.set(0);
+      return;
+    }
+    if (this.coordinating) return;
     this.coordinating = true;
     try {
       const views: GroupView[] = [];
       for (let g = 0; g < limits.groupCount; g++) if (this.leaders[g] !== '' && this.voters[g].length > 0) views.push({ group: g, voters: this.voters[g] });
-      const steps = planSteps(views, live, this.founding, COORDINATE_STEPS_MAX);
+      const steps = planSteps(views, live, this.founding, limits.groupCount);
+      metrics.clusterReplicasToReplace.set(steps.length);
       await Promise.all(
-        steps.map(async (s) => {
+        steps.slice(0, COORDINATE_STEPS_MAX).map(async (s) => {
           log('info', 'conf_change', 'coordinator: group membership change', { group: s.group, voters: s.voters, why: s.why });
-          const r = await this.request(ReqOp.ConfChange, s.group, utf8.encode(JSON.stringify({ voters: s.voters }))).catch((err: unknown) => toWorkerReply(errorReply(err)));
+          const r = await this.request(ReqOp.ConfChange, s.group, utf8.encode(JSON.stringify({ from: this.voters[s.group], voters: s.voters }))).catch((err: unknown) => toWorkerReply(errorReply(err)));
           if (r.kind !== ReplyKind.Ok) log('warn', 'conf_change_failed', 'coordinator: membership change not proposed; retried next round', { group: s.group, body: fromUtf8.decode(r.body) });
         }),
       );

@@ -35,7 +35,7 @@ import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
 import { nodeOf } from './membership.js';
-import { decodeConfState } from './raft/conf.js';
+import { decodeConfState, sameVoters } from './raft/conf.js';
 import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
 import { QUIESCE_TYPE } from './raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from './quiesce.js';
@@ -347,11 +347,16 @@ export class PartitionDriver {
 
   /**
    * The coordinator's single-server membership change (the group's whole new
-   * voter set). Answered once proposed: the coordinator watches the voters.
+   * voter set), if the voters are still `from` (its view may be old).
+   * Answered once proposed: the coordinator watches the voters.
    */
-  changeConf(reqId: number, gid: number, voters: string[]): void {
+  changeConf(reqId: number, gid: number, from: string[], voters: string[]): void {
     const g = this.groupFor(reqId, gid);
     if (!g) return;
+    if (!sameVoters(g.voters, from)) {
+      this.reply(reqId, errorReply(unavailable(`group ${gid} voters are ${g.voters.join(',')} now, not ${from.join(',')}`)));
+      return;
+    }
     this.wake(g);
     try {
       const index = g.core.proposeConfChange({ voters });

@@ -27,7 +27,7 @@ export const enum ReqOp {
   ArchiveBatch = 9,
   /** An encoded Raft message from a peer node (no reply). */
   Raft = 10,
-  /** The coordinator's membership change for a group's leader: `{"voters":[…]}`. */
+  /** The coordinator's membership change for a group's leader: `{"from":[…],"voters":[…]}`. */
   ConfChange = 11,
 }
 

@@ -449,8 +449,8 @@ function onRequest(f: RequestFrame): void {
       return;
     }
     case ReqOp.ConfChange: {
-      const p = readParams(f) as { voters: string[] };
-      d.changeConf(f.reqId, f.group, p.voters);
+      const p = readParams(f) as { from: string[]; voters: string[] };
+      d.changeConf(f.reqId, f.group, p.from, p.voters);
       return;
     }
     case ReqOp.GetRecord: {

@@ -373,6 +373,128 @@ describe('cluster of three', () => {
     assert.equal(new Set(texts).size, COUNT);
   });
 
+  const metric = async (i: number, name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec((await api(urlOf(i), 'GET', '/metrics')).text)?.[1]);
+
+  /** Conversations with `count` messages each, written through node 0. */
+  async function seed(convs: string[], count: number): Promise<void> {
+    await Promise.all(
+      convs.map(async (c) => {
+        assert.equal((await api(urlOf(0), 'PUT', `/v1/conversations/${c}`, {})).status, 200);
+        for (let k = 0; k < count; k++) assert.equal((await api(urlOf(0), 'POST', `/v1/conversations/${c}/messages`, text(`${c}/${k}`))).status, 201);
+      }),
+    );
+  }
+
+  /**
+   * Appends through node 0 until stopped, round-robin over `convs`; what was
+   * acknowledged, per conversation, in order.
+   */
+  function appendUntilStopped(convs: string[]): { stop: () => Promise<Map<string, string[]>> } {
+    const acked = new Map(convs.map((c) => [c, [] as string[]]));
+    let running = true;
+    let k = 0;
+    const loops = convs.map(async (c) => {
+      while (running) {
+        const t = `${c}/w${k++}`;
+        const r = await api(urlOf(0), 'POST', `/v1/conversations/${c}/messages`, text(t)).catch(() => null);
+        if (r?.status === 201) acked.get(c)!.push(t);
+        else await sleep(50);
+      }
+    });
+    return {
+      stop: async () => {
+        running = false;
+        await Promise.all(loops);
+        return acked;
+      },
+    };
+  }
+
+  /** Node i hosts a replica of every group and the coordinator (n1) has nothing left to change. */
+  async function waitRepaired(i: number): Promise<void> {
+    let state = '';
+    for (let waited = 0; waited < 90_000; waited += 250) {
+      const [hosted, toReplace] = [await metric(i, 'fleet_lm_raft_replicas'), await metric(0, 'fleet_lm_cluster_replicas_to_replace')];
+      state = `${hosted} replicas on ${members[i].name}, ${toReplace} groups to change`;
+      if (hosted === 256 && toReplace === 0) return;
+      await sleep(250);
+    }
+    assert.fail(`not repaired: ${state}`);
+  }
+
+  /**
+   * With node 0 killed, every group needs the repaired node's replicas in
+   * its quorum: each conversation takes an append through node 1. Then all
+   * stop and every replica's store must hold the same messages, the
+   * acknowledged ones among them.
+   */
+  async function checkRepairedReplicas(convs: string[], acked: Map<string, string[]>): Promise<void> {
+    const first = members[0];
+    await first.node!.kill9();
+    first.node = null;
+    await Promise.all(
+      convs.map(async (c) => {
+        const deadline = Date.now() + 15_000;
+        for (;;) {
+          const r = await api(urlOf(1), 'POST', `/v1/conversations/${c}/messages`, text(`${c}/last`)).catch(() => null);
+          if (r?.status === 201) return;
+          assert.ok(Date.now() < deadline, `no append to ${c} without ${first.name}: ${r?.status} ${r?.text}`);
+          await sleep(100);
+        }
+      }),
+    );
+    await startMember(first);
+    await sleep(1500);
+    await Promise.all(
+      members.map(async (m) => {
+        await m.node!.stop();
+        m.node = null;
+      }),
+    );
+    const replicas = await Promise.all(members.map((m) => readReplica(m.dataDir, convs)));
+    for (const c of convs) {
+      const want = replicas[0].get(c)!;
+      assert.equal(want.at(-1), `${c}/last`);
+      for (const t of acked.get(c) ?? []) assert.ok(want.includes(t), `acknowledged ${t} missing`);
+      for (let i = 1; i < members.length; i++) assert.deepEqual(replicas[i].get(c), want, `${c} differs on ${members[i].name}`);
+    }
+    await Promise.all(members.map(startMember));
+  }
+
+  test('a node that lost its data dir rejoins as a new incarnation and is repaired from its peers', async () => {
+    const convs = Array.from({ length: 8 }, (_, i) => `lost-${i}`);
+    await seed(convs, 20);
+    const lost = members[2];
+    await lost.node!.kill9();
+    lost.node = null;
+    fs.rmSync(lost.dataDir, { recursive: true, force: true });
+    const writes = appendUntilStopped(convs);
+    await sleep(500);
+    await startMember(lost);
+    assert.ok(lost.node!.logs.some((l) => l.includes('"cluster_member"') && l.includes('joining as a new incarnation')), 'the node did not join as a new incarnation');
+    await waitRepaired(2);
+    const acked = await writes.stop();
+    assert.ok([...acked.values()].every((a) => a.length > 0), 'appends stalled while the node rejoined');
+    await checkRepairedReplicas(convs, acked);
+  });
+
+  test('a node whose write-ahead log was damaged while it was stopped detects it, never serves it, and is repaired from its peers', async () => {
+    const convs = Array.from({ length: 8 }, (_, i) => `damaged-${i}`);
+    await seed(convs, 20);
+    const victim = members[1];
+    await victim.node!.stop();
+    victim.node = null;
+    flipWalByte(path.join(victim.dataDir, 'partition-000', 'wal'));
+    await startMember(victim);
+    assert.ok(victim.node!.logs.some((l) => l.includes('"data_damaged"')), 'the damage was not detected');
+    assert.ok(victim.node!.logs.some((l) => l.includes('joining as a new incarnation')), 'the node did not start over');
+    const aside = fs.readdirSync(path.dirname(victim.dataDir)).filter((f) => f.startsWith(`${path.basename(victim.dataDir)}.damaged-`));
+    assert.equal(aside.length, 1, 'the damaged data dir was not kept aside');
+    fs.rmSync(path.join(path.dirname(victim.dataDir), aside[0]), { recursive: true, force: true });
+    await waitRepaired(1);
+    await checkRepairedReplicas(convs, new Map());
+  });
+
   test('a group without quorum answers 503 within the bound, and heals by itself', async () => {
     assert.equal((await api(urlOf(0), 'PUT', '/v1/conversations/quorum', {})).status, 200);
     const survivor = members[0];
@@ -395,6 +517,36 @@ describe('cluster of three', () => {
     assert.equal(healed.status, 201, healed.text);
   });
 });
+
+/**
+ * Flips one byte in the middle of the newest write-ahead log segment's
+ * records, with valid records after it: damage, not a torn last write.
+ */
+function flipWalByte(walDir: string): void {
+  let newest: { file: string; seq: number } | null = null;
+  for (const f of fs.readdirSync(walDir)) {
+    const m = /^wal-([0-9a-f]{16})\.seg$/.exec(f);
+    if (m === null) continue;
+    const seq = parseInt(m[1], 16);
+    const h = Buffer.alloc(16);
+    const fd = fs.openSync(path.join(walDir, f), 'r');
+    fs.readSync(fd, h, 0, 16, 0);
+    fs.closeSync(fd);
+    // A live segment's header names its own seq (spares name an old one or are zero).
+    if (h.readUInt32LE(8) + h.readUInt32LE(12) * 2 ** 32 === seq && (newest === null || seq > newest.seq)) newest = { file: f, seq };
+  }
+  assert.ok(newest !== null, `no live WAL segment in ${walDir}`);
+  const file = path.join(walDir, newest.file);
+  const bytes = fs.readFileSync(file);
+  let end = bytes.length;
+  while (end > 32 && bytes[end - 1] === 0) end--;
+  assert.ok(end > 4096, `the newest segment holds only ${end} bytes`);
+  const at = 32 + Math.floor((end - 32) / 3);
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.from([bytes[at] ^ 0x5a]), 0, 1, at);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+}
 
 /** Message texts of each conversation as stored in one stopped replica, by seq. */
 async function readReplica(dataDir: string, convs: string[]): Promise<Map<string, string[]>> {
