@@ -198,7 +198,7 @@ export class PartitionDriver {
     const rec = wal.recovery;
     if (rec.stop !== null) {
       // A torn last write after a crash ends the log early too; valid segments after the stop point mean damage.
-      log(rec.droppedSegments > 0 ? 'warn' : 'info', 'wal_recovered', 'write-ahead log recovery stopped early (a torn last write, or damage); records after that point were dropped', {
+      log(rec.validAfterDamage > 0 ? 'warn' : 'info', 'wal_recovered', 'write-ahead log recovery stopped early (a torn last write, or damage); records after that point were dropped', {
         partition: this.store.partition,
         segment: rec.stop.seq,
         offset: rec.stop.offset,
@@ -213,8 +213,8 @@ export class PartitionDriver {
     }
     this.checkpointTimer = setInterval(() => void this.checkpoint(), CHECKPOINT_MS);
     this.checkpointTimer.unref();
-    return rec.droppedRecords > 0 || rec.droppedSegments > 0
-      ? `write-ahead log damaged in segment ${rec.stop!.seq} at ${rec.stop!.offset} (${rec.stop!.reason}): ${rec.droppedRecords} valid records after it`
+    return rec.validAfterDamage > 0
+      ? `write-ahead log damaged in segment ${rec.stop!.seq} at ${rec.stop!.offset} (${rec.stop!.reason}): ${rec.validAfterDamage} valid records after it`
       : null;
   }
 

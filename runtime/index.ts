@@ -45,6 +45,11 @@ export interface Runtime {
   onWorkerDown: (worker: number) => void;
   /** Called when worker `w` is ready (again): stream interest must be restated. */
   onWorkerReady: (worker: number) => void;
+  /**
+   * A restarted worker found its storage damaged (cluster only): the node
+   * must start over from its peers (markDataDirDamaged, then exit).
+   */
+  onDamaged: (reason: string) => void;
   /** Token counts a worker needs (one sum per list of texts; -1 = not countable in bounded time). */
   onCount: (texts: string[][]) => Promise<number[]>;
   isReady(): boolean;
@@ -97,6 +102,27 @@ export function saveManifest(cfg: Config, m: Manifest): void {
   fs.closeSync(dfd);
 }
 
+const DAMAGED_MARKER = 'DAMAGED';
+
+/**
+ * Damage found while running: the evidence may not survive a reopen (WAL
+ * recovery rewrites its stop point), so the verdict is written down first
+ * (synced); the next boot sets the data dir aside (damagedOnDisk).
+ */
+export function markDataDirDamaged(cfg: Config, reason: string): void {
+  const file = path.join(path.resolve(cfg.dataDir), DAMAGED_MARKER);
+  const fd = fs.openSync(file, 'w');
+  fs.writeSync(fd, reason);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+}
+
+/** Why the data dir was marked damaged, or null. */
+export function damagedOnDisk(cfg: Config): string | null {
+  const file = path.join(path.resolve(cfg.dataDir), DAMAGED_MARKER);
+  return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
+}
+
 /**
  * Moves a damaged data dir aside (kept for inspection, never read again) so
  * the node starts over empty, under a new incarnation.
@@ -142,6 +168,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
     onWorkerDown: () => {},
     onCount: (texts) => Promise.resolve(texts.map(() => -1)),
     onWorkerReady: () => {},
+    onDamaged: () => {},
     isReady: () => !closing && ready.every(Boolean),
     isWorkerReady: (w) => ready[w] === true,
     close: async () => {
@@ -207,7 +234,10 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
           resolve();
         } else if (e.type === 'group_stopped') restart(i, w, `group ${e.group} stopped: ${e.reason}`);
         else if (e.type === 'fatal') reject(new Error(`worker ${i}: ${e.message}`));
-        else if (e.type === 'damaged') reject(new DamagedDataError(`worker ${i}: ${e.reason}`));
+        else if (e.type === 'damaged') {
+          if (booted) runtime.onDamaged(`worker ${i}: ${e.reason}`);
+          else reject(new DamagedDataError(`worker ${i}: ${e.reason}`));
+        }
       });
       w.on('error', (err) => {
         log('error', 'worker_error', 'worker thread crashed', { worker: i, err: String(err), stack: err.stack });
@@ -222,8 +252,10 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
     });
   };
 
+  let booted = false;
   try {
     await Promise.all(Array.from({ length: workerCount }, (_, i) => spawn(i)));
+    booted = true;
   } catch (err) {
     await runtime.close();
     throw err;

@@ -2,7 +2,7 @@
 // shard workers → ready. SIGTERM/SIGINT: stop accepting, drain in-flight
 // requests, close every RocksDB instance cleanly, exit.
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { DamagedDataError, loadManifest, saveManifest, setDataDirAside, startRuntime, type Runtime } from './index.js';
+import { DamagedDataError, damagedOnDisk, loadManifest, markDataDirDamaged, saveManifest, setDataDirAside, startRuntime, type Runtime } from './index.js';
 import { log, setLogLevel } from './log.js';
 import { createEstimator, type TokenEstimator } from '../actors/tokens.js';
 import { CpuPool, countPartsTokens } from './cpu-pool.js';
@@ -24,6 +24,8 @@ import { type Founding, isFoundingIncarnation } from './membership.js';
 import type { WorkerReply } from '../gateway/dispatch.js';
 
 const DRAIN_MS_MAX = 10_000;
+/** Exit status after storage damage found while running (EX_TEMPFAIL): restarted, the node starts over from its peers. */
+const DAMAGED_EXIT_CODE = 75;
 
 function fail(line: string): never {
   process.stderr.write(`fleetlm: ${line}\n`);
@@ -80,6 +82,11 @@ async function main(): Promise<void> {
   let founding: Founding | null = null;
   let incarnation = '';
   for (;;) {
+    const damaged = damagedOnDisk(cfg);
+    if (damaged !== null && cfg.clusterNodes !== null) {
+      const aside = setDataDirAside(cfg);
+      log('error', 'data_damaged', 'the data dir was marked damaged; it was moved aside and this node starts over empty, repaired from its peers', { reason: damaged, moved_to: aside });
+    }
     const manifest = loadManifest(cfg);
     incarnation = manifest.incarnation;
     if (cfg.clusterNodes !== null && publisher !== null) {
@@ -140,12 +147,17 @@ async function main(): Promise<void> {
     archiver = new Archiver(archive, d, runtime.workers.length, cfg.archive, cfg.tailKeep);
     archiver.start();
   }
+  runtime.onDamaged = (reason) => {
+    markDataDirDamaged(cfg, reason);
+    log('error', 'data_damaged', 'storage damage found while running: this node stops and, restarted, starts over from its peers', { reason });
+    void stop('damaged', DAMAGED_EXIT_CODE);
+  };
   runtime.onWorkerReady = (w) => streamHub.resync((id) => workerOfGroup(groupOf(id), rt.partitions, rt.workers.length) === w);
   setInterval(() => metrics.inFlight.set(dispatcher?.inFlight ?? 0), 1000).unref();
   log('info', 'ready', 'node ready', { node: runtime.nodeId, port: gateway.port, ms: Math.round(performance.now() - started) });
 
   let stopping = false;
-  const stop = async (signal: string) => {
+  const stop = async (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     log('info', 'draining', 'stopping: draining in-flight requests', { signal, in_flight: gateway.inFlight() });
@@ -161,7 +173,7 @@ async function main(): Promise<void> {
     await archive?.close();
     await pool.close();
     log('info', 'stopped', 'storage closed cleanly', {});
-    process.exit(0);
+    process.exit(exitCode);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));

@@ -88,6 +88,13 @@ export interface RecoveryInfo {
   droppedRecords: number;
   /** Segments with a valid header after the stop point, turned into spares. */
   droppedSegments: number;
+  /**
+   * Of droppedRecords, those found after a bad record or bad header, or in
+   * later segments: a crash tears only the last write, so these mean damage
+   * (lost records that may have been acknowledged). An incomplete last batch
+   * alone is not counted.
+   */
+  validAfterDamage: number;
   /** Where the log ended abnormally; null when every segment ended cleanly. */
   stop: { seq: number; offset: number; reason: string } | null;
 }
@@ -398,7 +405,7 @@ export class Wal {
       .map((x) => ({ seq: parseInt(x.m[1], 16), file: path.join(dir, x.n) }))
       .sort((a, b) => a.seq - b.seq);
 
-    const info: RecoveryInfo = { segments: 0, batches: 0, records: 0, droppedRecords: 0, droppedSegments: 0, stop: null };
+    const info: RecoveryInfo = { segments: 0, batches: 0, records: 0, droppedRecords: 0, droppedSegments: 0, validAfterDamage: 0, stop: null };
     const builds = new Map<number, GroupBuild>();
     const build = (group: number): GroupBuild => {
       let g = builds.get(group);
@@ -443,7 +450,9 @@ export class Wal {
           // After the end of the log: not part of it, whatever it holds.
           if (h.kind === 'log') {
             info.droppedSegments++;
-            info.droppedRecords += await countValid(rd, HEADER_BYTES, f.seq);
+            const n = await countValid(rd, HEADER_BYTES, f.seq);
+            info.droppedRecords += n;
+            info.validAfterDamage += n;
           }
           spareFiles.push({ seq: f.seq, file: f.file, size });
           continue;
@@ -451,7 +460,9 @@ export class Wal {
         if (h.kind === 'corrupt') {
           ended = true;
           info.stop = { seq: f.seq, offset: 0, reason: h.why };
-          info.droppedRecords += await countValid(rd, HEADER_BYTES, f.seq);
+          const n = await countValid(rd, HEADER_BYTES, f.seq);
+          info.droppedRecords += n;
+          info.validAfterDamage += n;
           spareFiles.push({ seq: f.seq, file: f.file, size });
           continue;
         }
@@ -485,6 +496,7 @@ export class Wal {
           ended = true;
           info.stop = { seq: f.seq, offset: r.batchStart, reason: r.reason };
           info.droppedRecords += r.dropped;
+          info.validAfterDamage += r.validAfterBad;
           if (r.batches === 0) {
             // Nothing committed in it: reuse the file as a spare under a fresh seq.
             spareFiles.push({ seq: f.seq, file: f.file, size });
@@ -919,6 +931,8 @@ interface ScanResult {
   batches: number;
   /** Valid records not applied (incomplete batch, and valid-looking records after a bad one). */
   dropped: number;
+  /** Of `dropped`, those after a bad record. */
+  validAfterBad: number;
 }
 
 /** Applies every committed batch of a log segment, in order, through `apply`. */
@@ -987,10 +1001,9 @@ async function scanSegment(
     }
     off += REC_HEAD + plen;
   }
-  let dropped = ops.length;
-  if (bad) dropped += await countValid(rd, off, seq);
-  else if (ops.length > 0) reason = `incomplete batch (${ops.length} records without commit) at ${reason}`;
-  return { clean: !bad && ops.length === 0, reason, batchStart, batches, dropped };
+  const validAfterBad = bad ? await countValid(rd, off, seq) : 0;
+  if (!bad && ops.length > 0) reason = `incomplete batch (${ops.length} records without commit) at ${reason}`;
+  return { clean: !bad && ops.length === 0, reason, batchStart, batches, dropped: ops.length + validAfterBad, validAfterBad };
 }
 
 /** Entry/hardState records from `off` on whose crc validates for `seq` (walking by len, skipping bad ones). */

@@ -16,6 +16,7 @@ import WebSocket from 'ws';
 import { api, startNode, tempDir, type NodeProc } from './harness.js';
 import { startNats, type NatsServer } from './nats-server.js';
 import { PartitionStore } from '../../storage/partition-store.js';
+import { PREFIX } from '../../storage/keys.js';
 import { groupOf, partitionOf } from '../../runtime/placement.js';
 import { mulberry32 } from '../../runtime/prng.js';
 import { encodeMessageBytes } from '../../runtime/raft/codec.js';
@@ -478,22 +479,26 @@ describe('cluster of three', () => {
     await checkRepairedReplicas(convs, acked);
   });
 
-  test('a node whose write-ahead log was damaged while it was stopped detects it, never serves it, and is repaired from its peers', async () => {
-    const convs = Array.from({ length: 8 }, (_, i) => `damaged-${i}`);
-    await seed(convs, 20);
-    const victim = members[1];
-    await victim.node!.stop();
-    victim.node = null;
-    flipWalByte(path.join(victim.dataDir, 'partition-000', 'wal'));
-    await startMember(victim);
-    assert.ok(victim.node!.logs.some((l) => l.includes('"data_damaged"')), 'the damage was not detected');
-    assert.ok(victim.node!.logs.some((l) => l.includes('joining as a new incarnation')), 'the node did not start over');
-    const aside = fs.readdirSync(path.dirname(victim.dataDir)).filter((f) => f.startsWith(`${path.basename(victim.dataDir)}.damaged-`));
-    assert.equal(aside.length, 1, 'the damaged data dir was not kept aside');
-    fs.rmSync(path.join(path.dirname(victim.dataDir), aside[0]), { recursive: true, force: true });
-    await waitRepaired(1);
-    await checkRepairedReplicas(convs, new Map());
-  });
+  for (const where of ['write-ahead log', 'state store'] as const) {
+    test(`a node whose ${where} was damaged while it was stopped detects it, never serves it, and is repaired from its peers`, async () => {
+      const convs = Array.from({ length: 8 }, (_, i) => `damaged-${where.length}-${i}`);
+      await seed(convs, 20);
+      const victim = members[1];
+      await victim.node!.stop();
+      victim.node = null;
+      const partition = path.join(victim.dataDir, 'partition-000');
+      if (where === 'write-ahead log') flipWalByte(path.join(partition, 'wal'));
+      else await flipStoredValue(path.join(partition, 'state'));
+      await startMember(victim);
+      assert.ok(victim.node!.logs.some((l) => l.includes('"data_damaged"')), 'the damage was not detected');
+      assert.ok(victim.node!.logs.some((l) => l.includes('joining as a new incarnation')), 'the node did not start over');
+      const aside = fs.readdirSync(path.dirname(victim.dataDir)).filter((f) => f.startsWith(`${path.basename(victim.dataDir)}.damaged-`));
+      assert.equal(aside.length, 1, 'the damaged data dir was not kept aside');
+      fs.rmSync(path.join(path.dirname(victim.dataDir), aside[0]), { recursive: true, force: true });
+      await waitRepaired(1);
+      await checkRepairedReplicas(convs, new Map());
+    });
+  }
 
   test('a group without quorum answers 503 within the bound, and heals by itself', async () => {
     assert.equal((await api(urlOf(0), 'PUT', '/v1/conversations/quorum', {})).status, 200);
@@ -538,14 +543,28 @@ function flipWalByte(walDir: string): void {
   assert.ok(newest !== null, `no live WAL segment in ${walDir}`);
   const file = path.join(walDir, newest.file);
   const bytes = fs.readFileSync(file);
-  let end = bytes.length;
-  while (end > 32 && bytes[end - 1] === 0) end--;
-  assert.ok(end > 4096, `the newest segment holds only ${end} bytes`);
-  const at = 32 + Math.floor((end - 32) / 3);
+  // Walk the records (len u32 | crc u32 | payload) to the end marker: beyond it lie a recycled segment's old bytes.
+  const records: number[] = [];
+  for (let off = 32; off + 8 <= bytes.length && bytes.readUInt32LE(off) !== 0; off += 8 + bytes.readUInt32LE(off)) records.push(off);
+  assert.ok(records.length >= 30, `the newest segment holds only ${records.length} records`);
+  const at = records[Math.floor(records.length / 3)] + 8 + 1;
   const fd = fs.openSync(file, 'r+');
   fs.writeSync(fd, Buffer.from([bytes[at] ^ 0x5a]), 0, 1, at);
   fs.fsyncSync(fd);
   fs.closeSync(fd);
+}
+
+/** Rewrites one stored message with a payload byte flipped under its old checksum, as a bit flip on disk would. */
+async function flipStoredValue(stateDir: string): Promise<void> {
+  const store = await PartitionStore.open(0, stateDir);
+  try {
+    const [[key, value]] = await store.db.scan({ gte: Buffer.from([PREFIX.message]), lt: Buffer.from([PREFIX.message + 1]), limit: 1 });
+    const bad = Buffer.from(value);
+    bad[bad.length - 2] ^= 0x01;
+    await store.db.write([{ type: 'put', key, value: bad }], true);
+  } finally {
+    await store.close();
+  }
 }
 
 /** Message texts of each conversation as stored in one stopped replica, by seq. */

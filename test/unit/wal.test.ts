@@ -312,6 +312,8 @@ test('wal - torn tail: recovery stops before the damaged batch, keeps earlier da
       assert.equal(r.wal.recovery.batches, 4, name);
       assert.deepEqual(r.groups.get(1)?.entries, range(1, 1, 16, 1, 300), name);
       assert.deepEqual(r.groups.get(1)?.hardState, { term: 1, vote: 'x', commit: 16 }, name);
+      // A torn last write is not damage: nothing valid follows it (garbage amid intact records is, below).
+      if (name !== 'garbage bytes') assert.equal(r.wal.recovery.validAfterDamage, 0, name);
       // Raft re-appends 17.. (different term); a second recovery sees the old log plus the new segment.
       r.wal.appendEntries(1, range(1, 17, 22, 2, 300));
       await r.wal.write();
@@ -341,6 +343,7 @@ test('wal - a bit flip in a middle record drops the rest of that segment (counte
     assert.equal(r.wal.recovery.stop?.reason, 'crc mismatch');
     // 21, 22 (same batch, before the flip) + 24..50 (after it) passed their crc but were dropped.
     assert.equal(r.wal.recovery.droppedRecords, 2 + 27);
+    assert.equal(r.wal.recovery.validAfterDamage, 27);
     assert.equal(r.wal.recovery.droppedSegments, 0);
     r.wal.appendEntries(1, range(1, 21, 25, 2));
     await r.wal.write();
@@ -372,6 +375,8 @@ test('wal - a bad record in segment k: the segments after k are not part of the 
     assert.equal(r.wal.recovery.droppedSegments, segs - 2);
     assert.equal(r.groups.get(1)?.entries.length, 170);
     assert.equal(r.wal.recovery.droppedRecords, 400 - 170 - 1);
+    // 171..174 were the incomplete batch before the flip; 176..400 lie after it.
+    assert.equal(r.wal.recovery.validAfterDamage, 400 - 175);
     r.wal.appendEntries(1, range(1, 171, 180, 2, 450));
     await r.wal.write();
     await r.wal.close();
