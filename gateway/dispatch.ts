@@ -35,7 +35,7 @@ export class Dispatcher {
   /** Encoded Raft messages for peer nodes (runtime/cluster.ts). */
   onRaft: (msg: Uint8Array) => void = () => {};
   /** A worker's replica saw a new leader (or none: '') for the group. */
-  onLeader: (group: number, leader: string, term: number, voters: string[]) => void = () => {};
+  onLeader: (group: number, leader: string, term: number, voters: string[], hosted: boolean) => void = () => {};
 
   constructor(private readonly runtime: Runtime) {
     this.outboxes = runtime.workers.map(() => new FrameBuffer());
@@ -92,8 +92,8 @@ export class Dispatcher {
       case RAFT_STATUS:
         return this.onRaft(body);
       case LEADER_STATUS: {
-        const [group, leader, term, voters] = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('latin1').split('\n');
-        return this.onLeader(Number(group), leader, Number(term), voters === '' ? [] : voters.split(','));
+        const [group, leader, term, voters, hosted] = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('latin1').split('\n');
+        return this.onLeader(Number(group), leader, Number(term), voters === '' ? [] : voters.split(','), hosted === '1');
       }
       default:
         return this.settle(reqId, kind, body);

@@ -113,7 +113,10 @@ export class Cluster {
   private nextChunkId = 1;
   private readonly subs: Subscription[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
-  private readonly members: Set<string>;
+  /** The cluster's nodes now (CLUSTER_NODES, or DNS: setMembers). */
+  private members: Set<string>;
+  /** Nodes hosting a voter of some group as this node knows it (trusted while the coordinator moves them out). */
+  private voterNodes: Set<string> | null = null;
   private readonly replicas: boolean[];
   private readonly replyPrefix: string;
   private nextReplyId = 1;
@@ -129,7 +132,7 @@ export class Cluster {
     private readonly nc: NatsConnection,
     private readonly prefix: string,
     readonly self: string,
-    readonly nodes: readonly string[],
+    nodes: readonly string[],
     private readonly dispatcher: Dispatcher,
     private readonly incarnation: string,
     private readonly founding: Founding,
@@ -140,13 +143,19 @@ export class Cluster {
     this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
     metrics.raftReplicas.set(this.replicas.filter(Boolean).length);
-    dispatcher.onLeader = (group, leader, term, voters) => {
+    dispatcher.onLeader = (group, leader, term, voters, hosted) => {
+      if (!hosted) {
+        // Retired here: from now on the group's leader is learned from its announcements.
+        if (this.replicas[group]) metrics.raftReplicas.dec();
+        this.replicas[group] = false;
+        return;
+      }
       // Only a replica here reports: from now on this node knows the group first-hand.
       if (!this.replicas[group]) {
         this.replicas[group] = true;
         metrics.raftReplicas.inc();
       }
-      if (term >= this.terms[group]) this.voters[group] = voters;
+      if (term >= this.terms[group]) this.setVoters(group, voters);
       this.setLeader(group, nodeOf(leader), term);
     };
     this.subs.push(
@@ -168,7 +177,7 @@ export class Cluster {
       nc.subscribe(`${prefix}.hello`, {
         callback: (err, m) => {
           const a = err === null ? parseAnnouncement(m.data) : null;
-          if (a !== null && this.members.has(a.name) && a.name !== self) this.incarnations.set(a.name, a.incarnation);
+          if (a !== null && this.trusted(a.name) && a.name !== self) this.incarnations.set(a.name, a.incarnation);
         },
       }),
       nc.subscribe(`${this.replyPrefix}.*`, {
@@ -181,8 +190,7 @@ export class Cluster {
         },
       }),
     );
-    const started = Date.now();
-    for (const n of nodes) if (n !== self) this.lastHeardMs.set(n, started);
+    this.watchPeers();
     const every = (ms: number, f: () => void) => this.timers.push(setInterval(f, ms).unref());
     every(CHUNK_TTL_MS, () => this.sweepChunks());
     every(KEEPALIVE_MS, () => this.liveness());
@@ -193,6 +201,42 @@ export class Cluster {
     every(COORDINATE_MS, () => void this.coordinate());
     const partitionFile = /^partition-file:(.+)$/.exec(process.env.FLEETLM_FAILPOINT ?? '')?.[1];
     if (partitionFile !== undefined) every(PARTITION_POLL_MS, () => (this.cutOff = readPartitionFile(partitionFile)));
+  }
+
+  /** The membership changed (DNS discovery): groups are placed over the new list from the next coordinator round. */
+  setMembers(nodes: readonly string[]): void {
+    const next = new Set([...nodes, this.self]);
+    if (next.size === this.members.size && [...next].every((n) => this.members.has(n))) return;
+    log('info', 'members_changed', 'cluster membership changed', { members: [...next].sort(), before: [...this.members].sort() });
+    this.members = next;
+    this.watchPeers();
+  }
+
+  /** Members and nodes hosting voters: their Raft traffic, hellos and announcements are accepted. */
+  private trusted(node: string): boolean {
+    if (this.members.has(node)) return true;
+    if (this.voterNodes === null) {
+      this.voterNodes = new Set();
+      for (const vs of this.voters) for (const v of vs) this.voterNodes.add(nodeOf(v));
+    }
+    return this.voterNodes.has(node);
+  }
+
+  private setVoters(group: number, voters: string[]): void {
+    const old = this.voters[group];
+    if (old.length === voters.length && old.every((v, i) => v === voters[i])) return;
+    this.voters[group] = voters;
+    this.voterNodes = null;
+    this.watchPeers();
+  }
+
+  /** Liveness is tracked for every trusted peer; a new one counts as heard now. */
+  private watchPeers(): void {
+    const now = Date.now();
+    for (const n of this.lastHeardMs.keys()) if (!this.trusted(n)) this.lastHeardMs.delete(n);
+    const peers = new Set(this.members);
+    for (const vs of this.voters) for (const v of vs) peers.add(nodeOf(v));
+    for (const n of peers) if (n !== this.self && !this.lastHeardMs.has(n)) this.lastHeardMs.set(n, now);
   }
 
   /** This node holds a replica of the group. */
@@ -252,7 +296,7 @@ export class Cluster {
     const ledPayload = utf8.encode(JSON.stringify(q));
     const deadline = Date.now() + NO_LEADER_WAIT_MS;
     for (;;) {
-      const answers = await Promise.all(this.nodes.map((n) => this.listOn(n, ledPayload)));
+      const answers = await Promise.all([this.self, ...this.lastHeardMs.keys()].map((n) => this.listOn(n, ledPayload)));
       const covered = new Set<number>();
       const runs: Uint8Array[] = [];
       for (const parts of answers) {
@@ -420,7 +464,7 @@ export class Cluster {
   private onLeaders(d: Uint8Array): void {
     if (d.length < 1 || d.length < 1 + d[0]) return;
     const from = fromUtf8.decode(d.subarray(1, 1 + d[0]));
-    if (!this.members.has(from) || from === this.self || this.cutOff.has(from)) return;
+    if (!this.trusted(from) || from === this.self || this.cutOff.has(from)) return;
     const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
     for (let pos = 1 + d[0]; pos + 12 <= d.length; ) {
       const g = dv.getUint16(pos);
@@ -430,7 +474,7 @@ export class Cluster {
       const voters = fromUtf8.decode(d.subarray(pos + 12, votersEnd));
       pos = votersEnd;
       if (g >= limits.groupCount || this.replicas[g] || !Number.isSafeInteger(term)) continue;
-      if (term >= this.terms[g]) this.voters[g] = voters === '' ? [] : voters.split(',');
+      if (term >= this.terms[g]) this.setVoters(g, voters === '' ? [] : voters.split(','));
       if (term > this.terms[g] || (term === this.terms[g] && this.leaders[g] === '')) this.setLeader(g, from, term);
     }
   }
@@ -459,7 +503,7 @@ export class Cluster {
     try {
       const views: GroupView[] = [];
       for (let g = 0; g < limits.groupCount; g++) if (this.leaders[g] !== '' && this.voters[g].length > 0) views.push({ group: g, voters: this.voters[g] });
-      const steps = planSteps(views, live, this.founding, limits.groupCount);
+      const steps = planSteps(views, live, this.founding, limits.groupCount, [...this.members]);
       metrics.clusterReplicasToReplace.set(steps.length);
       await Promise.all(
         steps.slice(0, COORDINATE_STEPS_MAX).map(async (s) => {
@@ -567,7 +611,7 @@ export class Cluster {
   private onBatch(d: Uint8Array): void {
     if (d.length < 2 || d.length < 2 + d[1]) return this.drop('short batch');
     const from = fromUtf8.decode(d.subarray(2, 2 + d[1]));
-    if (!this.members.has(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
+    if (!this.trusted(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
     if (this.cutOff.has(from)) return;
     this.lastHeardMs.set(from, Date.now());
     let pos = 2 + d[1];
@@ -661,29 +705,49 @@ function parseAnnouncement(d: Uint8Array): Announcement | null {
  * cluster's founding record is known (runtime/membership.ts decideFounding),
  * logging who is still awaited every few seconds.
  */
-export async function awaitFounding(nc: NatsConnection, prefix: string, self: string, incarnation: string, listed: readonly string[]): Promise<Founding> {
+export async function awaitFounding(
+  nc: NatsConnection,
+  prefix: string,
+  self: string,
+  incarnation: string,
+  listed: () => readonly string[],
+  stableMs: number,
+): Promise<Founding> {
   const heard = new Map<string, Announcement>([[self, { name: self, incarnation, founding: null }]]);
   let decided: Founding | null = null;
   let wake = () => {};
+  let list = '';
+  let listSinceMs = Date.now();
+  const decide = () => {
+    const now = listed();
+    if (now.join(',') !== list) {
+      list = now.join(',');
+      listSinceMs = Date.now();
+    }
+    const d = decideFounding(now, heard);
+    // Adopting a record is always safe; founding one waits for the list to hold still.
+    const adopting = [...heard.values()].some((a) => a.founding !== null);
+    if (d !== null && (adopting || Date.now() - listSinceMs >= stableMs)) decided = d;
+  };
   const sub = nc.subscribe(`${prefix}.hello`, {
     callback: (err, m) => {
       const a = err === null ? parseAnnouncement(m.data) : null;
-      if (a === null || !listed.includes(a.name) || a.name === self) return;
+      if (a === null || a.name === self) return;
       heard.set(a.name, a);
-      decided = decideFounding(listed, heard);
+      decide();
       if (decided !== null) wake();
     },
   });
   const started = Date.now();
   let loggedMs = 0;
   try {
-    while (decided === null) {
+    for (decide(); decided === null; decide()) {
       nc.publish(`${prefix}.hello`, encodeAnnouncement(heard.get(self)!));
       if (Date.now() - loggedMs > 5000) {
         loggedMs = Date.now();
         log('info', 'founding_wait', 'waiting for the cluster: a fresh data dir joins when any node knows the cluster, or founds it with every listed node', {
           heard: [...heard.keys()],
-          waiting_for: listed.filter((n) => !heard.has(n)),
+          waiting_for: listed().filter((n) => !heard.has(n)),
           ms: loggedMs - started,
         });
       }

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { limits, walBatchBytesMax } from './limits.js';
+import { BASENAME_RE } from './discovery.js';
 
 export class ConfigError extends Error {
   constructor(readonly variable: string, message: string) {
@@ -35,8 +36,10 @@ export interface Config {
   walSegmentBytes: number;
   /** NATS for stream events and, in a cluster, Raft traffic; null when NATS_URL is unset. */
   nats: NatsConfig | null;
-  /** Every node of the cluster (sorted, this node among them); null on a single node. */
+  /** Every node of the cluster (sorted, this node among them); null on a single node or with DNS discovery. */
   clusterNodes: string[] | null;
+  /** DNS discovery of the cluster's nodes (DNS_CLUSTER_QUERY); null when unset. */
+  dns: DnsConfig | null;
   /** The Postgres archive; null unless FLEETLM_ARCHIVER_ENABLED. */
   archive: ArchiveConfig | null;
 }
@@ -50,6 +53,21 @@ export interface ArchiveConfig {
 }
 
 type Env = Record<string, string | undefined>;
+
+/** A cluster node (static list or DNS discovery), not a single node. */
+export function isClustered(cfg: Config): boolean {
+  return cfg.clusterNodes !== null || cfg.dns !== null;
+}
+
+export interface DnsConfig {
+  /** A name whose A records are the cluster's nodes (e.g. a headless service). */
+  query: string;
+  /** Node names are `<basename>@<ipv4>`. */
+  basename: string;
+  intervalMs: number;
+  /** Resolvers to ask (`host:port`), else the system's: FLEETLM_DNS_SERVERS. */
+  servers: string[] | null;
+}
 
 export interface NatsConfig {
   servers: string[];
@@ -94,13 +112,6 @@ export function parseBoolean(name: string, raw: string | undefined, dflt: boolea
   throw new ConfigError(name, `must be true or false, got ${JSON.stringify(raw)}`);
 }
 
-function refuseUnsupported(env: Env): void {
-  // Asked-for features this build cannot honour stop boot rather than being ignored.
-  if (env.DNS_CLUSTER_QUERY) {
-    throw new ConfigError('DNS_CLUSTER_QUERY', 'DNS discovery is not available in this build yet; list the nodes in CLUSTER_NODES');
-  }
-}
-
 const NODE_NAME_RE = /^[A-Za-z0-9_.@:-]{1,64}$/;
 
 /** CLUSTER_NODES: the node names of a cluster; more than one needs NATS_URL and this node's NODE_NAME among them. */
@@ -119,9 +130,44 @@ function clusterFrom(env: Env, nodeName: string | undefined, nats: NatsConfig | 
   return nodes;
 }
 
+/**
+ * DNS_CLUSTER_QUERY: the cluster's nodes are `<basename>@<ip>` for the A
+ * records of the query, polled; this node's name defaults to
+ * `<basename>@<its first non-loopback IPv4>`.
+ */
+function dnsFrom(env: Env, nats: NatsConfig | null): DnsConfig | null {
+  const query = env.DNS_CLUSTER_QUERY?.trim();
+  if (query === undefined || query === '') return null;
+  if (!/^[A-Za-z0-9_.-]{1,253}$/.test(query)) throw new ConfigError('DNS_CLUSTER_QUERY', `must be a DNS name, got ${JSON.stringify(query)}`);
+  const [clusterVar, cluster] = first(env, ['CLUSTER_NODES', 'FASTPACA_CLUSTER_SEED']);
+  if (cluster !== undefined && cluster.trim() !== '') throw new ConfigError('DNS_CLUSTER_QUERY', `set either it or ${clusterVar}, not both`);
+  if (nats === null) throw new ConfigError('NATS_URL', 'is required for a cluster (DNS_CLUSTER_QUERY is set)');
+  const basename = (env.DNS_CLUSTER_NODE_BASENAME ?? 'fleetlm').trim();
+  if (!BASENAME_RE.test(basename)) throw new ConfigError('DNS_CLUSTER_NODE_BASENAME', `must match ${BASENAME_RE}, got ${JSON.stringify(basename)}`);
+  const servers = env.FLEETLM_DNS_SERVERS?.trim() ? env.FLEETLM_DNS_SERVERS.split(',').map((x) => x.trim()).filter(Boolean) : null;
+  for (const x of servers ?? []) {
+    if (!/^[0-9.]+(:[0-9]+)?$/.test(x)) throw new ConfigError('FLEETLM_DNS_SERVERS', `must be ipv4[:port] (comma-separated), got ${JSON.stringify(x)}`);
+  }
+  return { query, basename, intervalMs: parseInteger('DNS_POLL_INTERVAL_MS', env.DNS_POLL_INTERVAL_MS, 5000, 100, 3_600_000), servers };
+}
+
+function firstIpv4(): string | null {
+  for (const addrs of Object.values(os.networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return null;
+}
+
 export function loadConfig(env: Env = process.env): Config {
-  refuseUnsupported(env);
-  const [nodeVar, nodeName] = first(env, ['NODE_NAME', 'FASTPACA_NODE_NAME']);
+  const nats = natsConfigFrom(env);
+  const dns = dnsFrom(env, nats);
+  const [nodeVar, givenName] = first(env, ['NODE_NAME', 'FASTPACA_NODE_NAME']);
+  let nodeName = givenName;
+  if (dns !== null && nodeName === undefined) {
+    const ip = firstIpv4();
+    if (ip === null) throw new ConfigError('NODE_NAME', 'must be set: DNS discovery found no IPv4 address of this host to name it by');
+    nodeName = `${dns.basename}@${ip}`;
+  }
   if (nodeName !== undefined && !NODE_NAME_RE.test(nodeName)) {
     throw new ConfigError(nodeVar, `must be 1-64 chars of [A-Za-z0-9_.@:-], got ${JSON.stringify(nodeName)}`);
   }
@@ -161,7 +207,6 @@ export function loadConfig(env: Env = process.env): Config {
   if (walBatchBytesMax(walSegmentBytes) < maxBodyBytes + 4096) {
     throw new ConfigError(segVar, `must leave room for one FLEETLM_MAX_BODY_BYTES (${maxBodyBytes}) body: use at least ${maxBodyBytes + 4096 + limits.walSegmentReserveBytes}`);
   }
-  const nats = natsConfigFrom(env);
   return {
     port: parseInteger('PORT', env.PORT, 4000, 0, 65535),
     opsPort: ops === undefined || ops === '' ? null : parseInteger(opsVar, ops, 0, 0, 65535),
@@ -180,7 +225,8 @@ export function loadConfig(env: Env = process.env): Config {
     poolTextChars: int('POOL_TEXT_CHARS', limits.poolTextCharsDefault, 256, 64 * 1024 * 1024),
     walSegmentBytes,
     nats,
-    clusterNodes: clusterFrom(env, nodeName, nats),
+    clusterNodes: dns === null ? clusterFrom(env, nodeName, nats) : null,
+    dns,
     archive,
   };
 }

@@ -34,7 +34,9 @@ import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
-import { nodeOf } from './membership.js';
+import { needsSerial, nodeOf, serialOf, withSerial } from './membership.js';
+import { groupKeys } from '../storage/group-snapshot.js';
+import type { ReplicaRecord } from '../storage/partition-store.js';
 import { decodeConfState, sameVoters } from './raft/conf.js';
 import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
 import { QUIESCE_TYPE } from './raft/codec.js';
@@ -52,15 +54,15 @@ export interface EventSink {
 export interface RaftLinks {
   /** The group's founding voters (its conf as of index 0). */
   voters(group: number): string[];
-  /**
-   * A replica id this node may start from scratch when a leader first
-   * writes to it: one of this incarnation's, never hosted here before.
-   */
-  mayHost(group: number, replica: string): boolean;
+  /** A replica id of this node's incarnation (the driver also checks it was never retired here). */
+  mayHost(replica: string): boolean;
   /** Sends a message to a peer node (batched per peer by the caller). */
   send(m: Message): void;
-  /** The group's known leader or voters changed (leader '' while there is none). */
-  leaderChanged(group: number, leader: string, term: number, voters: readonly string[]): void;
+  /**
+   * The group's known leader or voters changed (leader '' while there is
+   * none); `hosted` false: the replica here was retired.
+   */
+  leaderChanged(group: number, leader: string, term: number, voters: readonly string[], hosted: boolean): void;
   /**
    * Committed entries kept in memory behind the applied index, so a follower
    * that fell a little behind catches up from the log (0 on a single node).
@@ -82,6 +84,9 @@ interface PendingWrite {
 
 /** Election timeout in ticks (randomized to [1, 2) × this); heartbeats every tick. */
 const ELECTION_TICKS = 10;
+
+/** A replica this close to the commit index counts as caught up (entries in flight). */
+const CAUGHT_UP_SLACK = 128;
 
 /** How often applied state is made durable so WAL segments can be recycled. */
 const CHECKPOINT_MS = 1000;
@@ -164,6 +169,10 @@ export class PartitionDriver {
   private closed = false;
   /** Groups whose new replica is being recorded (startReplica). */
   private readonly creating = new Set<number>();
+  /** Per group, the highest serial of a replica retired here: never started again. */
+  private readonly retired = new Map<number, number>();
+  /** Groups whose replica here was removed from their voters: retired after the apply round. */
+  private readonly retiring = new Set<Group>();
 
   constructor(
     readonly store: PartitionStore,
@@ -186,7 +195,8 @@ export class PartitionDriver {
    * id). Resolves to why the storage is damaged (a WAL record lost in the
    * middle of the log: acknowledged entries may be gone), or null.
    */
-  async open(replicas: ReadonlyMap<number, string>, walDir: string): Promise<string | null> {
+  async open(replicas: ReadonlyMap<number, string>, records: ReadonlyMap<number, ReplicaRecord>, walDir: string): Promise<string | null> {
+    for (const [gid, r] of records) this.retired.set(gid, r.retired);
     const groupIds = [...replicas.keys()];
     const applied = new Map<number, { index: number; term: number; voters?: string[] }>();
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
@@ -257,8 +267,11 @@ export class PartitionDriver {
     this.creating.add(gid);
     this.exclusive(async () => {
       if (this.groups.has(gid) || this.closed) return;
-      await this.store.saveReplica(gid, replica);
-      this.addGroup(gid, replica, { index: 0, term: 0 }, { term: 0, vote: '', commit: 0 }, []);
+      await this.store.saveReplica(gid, { replica, retired: this.retired.get(gid) ?? -1 });
+      // A retired replica's hard state may still be in the WAL: this one starts from nothing.
+      const none = { term: 0, vote: '', commit: 0 };
+      this.wal.setHardState(gid, none);
+      this.addGroup(gid, replica, { index: 0, term: 0 }, none, []);
       log('info', 'replica_started', 'started a new replica the group leader writes to', { group: gid, replica });
     })
       .catch((err: unknown) => log('error', 'replica_start_failed', 'could not record a new replica', { group: gid, replica, err: String(err) }))
@@ -282,7 +295,7 @@ export class PartitionDriver {
 
   /** Restates every group's leader (a report lost while the main thread was starting heals within a second). */
   announceLeaders(): void {
-    for (const g of this.groups.values()) if (g.stopped === null) this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters);
+    for (const g of this.groups.values()) if (g.stopped === null) this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters, true);
   }
 
   /**
@@ -294,7 +307,7 @@ export class PartitionDriver {
     const g = this.groups.get(m.group);
     if (g === undefined) {
       const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
-      if (fromLeader && this.links.mayHost(m.group, m.to)) this.startReplica(m.group, m.to);
+      if (fromLeader && this.links.mayHost(m.to) && serialOf(m.to) > (this.retired.get(m.group) ?? -1)) this.startReplica(m.group, m.to);
       return false;
     }
     if (g.stopped !== null || m.to !== g.self || m.from === g.self) return false;
@@ -357,10 +370,23 @@ export class PartitionDriver {
       this.reply(reqId, errorReply(unavailable(`group ${gid} voters are ${g.voters.join(',')} now, not ${from.join(',')}`)));
       return;
     }
+    if (voters.length < g.voters.length) {
+      // A removal must not leave a lagging replica (one still being caught up) in the quorum.
+      const st = g.core.status();
+      const lagging = voters.find((v) => (st.progress?.[v]?.match ?? 0) + CAUGHT_UP_SLACK < st.commit);
+      if (lagging !== undefined) {
+        this.reply(reqId, errorReply(unavailable(`group ${gid}: ${lagging} has not caught up yet`)));
+        return;
+      }
+    }
     this.wake(g);
     try {
-      const index = g.core.proposeConfChange({ voters });
-      log('info', 'conf_proposed', 'proposed a group membership change', { group: gid, index, voters });
+      // A new replica is named by the index of the change that adds it: never reused in this group.
+      const at = g.core.status().lastIndex + 1;
+      const named = voters.map((v) => (needsSerial(v) ? withSerial(v, at) : v));
+      const index = g.core.proposeConfChange({ voters: named });
+      assert(index === at, `group ${gid}: conf change at ${index}, named for ${at}`);
+      log('info', 'conf_proposed', 'proposed a group membership change', { group: gid, index, voters: named });
       this.reply(reqId, { kind: ReplyKind.Ok, body: `{"index":${index}}` });
     } catch (err) {
       this.reply(reqId, errorReply(err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err)));
@@ -463,7 +489,8 @@ export class PartitionDriver {
       const covered = new Map<number, number>();
       for (const g of this.groups.values()) covered.set(g.id, g.appliedWritten);
       await this.store.checkpoint();
-      await this.wal.release((gid) => covered.get(gid) ?? 0);
+      // A group not hosted here (retired) needs none of its log.
+      await this.wal.release((gid) => covered.get(gid) ?? Number.POSITIVE_INFINITY);
     } catch (err) {
       log('error', 'checkpoint_failed', 'checkpoint failed; WAL segments are kept', {
         partition: this.store.partition,
@@ -497,16 +524,22 @@ export class PartitionDriver {
   /** A violated invariant stops this group only; everything it owes gets an answer. */
   private stopGroup(g: Group, err: unknown): void {
     if (g.stopped !== null) return;
-    g.stopped = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-    this.onGroupStopped(g.id, g.stopped);
+    const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     log('error', 'group_stopped', 'group stopped after a failed invariant', {
       group: g.id,
       node: this.nodeId,
-      reason: g.stopped,
+      reason,
       stack: err instanceof Error ? err.stack : undefined,
       status: safeStatus(g.core),
     });
-    const fail = errorReply(unavailable(`group ${g.id} is stopped`));
+    this.endGroup(g, reason, unavailable(`group ${g.id} is stopped`));
+    this.onGroupStopped(g.id, reason);
+  }
+
+  /** The group serves nothing more here; what it owes is answered with `err`. */
+  private endGroup(g: Group, reason: string, err: AppError): void {
+    g.stopped = reason;
+    const fail = errorReply(err);
     for (const p of g.proposals.values()) this.reply(p.reqId, fail);
     for (const r of g.reads.values()) this.reply(r.reqId, fail);
     for (const r of g.readsWaiting) this.reply(r.reqId, fail);
@@ -631,7 +664,7 @@ export class PartitionDriver {
     }
     if (leader !== g.leader) {
       g.leader = leader;
-      this.links.leaderChanged(g.id, leader, g.core.currentTerm(), g.voters);
+      this.links.leaderChanged(g.id, leader, g.core.currentTerm(), g.voters, true);
     }
   }
 
@@ -739,13 +772,38 @@ export class PartitionDriver {
         if (rd.softState !== null) this.onSoftState(g, rd.softState.role, rd.softState.leader);
         for (const m of rd.messages) this.links.send(m);
         g.core.advance(rd);
-        this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters);
+        this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters, true);
         log('info', 'snapshot_installed', 'replaced a group state with the leader snapshot', { group: g.id, index: meta.index });
       });
     } catch (err) {
       this.stopGroup(g, err);
     }
     this.markDirty(g);
+  }
+
+  /**
+   * The replica here was removed from the group's voters: it stops, its
+   * state goes (one synced write with the record that it is retired, so it
+   * is never started again under this id), and the node forgets the group.
+   */
+  private async retire(g: Group): Promise<void> {
+    try {
+      await this.exclusive(async () => {
+        if (this.groups.get(g.id) !== g) return;
+        // Its proposals' outcome is the group's to tell: the gateway asks the leader again.
+        this.endGroup(g, 'retired', notLeader(`group ${g.id} no longer has a replica here`));
+        const dels: BatchOp[] = (await groupKeys(this.store, g.id)).map(([key]) => ({ type: 'del', key }));
+        const serial = serialOf(g.self);
+        await this.store.saveReplica(g.id, { replica: null, retired: serial }, dels);
+        this.retired.set(g.id, serial);
+        this.groups.delete(g.id);
+        this.actors.dropWhere((id) => groupOf(id) === g.id);
+        this.links.leaderChanged(g.id, '', g.core.currentTerm(), g.voters, false);
+        log('info', 'replica_retired', 'this replica was removed from the group; its state is deleted', { group: g.id, replica: g.self, voters: g.voters });
+      });
+    } catch (err) {
+      log('error', 'replica_retire_failed', 'could not retire a removed replica', { group: g.id, replica: g.self, err: String(err) });
+    }
   }
 
   private advanceAll(readies: [Group, Ready][]): void {
@@ -817,6 +875,8 @@ export class PartitionDriver {
       // Only here, between prefetch-and-apply rounds: evicting while a
       // prefetch is awaited could drop a conversation the round relies on.
       this.actors.evict();
+      for (const g of this.retiring) void this.retire(g);
+      this.retiring.clear();
     }
   }
 
@@ -845,9 +905,11 @@ export class PartitionDriver {
     for (const e of entries) {
       assert(e.index === last + 1, `group ${g.id}: applying ${e.index} after ${last}`);
       if (e.type === EntryType.ConfChange) {
+        const wasVoter = !g.joining;
         g.voters = decodeConfState(e.data).voters;
         log('info', 'conf_applied', 'group membership changed', { group: g.id, index: e.index, voters: g.voters });
-        this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters);
+        this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters, true);
+        if (wasVoter && g.joining) this.retiring.add(g);
       } else if (e.type === EntryType.Normal && e.data.length > 0) {
         const cmd = decodeCommand(e.data);
         assert(groupOf(cmd.id) === g.id, `group ${g.id}: entry ${e.index} is for ${cmd.id} of group ${groupOf(cmd.id)}`);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './config.js';
-import { ConfigError } from './config.js';
+import { ConfigError, isClustered } from './config.js';
 import type { MainCommand, WorkerEvent, WorkerInit } from './worker.js';
 import { workerOfPartition } from './placement.js';
 import { limits } from './limits.js';
@@ -153,7 +153,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
   // a single node does not orphan the groups' votes; a cluster member must
   // keep its name (its peers know it by it).
   const nodeId = manifest.nodeId;
-  if (cfg.clusterNodes !== null && nodeId !== cfg.nodeName) {
+  if (isClustered(cfg) && nodeId !== cfg.nodeName) {
     throw new ConfigError('NODE_NAME', `the data dir ${cfg.dataDir} belongs to node ${nodeId}, not ${cfg.nodeName}`);
   }
   const workers: Worker[] = [];

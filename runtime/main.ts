@@ -1,7 +1,7 @@
 // Node entry point: config → gateway (listening at once, not ready) →
 // shard workers → ready. SIGTERM/SIGINT: stop accepting, drain in-flight
 // requests, close every RocksDB instance cleanly, exit.
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, isClustered, loadConfig, type Config } from './config.js';
 import { DamagedDataError, damagedOnDisk, loadManifest, markDataDirDamaged, saveManifest, setDataDirAside, startRuntime, type Runtime } from './index.js';
 import { log, setLogLevel } from './log.js';
 import { createEstimator, type TokenEstimator } from '../actors/tokens.js';
@@ -21,6 +21,7 @@ import { openArchive, type Archive } from '../storage/archive/db.js';
 import { Archiver, readArchived } from './archiver.js';
 import { Cluster, awaitFounding } from './cluster.js';
 import { type Founding, isFoundingIncarnation } from './membership.js';
+import { DnsDiscovery } from './discovery.js';
 import type { WorkerReply } from '../gateway/dispatch.js';
 
 const DRAIN_MS_MAX = 10_000;
@@ -51,6 +52,7 @@ async function main(): Promise<void> {
   let dispatcher: Dispatcher | null = null;
   let hub: StreamHub | null = null;
   let cluster: Cluster | null = null;
+  let discovery: DnsDiscovery | null = null;
   /** A request to its group's leader: the local worker, or the leader node in a cluster. */
   const route = (op: ReqOp, group: number, payload: Uint8Array): Promise<WorkerReply> => {
     if (cluster !== null) return cluster.request(op, group, payload);
@@ -81,16 +83,29 @@ async function main(): Promise<void> {
   log('info', 'listening', `listening on ${cfg.host}:${gateway.port}`, { port: gateway.port });
   let founding: Founding | null = null;
   let incarnation = '';
+  const clustered = isClustered(cfg) && publisher !== null;
+  // The cluster's nodes: CLUSTER_NODES, or DNS (polled; the cluster follows its changes).
+  let members: readonly string[] = cfg.clusterNodes ?? [];
+  if (cfg.dns !== null) {
+    discovery = new DnsDiscovery({ ...cfg.dns, servers: cfg.dns.servers ?? undefined });
+    members = withSelf(await firstDnsAnswer(discovery, cfg.dns.query), cfg.nodeName);
+    discovery.start((names) => {
+      members = withSelf(names, cfg.nodeName);
+      cluster?.setMembers(members);
+    });
+  }
   for (;;) {
     const damaged = damagedOnDisk(cfg);
-    if (damaged !== null && cfg.clusterNodes !== null) {
+    if (damaged !== null && clustered) {
       const aside = setDataDirAside(cfg);
       log('error', 'data_damaged', 'the data dir was marked damaged; it was moved aside and this node starts over empty, repaired from its peers', { reason: damaged, moved_to: aside });
     }
     const manifest = loadManifest(cfg);
     incarnation = manifest.incarnation;
-    if (cfg.clusterNodes !== null && publisher !== null) {
-      founding = manifest.founding ?? (await awaitFounding(publisher.nc, publisher.prefix, cfg.nodeName, manifest.incarnation, cfg.clusterNodes));
+    if (clustered) {
+      // DNS answers grow as nodes start: found only on a list that held still for two polls.
+      const stableMs = cfg.dns === null ? 0 : 2 * cfg.dns.intervalMs;
+      founding = manifest.founding ?? (await awaitFounding(publisher.nc, publisher.prefix, cfg.nodeName, manifest.incarnation, () => members, stableMs));
       if (manifest.founding === undefined) saveManifest(cfg, { ...manifest, founding });
       const founder = isFoundingIncarnation(cfg.nodeName, manifest.incarnation, founding);
       log('info', 'cluster_member', founder ? 'a founding member of the cluster' : 'joining as a new incarnation: the coordinator adds replicas here', { node: cfg.nodeName, incarnation, founding });
@@ -112,9 +127,9 @@ async function main(): Promise<void> {
       ),
     );
   const d = (dispatcher = new Dispatcher(runtime));
-  if (cfg.clusterNodes !== null && publisher !== null) {
-    cluster = new Cluster(publisher.nc, publisher.prefix, runtime.nodeId, cfg.clusterNodes, d, incarnation, founding!);
-    log('info', 'cluster_joined', 'Raft traffic over NATS', { node: runtime.nodeId, nodes: cfg.clusterNodes });
+  if (clustered) {
+    cluster = new Cluster(publisher.nc, publisher.prefix, runtime.nodeId, members, d, incarnation, founding!);
+    log('info', 'cluster_joined', 'Raft traffic over NATS', { node: runtime.nodeId, nodes: members });
   }
   const rt = runtime;
   /** Streamed conversations of groups with no replica on this node → their NATS unsubscribe. */
@@ -167,6 +182,7 @@ async function main(): Promise<void> {
     while (gateway.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     await archiver?.stop();
     dispatcher?.failAll('node is shutting down');
+    discovery?.stop();
     cluster?.close();
     await runtime?.close();
     await publisher?.close();
@@ -177,6 +193,24 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+function withSelf(names: readonly string[], self: string): string[] {
+  return [...new Set([...names, self])].sort();
+}
+
+/** The first DNS answer; the cluster cannot form without one, so boot waits for it (logging why). */
+async function firstDnsAnswer(discovery: DnsDiscovery, query: string): Promise<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const names = await discovery.resolveOnce();
+      if (names.length > 0) return names;
+      throw new Error('no A records');
+    } catch (err) {
+      if (attempt === 1 || attempt % 10 === 0) log('warn', 'dns_discovery_waiting', 'waiting for DNS to list the cluster', { query, err: String(err), attempt });
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
 }
 
 async function openArchiveOrFail(url: string, poolSize: number, migrate: boolean): Promise<Archive> {

@@ -7,8 +7,12 @@
 // node that loses its data dir (or finds it damaged) therefore cannot take
 // its old replicas back; it starts over under a new *incarnation* (random,
 // chosen when its data dir is created) and gets new replicas:
-//   founding replicas:   `<node>`                (the incarnation in the founding record)
-//   replicas added later: `<node>#<incarnation>`
+//   founding replicas:    `<node>`                        (the incarnation in the founding record)
+//   replicas added later: `<node>#<incarnation>.<serial>`
+// The coordinator names the node and incarnation; the group leader appends
+// the serial, the log index of the conf change that adds it, so a replica
+// removed from a node and added back later is a new one. A node keeps, per
+// group, the highest serial it retired and never starts one at or below it.
 // Node names never contain '#' (runtime/config.ts), so the node of any
 // replica id is the part before it.
 //
@@ -21,11 +25,20 @@
 //
 // Coordinator: the lowest-named live node. Each round it looks at every
 // group's voters as their leaders report them and, per group, takes at most
-// one single-server step: drop a voter of a dead incarnation of a live node
-// (the group keeps a majority of the rest), then add that node's current
-// incarnation. Removing first keeps the group writable: adding first would
-// make a group with a dead voter need the new, empty replica in its quorum
-// before it has caught up.
+// one single-server step towards the placement over the current members
+// (rendezvous hash, placement.ts replicasOf), in this order:
+//   1. drop a replica of a lost incarnation of a live node (its data is gone);
+//   2. drop a replica on a node that left the membership and is down;
+//   3. add a replica on a placed node that has none (its current incarnation)
+//      when the group is short of replicas or all its voters are up;
+//   4. drop a replica on a node that is no longer placed there, once the
+//      group has more voters than its placement (the leader checks that the
+//      rest have caught up before it proposes the change).
+// A dead replica is removed before its replacement is added: adding first
+// would make the group's quorum need the new, empty replica before it has
+// caught up. A live one is replaced add-first, so the group never runs short.
+// A removal needs a majority of the old voters to remain, or it could not
+// commit anyway.
 import { replicasOf } from './placement.js';
 
 export interface FoundingMember {
@@ -49,14 +62,36 @@ export function nodeOf(replica: string): string {
   return at < 0 ? replica : replica.slice(0, at);
 }
 
+/** A replica of `node`'s `incarnation` as the coordinator asks for it (the leader adds the serial: withSerial). */
 export function replicaIdOf(node: string, incarnation: string): string {
   return `${node}${SEP}${incarnation}`;
+}
+
+/** The replica id with its serial; `base` is replicaIdOf's. */
+export function withSerial(base: string, serial: number): string {
+  return `${base}.${serial}`;
+}
+
+/** A coordinator's id still waiting for its serial. */
+export function needsSerial(replica: string): boolean {
+  const at = replica.indexOf(SEP);
+  return at >= 0 && replica.indexOf('.', at) < 0;
+}
+
+/** The serial of a replica id (founding replicas: 0). */
+export function serialOf(replica: string): number {
+  const at = replica.indexOf(SEP);
+  const dot = at < 0 ? -1 : replica.indexOf('.', at);
+  return dot < 0 ? 0 : Number(replica.slice(dot + 1));
 }
 
 /** The incarnation a replica belongs to (founding replicas: the founding record's). */
 export function incarnationOf(replica: string, founding: Founding): string | null {
   const at = replica.indexOf(SEP);
-  if (at >= 0) return replica.slice(at + 1);
+  if (at >= 0) {
+    const dot = replica.indexOf('.', at);
+    return replica.slice(at + 1, dot < 0 ? undefined : dot);
+  }
   return founding.find((m) => m.name === replica)?.incarnation ?? null;
 }
 
@@ -99,31 +134,47 @@ export interface ConfStep {
 /**
  * The coordinator's next steps: at most one per group, at most `max` in all
  * (each added replica is caught up by a snapshot; a burst of them is paced).
- * `live`: live node → its current incarnation.
+ * `live`: live node → its current incarnation; `members`: the cluster's
+ * nodes now (CLUSTER_NODES or DNS), over which groups are placed.
  */
-export function planSteps(groups: readonly GroupView[], live: ReadonlyMap<string, string>, founding: Founding, max: number): ConfStep[] {
+export function planSteps(
+  groups: readonly GroupView[],
+  live: ReadonlyMap<string, string>,
+  founding: Founding,
+  max: number,
+  members: readonly string[] = founding.map((m) => m.name),
+): ConfStep[] {
   const steps: ConfStep[] = [];
+  const memberSet = new Set(members);
   for (const g of groups) {
     if (steps.length >= max) break;
-    const stale = g.voters.find((v) => {
-      const current = live.get(nodeOf(v));
-      return current !== undefined && incarnationOf(v, founding) !== current;
-    });
-    if (stale !== undefined) {
-      // The rest must still be a majority of the old set, or the change could not commit anyway.
-      if (g.voters.length - 1 >= Math.floor(g.voters.length / 2) + 1) {
-        steps.push({ group: g.group, voters: g.voters.filter((v) => v !== stale), why: `${stale} belongs to a lost incarnation` });
-      }
-      continue;
-    }
-    const want = foundingVoters(g.group, founding);
-    const hosted = new Set(g.voters.map(nodeOf));
-    const missing = want.find((n) => !hosted.has(n) && live.has(n));
-    if (missing !== undefined && g.voters.length < want.length) {
-      steps.push({ group: g.group, voters: [...g.voters, replicaIdOf(missing, live.get(missing)!)], why: `${missing} has no replica` });
-    }
+    const step = planGroup(g, live, memberSet, members, founding);
+    if (step !== null) steps.push(step);
   }
   return steps;
+}
+
+function planGroup(g: GroupView, live: ReadonlyMap<string, string>, memberSet: ReadonlySet<string>, members: readonly string[], founding: Founding): ConfStep | null {
+  const v = g.voters;
+  const remove = (victim: string, why: string): ConfStep | null =>
+    v.length - 1 >= Math.floor(v.length / 2) + 1 ? { group: g.group, voters: v.filter((x) => x !== victim), why: `${victim} ${why}` } : null;
+  const stale = v.find((r) => {
+    const current = live.get(nodeOf(r));
+    return current !== undefined && incarnationOf(r, founding) !== current;
+  });
+  if (stale !== undefined) return remove(stale, 'belongs to a lost incarnation');
+  const gone = v.find((r) => !memberSet.has(nodeOf(r)) && !live.has(nodeOf(r)));
+  if (gone !== undefined) return remove(gone, 'is on a node that left and is down');
+  const want = replicasOf(g.group, members);
+  const hosted = new Set(v.map(nodeOf));
+  const missing = want.find((n) => !hosted.has(n) && live.has(n));
+  if (missing !== undefined && (v.length < want.length || v.every((r) => live.has(nodeOf(r))))) {
+    return { group: g.group, voters: [...v, replicaIdOf(missing, live.get(missing)!)], why: `${missing} is placed here and has no replica` };
+  }
+  const placed = new Set(want);
+  const extra = v.find((r) => !placed.has(nodeOf(r)));
+  if (extra !== undefined && v.length > want.length) return remove(extra, 'is no longer placed here');
+  return null;
 }
 
 /** The coordinator: the lowest-named live node. */

@@ -9,7 +9,7 @@
 // in apply order. In a cluster, Raft messages ride both directions with
 // reqId 0: outbound as RAFT_STATUS frames, inbound as ReqOp.Raft requests
 // (body = runtime/raft/codec.ts encoding); leader changes go out as
-// LEADER_STATUS frames, body `group \n leader \n term \n voters` (comma-joined).
+// LEADER_STATUS frames, body `group \n leader \n term \n voters (comma-joined) \n hosted (1|0)`.
 import type { EventType, StreamEvent } from '../actors/events.js';
 
 export const enum ReqOp {

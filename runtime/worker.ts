@@ -88,13 +88,13 @@ function reply(reqId: number, r: Reply): void {
 const ownReplica = replicaIdOf(init.nodeId, init.incarnation);
 const links = {
   voters: (group: number) => (init.founding === null ? [init.nodeId] : foundingVoters(group, init.founding)),
-  mayHost: (_group: number, replica: string) => init.founding !== null && replica === ownReplica,
+  mayHost: (replica: string) => init.founding !== null && replica.startsWith(`${ownReplica}.`),
   send(m: Message): void {
     out.bytes(0, RAFT_STATUS, encodeMessageBytes(m));
     scheduleFlush();
   },
-  leaderChanged(group: number, leader: string, term: number, voters: readonly string[]): void {
-    out.reply(0, LEADER_STATUS, `${group}\n${leader}\n${term}\n${voters.join(',')}`);
+  leaderChanged(group: number, leader: string, term: number, voters: readonly string[], hosted: boolean): void {
+    out.reply(0, LEADER_STATUS, `${group}\n${leader}\n${term}\n${voters.join(',')}\n${hosted ? 1 : 0}`);
     scheduleFlush();
   },
   retainEntries: init.founding === null ? 0 : RETAIN_ENTRIES,
@@ -513,11 +513,13 @@ async function start(): Promise<void> {
     );
     const replicas = new Map<number, string>();
     const founder = init.founding === null || isFoundingIncarnation(init.nodeId, init.incarnation, init.founding);
+    const records = await store.loadReplicas();
     for (let g = 0; g < limits.groupCount; g++) {
-      if (founder && partitionOf(g, init.partitionCount) === p && links.voters(g).includes(init.nodeId)) replicas.set(g, init.nodeId);
+      // A group with a record changed hands here since founding: the record says what is hosted.
+      if (founder && !records.has(g) && partitionOf(g, init.partitionCount) === p && links.voters(g).includes(init.nodeId)) replicas.set(g, init.nodeId);
     }
-    for (const [g, r] of await store.loadReplicas()) replicas.set(g, r);
-    let damage = await d.open(replicas, path.join(dir, 'wal'));
+    for (const [g, r] of records) if (r.replica !== null) replicas.set(g, r.replica);
+    let damage = await d.open(replicas, records, path.join(dir, 'wal'));
     drivers.set(p, d);
     if (init.founding !== null) {
       // A replica must never serve or vote on state it lost: a cluster node reads everything once at open.

@@ -25,7 +25,8 @@ async function idKeysOf(store: PartitionStore, group: number): Promise<[Buffer, 
   return out;
 }
 
-async function groupKeys(store: PartitionStore, group: number): Promise<[Buffer, Buffer][]> {
+/** Every key of the group's state machine (what a snapshot carries), with values. */
+export async function groupKeys(store: PartitionStore, group: number): Promise<[Buffer, Buffer][]> {
   const rows: [Buffer, Buffer][] = [];
   const applied = await store.db.get(groupKey(PREFIX.applied, group));
   if (applied !== null) rows.push([groupKey(PREFIX.applied, group), applied]);

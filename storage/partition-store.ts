@@ -6,6 +6,12 @@ import { NO_COMPACTIONS, parseStoredRecord, storedRecordJson } from '../actors/c
 import { PREFIX, convPrefix, groupKey, idKey, idemKey, messageKey, prefixEnd, recordIdOf, recordKey } from './keys.js';
 import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
 
+export interface ReplicaRecord {
+  replica: string | null;
+  /** Serial of the last replica of the group retired here (-1: none; 0: the founding one). */
+  retired: number;
+}
+
 export interface Applied {
   index: number;
   term: number;
@@ -69,19 +75,22 @@ export class PartitionStore {
     return v === null ? { index: 0, term: 0 } : (JSON.parse(v.toString()) as Applied);
   }
 
-  /** Replicas this data dir hosts beyond the founding ones: group → replica id (runtime/membership.ts). */
-  async loadReplicas(): Promise<Map<number, string>> {
+  /**
+   * Groups whose replica here changed since founding (runtime/membership.ts):
+   * the replica hosted now (null: none), and the highest serial retired.
+   */
+  async loadReplicas(): Promise<Map<number, ReplicaRecord>> {
     const start = Buffer.from([PREFIX.replica]);
-    const out = new Map<number, string>();
+    const out = new Map<number, ReplicaRecord>();
     for (const [k, v] of await this.db.scan({ gt: start, lt: prefixEnd(start) })) {
-      out.set(k.readUInt16BE(1), (JSON.parse(unseal(k, v).toString()) as { replica: string }).replica);
+      out.set(k.readUInt16BE(1), JSON.parse(unseal(k, v).toString()) as ReplicaRecord);
     }
     return out;
   }
 
-  /** Records (synced) that this data dir hosts `replica` of the group. */
-  saveReplica(group: number, replica: string): Promise<void> {
-    return this.db.write([{ type: 'put', key: groupKey(PREFIX.replica, group), value: json({ replica }) }], true);
+  /** Records (synced, with `ops`) which replica of the group this data dir hosts. */
+  saveReplica(group: number, rec: ReplicaRecord, ops: BatchOp[] = []): Promise<void> {
+    return this.db.write([...ops, { type: 'put', key: groupKey(PREFIX.replica, group), value: json(rec) }], true);
   }
 
   /**

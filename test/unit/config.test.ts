@@ -58,7 +58,12 @@ test('config - a bad value names the variable', () => {
     [{ NATS_URL: 'localhost' }, /^NATS_URL: /],
     [{ NATS_URL: 'nats://a:4222', FLEETLM_NATS_PASSWORD: 'p' }, /^FLEETLM_NATS_USER: /],
     [{ NATS_URL: 'nats://a:4222', FLEETLM_NATS_TLS_CA_FILE: '/no/such/ca.pem' }, /^FLEETLM_NATS_TLS_CA_FILE: /],
-    [{ DNS_CLUSTER_QUERY: 'fleet.internal' }, /^DNS_CLUSTER_QUERY: /],
+    [{ DNS_CLUSTER_QUERY: 'fleet.internal' }, /^NATS_URL: is required for a cluster \(DNS_CLUSTER_QUERY/],
+    [{ DNS_CLUSTER_QUERY: 'bad name!', NATS_URL: 'nats://a:4222' }, /^DNS_CLUSTER_QUERY: must be a DNS name/],
+    [{ DNS_CLUSTER_QUERY: 'fleet.internal', NATS_URL: 'nats://a:4222', CLUSTER_NODES: 'a,b' }, /^DNS_CLUSTER_QUERY: set either it or CLUSTER_NODES/],
+    [{ DNS_CLUSTER_QUERY: 'fleet.internal', NATS_URL: 'nats://a:4222', DNS_POLL_INTERVAL_MS: 'often' }, /^DNS_POLL_INTERVAL_MS: must be an integer/],
+    [{ DNS_CLUSTER_QUERY: 'fleet.internal', NATS_URL: 'nats://a:4222', DNS_CLUSTER_NODE_BASENAME: 'a@b' }, /^DNS_CLUSTER_NODE_BASENAME: /],
+    [{ DNS_CLUSTER_QUERY: 'fleet.internal', NATS_URL: 'nats://a:4222', FLEETLM_DNS_SERVERS: 'dns.example' }, /^FLEETLM_DNS_SERVERS: /],
     [{ CLUSTER_NODES: 'n1,n2,n3', NODE_NAME: 'n1' }, /^NATS_URL: is required for a cluster/],
     [{ CLUSTER_NODES: 'n1,n2,n3', NATS_URL: 'nats://a:4222' }, /^NODE_NAME: must be one of CLUSTER_NODES/],
     [{ FASTPACA_CLUSTER_SEED: 'n1,n2', NATS_URL: 'nats://a:4222', NODE_NAME: 'n9' }, /^NODE_NAME: must be one of FASTPACA_CLUSTER_SEED/],
@@ -74,4 +79,8 @@ test('config - CLUSTER_NODES: sorted, deduplicated; one name is a single node', 
   assert.deepEqual(c.clusterNodes, ['n1', 'n2', 'n3']);
   assert.equal(loadConfig({ CLUSTER_NODES: 'solo' }).clusterNodes, null);
   assert.equal(loadConfig({}).clusterNodes, null);
+  const d = loadConfig({ DNS_CLUSTER_QUERY: 'fleet.internal', NATS_URL: 'nats://a:4222', NODE_NAME: 'fleetlm@10.0.0.7', DNS_POLL_INTERVAL_MS: '250', FLEETLM_DNS_SERVERS: '127.0.0.1:5353' });
+  assert.deepEqual(d.dns, { query: 'fleet.internal', basename: 'fleetlm', intervalMs: 250, servers: ['127.0.0.1:5353'] });
+  assert.equal(d.clusterNodes, null);
+  assert.equal(d.nodeName, 'fleetlm@10.0.0.7');
 });

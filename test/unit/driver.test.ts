@@ -54,7 +54,7 @@ async function openDriver(dir: string, loadDelayMs: number) {
       retainEntries: 0,
     },
   );
-  await d.open(new Map(Array.from({ length: 256 }, (_, g) => [g, 'n1'])), path.join(dir, 'wal'));
+  await d.open(new Map(Array.from({ length: 256 }, (_, g) => [g, 'n1'])), new Map(), path.join(dir, 'wal'));
   await until(() => d.isReady(), 'groups to lead');
   return { d, store, replies, stopped, events };
 }

@@ -16,6 +16,7 @@ import {
   replicaIdOf,
 } from '../../runtime/membership.js';
 import { singleServerChangeError } from '../../runtime/raft/conf.js';
+import { replicasOf } from '../../runtime/placement.js';
 import { mulberry32 } from '../../runtime/prng.js';
 
 const GROUPS = 256;
@@ -232,15 +233,48 @@ test('membership - planSteps: a node that is not live is neither removed nor add
   for (const s of steps) assert.deepEqual(s.voters, ['n1', 'n2']);
 });
 
-test('membership - planSteps: a group already at its placement size gets no more voters', () => {
+test('membership - planSteps: a live voter outside the placement is replaced add-first, a down one remove-first', () => {
   const live = new Map([...liveOf(F3), ['n4', 'q']]);
-  // A voter on a node outside the placement fills the third seat: n3 is not added on top.
-  assert.deepEqual(planSteps([{ group: 0, voters: ['n1', 'n2', 'n4#q'] }], live, F3, 10), []);
-  // With a seat free, the missing placement node is added.
+  // n4 is up but not a member: n3 (placed, missing) joins first, the group never runs short.
+  assert.deepEqual(
+    planSteps([{ group: 0, voters: ['n1', 'n2', 'n4#q'] }], live, F3, 10).map((s) => s.voters),
+    [['n1', 'n2', 'n4#q', 'n3#c']],
+  );
+  // Then, over its placement size, the replica that is no longer placed there goes.
+  const over = planSteps([{ group: 0, voters: ['n1', 'n2', 'n4#q', 'n3#c'] }], live, F3, 10);
+  assert.deepEqual(over.map((s) => s.voters), [['n1', 'n2', 'n3#c']]);
+  assert.match(over[0].why, /n4#q is no longer placed here/);
+  // n4 down and not a member: it is removed first, then n3 added.
+  const down = liveOf(F3);
+  assert.deepEqual(planSteps([{ group: 0, voters: ['n1', 'n2', 'n4#q'] }], down, F3, 10).map((s) => s.voters), [['n1', 'n2']]);
+  assert.deepEqual(planSteps([{ group: 0, voters: ['n1', 'n2'] }], down, F3, 10).map((s) => s.voters), [['n1', 'n2', 'n3#c']]);
+  // With a seat free, the missing placement node is added even while another voter is down.
   assert.deepEqual(
     planSteps([{ group: 0, voters: ['n1', 'n4#q'] }], live, F3, 10).map((s) => s.voters),
     [['n1', 'n4#q', 'n2#b']],
   );
+  // A full group with a down voter (still a member) gets no new voter on top: it waits.
+  assert.deepEqual(planSteps([{ group: 0, voters: ['n1', 'n2', 'n3'] }], liveOf(F3, { n3: null }), F3, 10), []);
+});
+
+test('membership - planSteps: a node joining the members takes over the groups placed on it, one step at a time', () => {
+  const members = ['n1', 'n2', 'n3', 'n4'];
+  const live = new Map([...liveOf(F3), ['n4', 'q']]);
+  let groups = foundingGroups(F3);
+  const moved = groups.filter((g) => replicasOf(g.group, members).includes('n4')).length;
+  assert.ok(moved > 32 && moved < 256, `${moved} groups placed on n4`);
+  let rounds = 0;
+  let steps: ConfStep[];
+  while ((steps = planSteps(groups, live, F3, 1000, members)).length > 0) {
+    assert.ok(++rounds <= 4, 'did not converge');
+    const byGroup = new Map(steps.map((s) => [s.group, s]));
+    for (const s of steps) assert.equal(singleServerChangeError(groups[s.group].voters, s.voters), '', s.why);
+    groups = groups.map((g) => (byGroup.has(g.group) ? { group: g.group, voters: byGroup.get(g.group)!.voters } : g));
+    // Never fewer voters than the placement: a live replica leaves only after its replacement joined.
+    for (const g of groups) assert.ok(g.voters.length >= 3, `group ${g.group} down to ${g.voters.join(',')}`);
+  }
+  assert.equal(rounds, 2); // add n4, then drop the replica it replaces
+  for (const g of groups) assert.deepEqual(g.voters.map(nodeOf).sort(), replicasOf(g.group, members), `group ${g.group}`);
 });
 
 test('membership - planSteps: max caps the steps of a round', () => {
