@@ -48,13 +48,13 @@
 // It is read every PARTITION_POLL_MS; a missing file cuts nothing.
 import fs from 'node:fs';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { encodedGroup, encodedTo } from './raft/codec.js';
+import { encodedFrom, encodedGroup, encodedTo } from './raft/codec.js';
 import type { Dispatcher, WorkerReply } from '../gateway/dispatch.js';
 import { ReplyKind, errorReply } from './replies.js';
 import { NOT_LEADER, AppError, unavailable, type WireError } from '../actors/errors.js';
 import { ReqOp } from './wire.js';
 import { limits } from './limits.js';
-import { type Announcement, type Founding, type GroupView, coordinatorOf, decideFounding, foundingVoters, isFoundingIncarnation, nodeOf, planSteps } from './membership.js';
+import { type Announcement, type Founding, type GroupView, coordinatorOf, decideFounding, nodeOf, planSteps } from './membership.js';
 import { log } from './log.js';
 import { metrics } from '../gateway/metrics.js';
 
@@ -138,8 +138,8 @@ export class Cluster {
     private readonly founding: Founding,
   ) {
     this.members = new Set(nodes);
-    const founder = isFoundingIncarnation(self, incarnation, founding);
-    this.replicas = Array.from({ length: limits.groupCount }, (_, g) => founder && foundingVoters(g, founding).includes(self));
+    // Known from the workers' reports (what they opened, started and retired), not from placement.
+    this.replicas = new Array<boolean>(limits.groupCount).fill(false);
     this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
     metrics.raftReplicas.set(this.replicas.filter(Boolean).length);
@@ -621,7 +621,7 @@ export class Cluster {
     while (pos + 4 <= d.length) {
       const len = dv.getUint32(pos);
       if (pos + 4 + len > d.length) return this.drop('truncated batch');
-      this.deliver(d.subarray(pos + 4, pos + 4 + len));
+      this.deliver(from, d.subarray(pos + 4, pos + 4 + len));
       pos += 4 + len;
     }
   }
@@ -645,11 +645,13 @@ export class Cluster {
       whole.set(x, pos);
       pos += x.byteLength;
     }
-    this.deliver(whole);
+    this.deliver(from, whole);
   }
 
-  private deliver(msg: Uint8Array): void {
-    if (msg.byteLength < 4 || nodeOf(encodedTo(msg)) !== this.self) return this.drop('message for another node');
+  /** A trusted node speaks only for its own replicas, to this node's. */
+  private deliver(from: string, msg: Uint8Array): void {
+    if (msg.byteLength < 5 || msg.byteLength < 5 + msg[3] || nodeOf(encodedTo(msg)) !== this.self) return this.drop('message for another node');
+    if (nodeOf(encodedFrom(msg)) !== from) return this.drop(`message from ${from} for another node's replica`);
     metrics.raftMessagesReceived.inc();
     this.dispatcher.deliverRaft(encodedGroup(msg), msg);
   }

@@ -299,9 +299,11 @@ export class PartitionDriver {
   }
 
   /**
-   * A message from a peer node. Messages from outside the group's membership
-   * are dropped, except a leader's to a replica still joining (its conf is
-   * not the group's yet).
+   * A message from a peer replica. The transport admits only trusted nodes,
+   * each speaking for its own replicas; the group's voters are not checked
+   * here: a replica's view of them is as of its applied index, and a voter
+   * that has not applied a change yet must still hear the replica it added
+   * (as leader, or as a candidate). Stale messages are the core's terms' job.
    */
   step(m: Message): boolean {
     const g = this.groups.get(m.group);
@@ -311,8 +313,6 @@ export class PartitionDriver {
       return false;
     }
     if (g.stopped !== null || m.to !== g.self || m.from === g.self) return false;
-    const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
-    if (!g.voters.includes(m.from) && !(g.joining && fromLeader)) return false;
     if (m.type === QUIESCE_TYPE) {
       if (followerMayQuiesce(g.core.status(), m)) g.quiesced = true;
       return true;

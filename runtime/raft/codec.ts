@@ -73,6 +73,11 @@ export function encodedTo(b: Uint8Array): string {
   return fromUtf8.decode(b.subarray(4, 4 + b[3]));
 }
 
+export function encodedFrom(b: Uint8Array): string {
+  const at = 4 + b[3];
+  return fromUtf8.decode(b.subarray(at + 1, at + 1 + b[at]));
+}
+
 export function encodedGroup(b: Uint8Array): number {
   return (b[1] << 8) | b[2];
 }

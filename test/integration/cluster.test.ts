@@ -14,10 +14,10 @@ import path from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import WebSocket from 'ws';
 import { api, startNode, tempDir, type NodeProc } from './harness.js';
+import { appendUntilStopped, metric as metricOf, readReplica, sleep, text } from './cluster-kit.js';
 import { startNats, type NatsServer } from './nats-server.js';
 import { PartitionStore } from '../../storage/partition-store.js';
 import { PREFIX } from '../../storage/keys.js';
-import { groupOf, partitionOf } from '../../runtime/placement.js';
 import { mulberry32 } from '../../runtime/prng.js';
 import { encodeMessageBytes } from '../../runtime/raft/codec.js';
 import { MessageType } from '../../runtime/raft/types.js';
@@ -36,9 +36,6 @@ interface Member {
   node: NodeProc | null;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const text = (t: string) => ({ message: { role: 'user', parts: [{ type: 'text', text: t }] } });
 
 describe('cluster of three', () => {
   let nats: NatsServer;
@@ -374,7 +371,7 @@ describe('cluster of three', () => {
     assert.equal(new Set(texts).size, COUNT);
   });
 
-  const metric = async (i: number, name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec((await api(urlOf(i), 'GET', '/metrics')).text)?.[1]);
+  const metric = (i: number, name: string) => metricOf(urlOf(i), name);
 
   /** Conversations with `count` messages each, written through node 0. */
   async function seed(convs: string[], count: number): Promise<void> {
@@ -384,31 +381,6 @@ describe('cluster of three', () => {
         for (let k = 0; k < count; k++) assert.equal((await api(urlOf(0), 'POST', `/v1/conversations/${c}/messages`, text(`${c}/${k}`))).status, 201);
       }),
     );
-  }
-
-  /**
-   * Appends through node 0 until stopped, round-robin over `convs`; what was
-   * acknowledged, per conversation, in order.
-   */
-  function appendUntilStopped(convs: string[]): { stop: () => Promise<Map<string, string[]>> } {
-    const acked = new Map(convs.map((c) => [c, [] as string[]]));
-    let running = true;
-    let k = 0;
-    const loops = convs.map(async (c) => {
-      while (running) {
-        const t = `${c}/w${k++}`;
-        const r = await api(urlOf(0), 'POST', `/v1/conversations/${c}/messages`, text(t)).catch(() => null);
-        if (r?.status === 201) acked.get(c)!.push(t);
-        else await sleep(50);
-      }
-    });
-    return {
-      stop: async () => {
-        running = false;
-        await Promise.all(loops);
-        return acked;
-      },
-    };
   }
 
   /** Node i hosts a replica of every group and the coordinator (n1) has nothing left to change. */
@@ -469,7 +441,7 @@ describe('cluster of three', () => {
     await lost.node!.kill9();
     lost.node = null;
     fs.rmSync(lost.dataDir, { recursive: true, force: true });
-    const writes = appendUntilStopped(convs);
+    const writes = appendUntilStopped(() => urlOf(0), convs);
     await sleep(500);
     await startMember(lost);
     assert.ok(lost.node!.logs.some((l) => l.includes('"cluster_member"') && l.includes('joining as a new incarnation')), 'the node did not join as a new incarnation');
@@ -567,29 +539,3 @@ async function flipStoredValue(stateDir: string): Promise<void> {
   }
 }
 
-/** Message texts of each conversation as stored in one stopped replica, by seq. */
-async function readReplica(dataDir: string, convs: string[]): Promise<Map<string, string[]>> {
-  const manifest = JSON.parse(fs.readFileSync(path.join(dataDir, 'MANIFEST.json'), 'utf8')) as { partitions: number };
-  const stores = new Map<number, PartitionStore>();
-  const out = new Map<string, string[]>();
-  try {
-    for (const conv of convs) {
-      const g = groupOf(conv);
-      const p = partitionOf(g, manifest.partitions);
-      let store = stores.get(p);
-      if (store === undefined) {
-        store = await PartitionStore.open(p, path.join(dataDir, `partition-${String(p).padStart(3, '0')}`, 'state'));
-        stores.set(p, store);
-      }
-      const rec = await store.readRecord(conv);
-      const msgs = await store.readMessages(g, conv, 1, rec?.last_seq ?? 0);
-      out.set(
-        conv,
-        msgs.map((b) => (JSON.parse(b.toString()) as { parts: { text: string }[] }).parts[0].text),
-      );
-    }
-  } finally {
-    for (const s of stores.values()) await s.close();
-  }
-  return out;
-}

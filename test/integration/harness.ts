@@ -77,7 +77,8 @@ export async function startNode(opts: { dataDir?: string; env?: Record<string, s
     await waitReady(url, exited);
   } catch (err) {
     proc.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}; node output:\n${logs.join('\n').slice(-4000)}`);
+    // Access log lines say little about why a node did not start.
+    throw new Error(`${(err as Error).message}; node output:\n${logs.filter((l) => !l.includes('"type":"http"')).join('\n').slice(-4000)}`);
   }
   return node;
 }
