@@ -177,7 +177,12 @@ export class Cluster {
       nc.subscribe(`${prefix}.hello`, {
         callback: (err, m) => {
           const a = err === null ? parseAnnouncement(m.data) : null;
-          if (a !== null && this.trusted(a.name) && a.name !== self) this.incarnations.set(a.name, a.incarnation);
+          if (a === null || !this.trusted(a.name) || a.name === self) return;
+          const before = this.incarnations.get(a.name);
+          this.incarnations.set(a.name, a.incarnation);
+          // Back as a new incarnation (faster than PEER_DOWN_MS): its old replicas are gone, and
+          // the groups they led must elect now, not wait quiesced for a leader that no longer exists.
+          if (before !== undefined && before !== a.incarnation) this.dispatcher.peersDown([a.name]);
         },
       }),
       nc.subscribe(`${this.replyPrefix}.*`, {

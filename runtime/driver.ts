@@ -202,7 +202,8 @@ export class PartitionDriver {
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
     const { wal, groups: recovered } = await Wal.open(
       { dir: walDir, segmentBytes: this.walSegmentBytes },
-      (gid) => applied.get(gid)?.index ?? 0,
+      // A group not hosted here left only a retired replica's records: none of them is needed.
+      (gid) => applied.get(gid)?.index ?? Number.POSITIVE_INFINITY,
     );
     this.wal = wal;
     const rec = wal.recovery;
@@ -267,11 +268,12 @@ export class PartitionDriver {
     this.creating.add(gid);
     this.exclusive(async () => {
       if (this.groups.has(gid) || this.closed) return;
+      // A retired replica's log and hard state may still be in the WAL: this one starts from
+      // nothing, durably so before it is recorded (a restart must not hand it the old log).
+      this.wal.resetGroup(gid);
+      await this.wal.write();
       await this.store.saveReplica(gid, { replica, retired: this.retired.get(gid) ?? -1 });
-      // A retired replica's hard state may still be in the WAL: this one starts from nothing.
-      const none = { term: 0, vote: '', commit: 0 };
-      this.wal.setHardState(gid, none);
-      this.addGroup(gid, replica, { index: 0, term: 0 }, none, []);
+      this.addGroup(gid, replica, { index: 0, term: 0 }, { term: 0, vote: '', commit: 0 }, []);
       log('info', 'replica_started', 'started a new replica the group leader writes to', { group: gid, replica });
     })
       .catch((err: unknown) => log('error', 'replica_start_failed', 'could not record a new replica', { group: gid, replica, err: String(err) }))
@@ -312,7 +314,14 @@ export class PartitionDriver {
       if (fromLeader && this.links.mayHost(m.to) && serialOf(m.to) > (this.retired.get(m.group) ?? -1)) this.startReplica(m.group, m.to);
       return false;
     }
-    if (g.stopped !== null || m.to !== g.self || m.from === g.self) return false;
+    if (g.stopped !== null || m.from === g.self) return false;
+    if (m.to !== g.self) {
+      // A leader writes to a newer replica of this node: the coordinator adds one only where the
+      // group has none, so the one here was removed while this node was away. It goes.
+      const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
+      if (fromLeader && this.links.mayHost(m.to) && serialOf(m.to) > serialOf(g.self)) void this.retire(g);
+      return false;
+    }
     if (m.type === QUIESCE_TYPE) {
       if (followerMayQuiesce(g.core.status(), m)) g.quiesced = true;
       return true;
@@ -373,7 +382,11 @@ export class PartitionDriver {
     if (voters.length < g.voters.length) {
       // A removal must not leave a lagging replica (one still being caught up) in the quorum.
       const st = g.core.status();
-      const lagging = voters.find((v) => (st.progress?.[v]?.match ?? 0) + CAUGHT_UP_SLACK < st.commit);
+      // A replica that never acknowledged anything has not caught up, whatever the commit index.
+      const lagging = voters.find((v) => {
+        const match = st.progress?.[v]?.match ?? 0;
+        return match === 0 || match + CAUGHT_UP_SLACK < st.commit;
+      });
       if (lagging !== undefined) {
         this.reply(reqId, errorReply(unavailable(`group ${gid}: ${lagging} has not caught up yet`)));
         return;
@@ -790,8 +803,8 @@ export class PartitionDriver {
     try {
       await this.exclusive(async () => {
         if (this.groups.get(g.id) !== g) return;
-        // Its proposals' outcome is the group's to tell: the gateway asks the leader again.
-        this.endGroup(g, 'retired', notLeader(`group ${g.id} no longer has a replica here`));
+        // Its proposals may still commit under the next leader: their outcome is unknown.
+        this.endGroup(g, 'retired', unavailable(`group ${g.id} no longer has a replica here; the outcome is unknown, retry with an idempotency key`));
         const dels: BatchOp[] = (await groupKeys(this.store, g.id)).map(([key]) => ({ type: 'del', key }));
         const serial = serialOf(g.self);
         await this.store.saveReplica(g.id, { replica: null, retired: serial }, dels);

@@ -411,7 +411,8 @@ export class Wal {
       let g = builds.get(group);
       if (g === undefined) {
         const a = applied(group);
-        if (!Number.isSafeInteger(a) || a < 0) throw new Error(`wal: applied(${group}) returned ${a}`);
+        // Infinity: a group whose records are all obsolete here (not hosted).
+        if (!(Number.isSafeInteger(a) || a === Number.POSITIVE_INFINITY) || a < 0) throw new Error(`wal: applied(${group}) returned ${a}`);
         g = { hs: null, entries: [], applied: a };
         builds.set(group, g);
       }
@@ -574,12 +575,23 @@ export class Wal {
 
   // ------------------------------------------------------------------ buffering
 
-  appendEntries(group: number, entries: Entry[]): void {
+  /**
+   * Forgets the group's log and hard state (a new replica of a group whose
+   * retired one left records here): an entry at index 0, which recovery
+   * treats like any write at an index (it replaces everything from there
+   * on) and then drops as covered by any applied index.
+   */
+  resetGroup(group: number): void {
+    this.appendEntries(group, [{ index: 0, term: 0, type: 0 as EntryType, data: EMPTY }], true);
+    this.setHardState(group, { term: 0, vote: '', commit: 0 });
+  }
+
+  appendEntries(group: number, entries: Entry[], reset = false): void {
     this.checkUsable();
     checkGroup(group);
     if (entries.length === 0) return;
     const first = entries[0].index;
-    if (!Number.isSafeInteger(first) || first < 1) throw new Error(`wal: group ${group}: bad entry index ${first}`);
+    if (!Number.isSafeInteger(first) || first < (reset ? 0 : 1)) throw new Error(`wal: group ${group}: bad entry index ${first}`);
     const pr = this.pendingGroups.get(group);
     assert(
       pr === undefined || first <= pr.last + 1,

@@ -4,20 +4,49 @@
 // was synced plus a random prefix of the unsynced writes (the kernel may have
 // written some back), never a part of one write: a WAL batch is atomic
 // through its commit record, a RocksDB WriteBatch is atomic too.
-import type { Entry, HardState } from '../../runtime/raft/types.js';
+//
+// The WAL is kept in segments as storage/wal.ts keeps it: batches go to the
+// active segment until it is full (segmentBatches batches here); a new
+// segment starts with the latest hard state of every group the WAL knows
+// (retired ones too); after a restart the next write starts a new segment. A
+// checkpoint recycles the segments, never the newest one, whose every entry
+// is covered by its group's checkpointed applied index (runtime/driver.ts
+// checkpoint: a group not hosted here counts as covered at any index) and
+// that did not overwrite entries an older kept segment still holds. Recovery
+// (openWal) replays the kept segments, drops per group what the state store
+// has applied (0 for a group not hosted), and refuses a hole after that
+// point, for EVERY group in the log: that failure stops the runtime's worker
+// at every start.
+//
+// The state store also holds the replica records (runtime/driver.ts
+// startReplica, retire; storage/partition-store.ts ReplicaRecord): which
+// replica of a group this data dir hosts since the founding (null: none) and
+// the highest serial retired here. A record is written synced. A node that
+// loses its disk gets a new, empty SimDisk.
+//
+// `assumeFixed` 'wal-retired' models a runtime that no longer finds a retired
+// replica's WAL records at open (they belong to no hosted replica): recovery
+// ignores a group's records written before its last retirement here, and new
+// segments no longer carry its hard state.
+import { EntryType, type Entry, type HardState } from '../../runtime/raft/types.js';
 import { applyStateBatch, cloneImage, emptyImage, type GroupImage, type StateBatch } from './machine.js';
 import type { Rng } from './rng.js';
 
 export type WalOp =
   | { group: number; kind: 'hardState'; hardState: HardState }
   | { group: number; kind: 'entries'; entries: readonly Entry[] }
-  /** A snapshot was installed: the group's state is replaced and its log restarts after it. */
+  /**
+   * A snapshot was installed: the group's state is replaced and, as
+   * runtime/driver.ts installSnapshot does, an empty entry at the snapshot
+   * index is logged (on recovery it truncates whatever older log followed).
+   */
   | { group: number; kind: 'install'; image: GroupImage };
 
-interface WalGroup {
-  hardState: HardState | null;
-  /** Ascending; a write at index i replaces everything from i on. */
-  entries: Entry[];
+export interface ReplicaRecord {
+  /** The replica of the group hosted here (null: none). */
+  replica: string | null;
+  /** Serial of the last replica of the group retired here (-1: none; 0: the founding one). */
+  retired: number;
 }
 
 export interface RecoveredGroup {
@@ -27,18 +56,86 @@ export interface RecoveredGroup {
   entries: Entry[];
 }
 
+/** storage/wal.ts open() refused the log: the worker cannot start. */
+export class WalOpenError extends Error {
+  override readonly name = 'WalOpenError';
+}
+
+interface Batch {
+  /** Order of the batch on this disk. */
+  seq: number;
+  ops: WalOp[];
+}
+
+interface Segment {
+  batches: Batch[];
+  /** Per group, the range of entry indexes written to this segment. */
+  groups: Map<number, { min: number; max: number }>;
+}
+
+interface Replay {
+  hardState: HardState | null;
+  entries: Entry[];
+}
+
 export class SimDisk {
-  private readonly wal = new Map<number, WalGroup>();
+  private segments: Segment[] = [];
+  /** Null after a restart: the next write starts a new segment. */
+  private active: Segment | null = null;
+  /** Latest durable hard state of every group the WAL knows: the prefix of a new segment. */
+  private readonly hardStates = new Map<number, HardState>();
   private walUnsynced: WalOp[][] = [];
   private readonly state = new Map<number, GroupImage>();
   private stateUnsynced: StateBatch[] = [];
+  private readonly records = new Map<number, ReplicaRecord>();
+  /** Set by openWal(): what recovery found per group. */
+  private recovered = new Map<number, Replay>();
+  private nextBatch = 0;
+  /** 'wal-retired' only: per group, the first batch recovery reads (durable with the retirement record). */
+  private readonly logFrom = new Map<number, number>();
+
+  constructor(
+    private readonly segmentBatches: number,
+    private readonly assumeFixed: ReadonlySet<string>,
+  ) {}
+
+  // --------------------------------------------------------- replica records
+
+  /** Writes a group's replica record, synced (RocksDB: every earlier state write becomes durable too), with `deleteState`. */
+  saveRecord(group: number, rec: ReplicaRecord, deleteState = false): void {
+    this.syncState();
+    if (deleteState) {
+      this.state.delete(group);
+      if (this.assumeFixed.has('wal-retired')) {
+        this.logFrom.set(group, this.nextBatch);
+        this.hardStates.delete(group);
+      }
+    }
+    this.records.set(group, { ...rec });
+  }
+
+  replicaRecords(): ReadonlyMap<number, ReplicaRecord> {
+    return this.records;
+  }
+
+  /** The highest serial of a replica of `group` retired here (-1: none). */
+  retiredOf(group: number): number {
+    return this.records.get(group)?.retired ?? -1;
+  }
+
+  /** The durable applied index of a group's state (0: none). */
+  appliedOf(group: number): number {
+    return this.state.get(group)?.applied ?? 0;
+  }
+
+  // ------------------------------------------------------------------- writes
 
   writeWal(batch: WalOp[]): void {
     this.walUnsynced.push(batch);
   }
 
   syncWal(): void {
-    for (const b of this.walUnsynced) this.applyWal(b);
+    for (const b of this.walUnsynced) this.appendDurable(b);
     this.walUnsynced = [];
   }
 
@@ -55,7 +152,7 @@ export class SimDisk {
   crash(rng: Rng): { walBatchesLost: number; stateBatchesLost: number } {
     const keepWal = rng.int(0, this.walUnsynced.length);
     const walBatchesLost = this.walUnsynced.length - keepWal;
-    for (const b of this.walUnsynced.slice(0, keepWal)) this.applyWal(b);
+    for (const b of this.walUnsynced.slice(0, keepWal)) this.appendDurable(b);
     this.walUnsynced = [];
     const keepState = rng.int(0, this.stateUnsynced.length);
     const stateBatchesLost = this.stateUnsynced.length - keepState;
@@ -64,60 +161,138 @@ export class SimDisk {
     return { walBatchesLost, stateBatchesLost };
   }
 
-  /** Checkpoint done: log entries the durable state covers are no longer needed (WAL segment recycling). */
-  releaseWal(): void {
-    for (const [group, w] of this.wal) {
-      const applied = this.state.get(group)?.applied ?? 0;
-      if (w.entries.length > 0 && w.entries[0].index <= applied) w.entries = w.entries.filter((e) => e.index > applied);
-    }
-  }
-
-  /** What a restarting node reads back for one group. */
-  recover(group: number): RecoveredGroup {
-    const image = cloneImage(this.state.get(group) ?? emptyImage());
-    const w = this.wal.get(group);
-    const entries = (w?.entries ?? []).filter((e) => e.index > image.applied);
-    for (let k = 0; k < entries.length; k++) {
-      const want = image.applied + 1 + k;
-      if (entries[k].index !== want) throw new Error(`disk: group ${group}: log gap after applied ${image.applied}: found ${entries[k].index}, expected ${want}`);
-    }
-    return { image, hardState: w?.hardState ?? null, entries };
-  }
-
-  private applyWal(batch: WalOp[]): void {
-    for (const op of batch) {
-      const w = this.walOf(op.group);
-      switch (op.kind) {
-        case 'hardState':
-          w.hardState = op.hardState;
-          break;
-        case 'entries': {
-          const first = op.entries[0].index;
-          let keep = w.entries.length;
-          while (keep > 0 && w.entries[keep - 1].index >= first) keep--;
-          w.entries.length = keep;
-          for (const e of op.entries) w.entries.push(e);
-          break;
+  /**
+   * Checkpoint done (storage/wal.ts release): segments whose entries are all
+   * covered by `checkpointed(group)` are recycled, except the newest one and
+   * one that overwrote entries an older kept segment still holds.
+   */
+  releaseWal(checkpointed: (group: number) => number): void {
+    const keep: Segment[] = [];
+    const olderMax = new Map<number, number>();
+    this.segments.forEach((seg, k) => {
+      let ok = k < this.segments.length - 1;
+      if (ok) {
+        for (const [g, r] of seg.groups) {
+          const c = checkpointed(g);
+          const om = olderMax.get(g);
+          if (r.max > c || (om !== undefined && om >= r.min && om > c)) {
+            ok = false;
+            break;
+          }
         }
-        case 'install':
-          // Unsynced state writes of this group are older than the snapshot: it replaces them.
-          this.stateUnsynced = this.stateUnsynced.filter((b) => b.group !== op.group);
-          this.state.set(op.group, cloneImage(op.image));
-          w.entries = [];
-          break;
+      }
+      if (ok) return;
+      keep.push(seg);
+      for (const [g, r] of seg.groups) olderMax.set(g, Math.max(olderMax.get(g) ?? 0, r.max));
+    });
+    if (this.active !== null && !keep.includes(this.active)) this.active = null;
+    this.segments = keep;
+  }
+
+  // ----------------------------------------------------------------- recovery
+
+  /**
+   * storage/wal.ts open() with `applied(group)` (the state store's applied
+   * index of a hosted group, 0 for any other): replays every segment and
+   * checks every group's log is contiguous after that point. Throws
+   * WalOpenError when it is not. The next write starts a new segment.
+   */
+  openWal(applied: (group: number) => number): void {
+    const replays = new Map<number, Replay>();
+    const of = (g: number): Replay => {
+      let r = replays.get(g);
+      if (r === undefined) replays.set(g, (r = { hardState: null, entries: [] }));
+      return r;
+    };
+    for (const seg of this.segments) {
+      for (const batch of seg.batches) {
+        for (const op of batch.ops) {
+          if (batch.seq < (this.logFrom.get(op.group) ?? 0)) continue;
+          const r = of(op.group);
+          if (op.kind === 'hardState') r.hardState = op.hardState;
+          else if (op.kind === 'entries') overwrite(r.entries, op.entries);
+          else overwrite(r.entries, [markerOf(op.image)]);
+        }
+      }
+    }
+    for (const [group, r] of replays) {
+      const a = applied(group);
+      r.entries = r.entries.filter((e) => e.index > a);
+      for (let k = 0; k < r.entries.length; k++) {
+        const want = a + 1 + k;
+        if (r.entries[k].index !== want) {
+          throw new WalOpenError(`wal: group ${group}: log gap after applied index ${a}: expected index ${want}, found ${r.entries[k].index}`);
+        }
+      }
+      if (r.hardState !== null) this.hardStates.set(group, r.hardState);
+    }
+    this.recovered = replays;
+    this.active = null;
+  }
+
+  /** What openWal() found for one hosted group, with its state (`founding`: its voters as of index 0). */
+  recover(group: number, founding: readonly string[]): RecoveredGroup {
+    const stored = this.state.get(group);
+    const image = stored === undefined ? emptyImage(founding) : cloneImage(stored);
+    const r = this.recovered.get(group);
+    return { image, hardState: r?.hardState ?? null, entries: (r?.entries ?? []).slice() };
+  }
+
+  // ----------------------------------------------------------------- internal
+
+  /** A batch becomes durable, at the end of the active segment or at the start of a new one. */
+  private appendDurable(batch: WalOp[]): void {
+    let seg = this.active;
+    let ops = batch;
+    if (seg === null || seg.batches.length >= this.segmentBatches) {
+      seg = { batches: [], groups: new Map() };
+      this.segments.push(seg);
+      this.active = seg;
+      // The first commit record of a segment covers its hard-state prefix too.
+      const prefix: WalOp[] = [...this.hardStates].map(([group, hardState]) => ({ group, kind: 'hardState', hardState }));
+      ops = [...prefix, ...batch];
+    }
+    seg.batches.push({ seq: this.nextBatch++, ops });
+    for (const op of batch) {
+      if (op.kind === 'hardState') this.hardStates.set(op.group, op.hardState);
+      else if (op.kind === 'entries') this.noteRange(seg, op.group, op.entries[0].index, op.entries[op.entries.length - 1].index);
+      else {
+        this.noteRange(seg, op.group, op.image.applied, op.image.applied);
+        // Unsynced state writes of this group are older than the snapshot: it replaces them.
+        this.stateUnsynced = this.stateUnsynced.filter((b) => b.group !== op.group);
+        this.state.set(op.group, cloneImage(op.image));
       }
     }
   }
 
-  private walOf(group: number): WalGroup {
-    let w = this.wal.get(group);
-    if (w === undefined) this.wal.set(group, (w = { hardState: null, entries: [] }));
-    return w;
+  private noteRange(seg: Segment, group: number, min: number, max: number): void {
+    const cur = seg.groups.get(group);
+    if (cur === undefined) seg.groups.set(group, { min, max });
+    else {
+      cur.min = Math.min(cur.min, min);
+      cur.max = Math.max(cur.max, max);
+    }
   }
 
   private imageOf(group: number): GroupImage {
     let img = this.state.get(group);
-    if (img === undefined) this.state.set(group, (img = emptyImage()));
+    // The first batch of a group sets its voters too.
+    if (img === undefined) this.state.set(group, (img = emptyImage([])));
     return img;
   }
+}
+
+/** A write at index i replaces everything from i on. */
+function overwrite(log: Entry[], entries: readonly Entry[]): void {
+  if (entries.length === 0) return;
+  const first = entries[0].index;
+  let keep = log.length;
+  while (keep > 0 && log[keep - 1].index >= first) keep--;
+  log.length = keep;
+  for (const e of entries) log.push(e);
+}
+
+/** The empty entry runtime/driver.ts logs at a snapshot's index. */
+function markerOf(image: GroupImage): Entry {
+  return { index: image.applied, term: image.appliedTerm, type: EntryType.Normal, data: new Uint8Array(0) };
 }

@@ -2,7 +2,9 @@
 // actors/conversation.ts apply() over the real encoded commands, writing
 // through a WriteSink into a batch (one RocksDB WriteBatch in production).
 // A GroupImage is the same state as a value: what a simulated disk holds
-// and what a snapshot carries.
+// and what a snapshot carries. The group's voters as of the applied index
+// are part of it, as runtime/driver.ts persists them with the applied index
+// (a conf change takes effect when applied, runtime/raft/core.ts).
 import {
   apply,
   NO_COMPACTIONS,
@@ -14,6 +16,7 @@ import {
 } from '../../actors/conversation.js';
 import { decodeCommand } from '../../actors/commands.js';
 import { groupOf } from '../../runtime/placement.js';
+import { decodeConfState } from '../../runtime/raft/conf.js';
 import { EntryType, type Entry } from '../../runtime/raft/types.js';
 
 export interface GroupImage {
@@ -21,6 +24,8 @@ export interface GroupImage {
   appliedTerm: number;
   /** Hash chain over every entry applied: equal on every replica at the same index. */
   chain: number;
+  /** Replica ids of the group's voters as of `applied`. */
+  voters: readonly string[];
   /** Records are never mutated once written (apply replaces them), so images share them. */
   records: Map<string, ConversationRecord>;
   /** messages.get(id)[seq - 1] is the stored message record JSON. */
@@ -41,10 +46,12 @@ export interface StateBatch {
   applied: number;
   appliedTerm: number;
   chain: number;
+  voters: readonly string[];
 }
 
-export function emptyImage(): GroupImage {
-  return { applied: 0, appliedTerm: 0, chain: 0, records: new Map(), messages: new Map(), idem: new Map() };
+/** A group's state before anything was applied: `voters` is its founding voter set (its conf as of index 0). */
+export function emptyImage(voters: readonly string[]): GroupImage {
+  return { applied: 0, appliedTerm: 0, chain: 0, voters: voters.slice(), records: new Map(), messages: new Map(), idem: new Map() };
 }
 
 export function cloneImage(img: GroupImage): GroupImage {
@@ -52,7 +59,7 @@ export function cloneImage(img: GroupImage): GroupImage {
   for (const [id, list] of img.messages) messages.set(id, list.slice());
   const idem = new Map<string, Map<string, IdemRecord>>();
   for (const [id, keys] of img.idem) idem.set(id, new Map(keys));
-  return { applied: img.applied, appliedTerm: img.appliedTerm, chain: img.chain, records: new Map(img.records), messages, idem };
+  return { applied: img.applied, appliedTerm: img.appliedTerm, chain: img.chain, voters: img.voters.slice(), records: new Map(img.records), messages, idem };
 }
 
 export function applyStateBatch(img: GroupImage, b: StateBatch): void {
@@ -76,6 +83,7 @@ export function applyStateBatch(img: GroupImage, b: StateBatch): void {
   img.applied = b.applied;
   img.appliedTerm = b.appliedTerm;
   img.chain = b.chain;
+  img.voters = b.voters;
 }
 
 function listOf(m: Map<string, string[]>, id: string): string[] {
@@ -144,6 +152,8 @@ export class GroupMachine {
   applied: number;
   appliedTerm: number;
   chain: number;
+  /** Voters as of `applied` (a ConfChange entry replaces them when applied). */
+  voters: readonly string[];
   readonly convs = new Map<string, Conversation>();
   readonly messages = new Map<string, string[]>();
 
@@ -154,6 +164,7 @@ export class GroupMachine {
     this.applied = image.applied;
     this.appliedTerm = image.appliedTerm;
     this.chain = image.chain;
+    this.voters = image.voters.slice();
     for (const [id, record] of image.records) {
       // Idempotency keys come back in insertion (= seq) order, as apply's pruning expects.
       this.convs.set(id, { record, idem: new Map(image.idem.get(id)), compactions: NO_COMPACTIONS });
@@ -171,26 +182,28 @@ export class GroupMachine {
     }
     const messages = new Map<string, string[]>();
     for (const [id, list] of this.messages) messages.set(id, list.slice());
-    return { applied: this.applied, appliedTerm: this.appliedTerm, chain: this.chain, records, messages, idem };
+    return { applied: this.applied, appliedTerm: this.appliedTerm, chain: this.chain, voters: this.voters.slice(), records, messages, idem };
   }
 
   /**
    * Applies committed entries in order and returns their writes as one batch.
    * `onApplied` sees each entry with apply()'s answer (null for a leader's
-   * empty entry) and the state chain after it.
+   * empty entry and a conf change) and the state chain after it.
    */
   applyEntries(entries: readonly Entry[], onApplied: (e: Entry, result: ApplyResult | null, chain: number) => void): StateBatch {
     const sink = new BatchSink(this.messages);
     for (const e of entries) {
       if (e.index !== this.applied + 1) throw new Error(`group ${this.group}: applying ${e.index} after ${this.applied}`);
-      if (e.type !== EntryType.Normal) throw new Error(`group ${this.group}: unexpected entry type ${e.type} at ${e.index}`);
-      const result = e.data.length === 0 ? null : this.applyCommand(e, sink);
+      let result: ApplyResult | null = null;
+      if (e.type === EntryType.ConfChange) this.voters = decodeConfState(e.data).voters;
+      else if (e.type !== EntryType.Normal) throw new Error(`group ${this.group}: unexpected entry type ${e.type} at ${e.index}`);
+      else if (e.data.length > 0) result = this.applyCommand(e, sink);
       this.applied = e.index;
       this.appliedTerm = e.term;
       this.chain = fnv(this.chain ^ 0x811c9dc5, entryKey(e));
       onApplied(e, result, this.chain);
     }
-    return { group: this.group, ops: sink.ops, applied: this.applied, appliedTerm: this.appliedTerm, chain: this.chain };
+    return { group: this.group, ops: sink.ops, applied: this.applied, appliedTerm: this.appliedTerm, chain: this.chain, voters: this.voters };
   }
 
   private applyCommand(e: Entry, sink: BatchSink): ApplyResult {

@@ -8,7 +8,8 @@
 //         only then do the other messages leave, the in-memory log mirror
 //         grows and the cores advance. One turn's write in flight at a time.
 //   apply: the real conversation apply(), whose writes go to the state store
-//         unsynced; a periodic checkpoint syncs them and recycles the WAL.
+//         unsynced; a periodic checkpoint syncs them and recycles the WAL
+//         segments they cover (disk.ts).
 //   snapshot: a leader sends its applied state when a follower needs
 //         compacted entries; the follower installs it with the Ready that
 //         carries it, durably and atomically with its log reset.
@@ -17,18 +18,54 @@
 //         a read wakes a group; per node pair keepalives, and a peer not heard
 //         from for a while wakes the groups it leads (runtime/cluster.ts).
 //   crash: memory is gone, the disk keeps what was synced (and maybe a
-//         prefix of the rest); restart rebuilds each group from the disk.
+//         prefix of the rest); restart rebuilds each group from the disk. A
+//         WAL that storage/wal.ts would refuse at open (a hole in any group's
+//         log after its applied index, hosted or not) or a replica whose core
+//         cannot start fails the run: the runtime's worker would exit at
+//         every start, the node would never come back.
+//   membership (runtime/membership.ts): a node's data dir has an
+//         incarnation; replica ids name one replica's life (founding: the
+//         node name, serial 0; added later: node#incarnation.serial, the
+//         serial being the log index of the conf change that adds it: the
+//         group leader appends it to the coordinator's node#incarnation in
+//         changeConf). A founding incarnation hosts the founding replica of
+//         a group unless the group has a replica record; a record names the
+//         replica hosted (or none). A leader's first App, Heartbeat or Snap
+//         to an id `<node>#<incarnation>.<serial>` of this node's
+//         incarnation, for a group it hosts nothing of, whose serial is above
+//         the highest retired here for the group, starts it: record synced,
+//         hard state reset in the next WAL write, empty with the founding
+//         conf; the message is dropped (the leader resends). Messages are
+//         dropped only when not for this replica or from itself (the
+//         transport drops a message whose sender replica is not on the
+//         sending node); conf changes take effect when applied, the voters
+//         are persisted with the applied state and carried by snapshots.
+//         The coordinator's changes are proposed only if the voters are
+//         still the ones it saw, and a removal only if every remaining voter
+//         is within CAUGHT_UP_SLACK entries of the commit index.
+//   retirement: a replica that applies a conf change removing it while it
+//         was a voter is retired after that turn's write: it stops, what it
+//         owes is answered not-leader, its state is deleted and the record
+//         {replica: null, retired: its serial} written in one synced write;
+//         its WAL records stay until their segments are recycled.
+//   wipe: the node crashes and loses its disk; it comes back as a new
+//         incarnation that hosts nothing until leaders start its replicas.
+// Runtime bugs the simulator found can be assumed fixed (simulation.ts
+// KNOWN_FIXES, SIM_ASSUME_FIXED): the paths that model a fix test
+// knobs.assumeFixed; without it this driver does what the runtime does.
 import { patchNow } from '../../actors/commands.js';
 import type { ApplyResult, ConversationRecord } from '../../actors/conversation.js';
 import { notLeader, unavailable } from '../../actors/errors.js';
 import { RaftCore, NotLeaderError, ProposalDroppedError } from '../../runtime/raft/core.js';
 import { QUIESCE_TYPE } from '../../runtime/raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from '../../runtime/quiesce.js';
+import { incarnationOf, needsSerial, nodeOf, replicaIdOf, serialOf, withSerial, type Founding } from '../../runtime/membership.js';
+import { sameVoters } from '../../runtime/raft/conf.js';
 import { MemoryStorage } from '../../runtime/raft/log.js';
-import { MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
+import { EntryType, MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
 import { applyReply, errorReply, type Reply } from '../../runtime/replies.js';
-import { SimDisk, type WalOp } from './disk.js';
-import { GroupMachine, type GroupImage } from './machine.js';
+import { SimDisk, type RecoveredGroup, type WalOp } from './disk.js';
+import { emptyImage, GroupMachine, type GroupImage } from './machine.js';
 import type { Envelope, SimNetwork } from './network.js';
 import type { RaftObserver } from './observer.js';
 import type { Rng } from './rng.js';
@@ -39,6 +76,13 @@ import type { SimStats } from './stats.js';
 export const EPOCH_MS = Date.UTC(2025, 0, 1);
 /** As runtime/cluster.ts: while peers are down, the workers are told again this often, in keepalive periods. */
 const PEERS_DOWN_REPEAT_KEEPALIVES = 10;
+/** As runtime/driver.ts: a replica this close to the commit index counts as caught up. */
+export const CAUGHT_UP_SLACK = 128;
+
+/** The node's storage cannot be opened: the runtime would never bring it back (a liveness failure). */
+export class OpenFailure extends Error {
+  override readonly name = 'OpenFailure';
+}
 
 export interface DriverKnobs {
   electionTicks: number;
@@ -58,6 +102,10 @@ export interface DriverKnobs {
   keepaliveMs: number;
   /** A peer not heard from for this long is down: the quiesced groups it leads wake up. */
   peerDownMs: number;
+  /** WAL segment size, in batches (storage/wal.ts segments, recycled whole). */
+  segmentBatches: number;
+  /** Runtime bugs the run assumes fixed (SIM_ASSUME_FIXED; disk.ts, node.ts say what each changes). */
+  assumeFixed: readonly string[];
 }
 
 /** A client's request as it reaches a node. */
@@ -91,7 +139,19 @@ export interface NodeEnv {
   trace: (line: string) => void;
   /** The driver stopped a group (an assertion failed) and killed its process: the supervisor restarts it. */
   stopped: (node: SimNode, reason: string) => void;
+  /** Founding voters of every group of the run (the founding replica ids are the node names). */
+  foundingVoters: ReadonlyMap<number, readonly NodeId[]>;
+  founding: Founding;
+  /** A node's current incarnation, as its hellos say (runtime/cluster.ts). */
+  incarnationOf: (node: NodeId) => string;
+  /** A replica applied a conf change. */
+  confApplied: (group: number, index: number, voters: readonly string[]) => void;
+  /** The replica id was removed from the group by an applied conf change ('stale-conf' only). */
+  removed: (group: number, replica: string) => boolean;
 }
+
+/** What became of a coordinator's membership change at the group's leader. */
+export type ConfChangeOutcome = 'proposed' | 'stale' | 'lagging' | 'refused';
 
 interface Proposal {
   req: ClientRequest;
@@ -99,7 +159,7 @@ interface Proposal {
 }
 
 /** One group's replica on this node. */
-class Replica {
+export class Replica {
   readonly proposals = new Map<number, Proposal>();
   readonly reads = new Map<number, ClientRequest>();
   readonly readsWaiting: { req: ClientRequest; index: number }[] = [];
@@ -115,14 +175,31 @@ class Replica {
   /** No ticks until a message (other than a heartbeat), a proposal, a read or a peer-down wakes it. */
   quiesced = false;
   idleTicks = 0;
+  /** Applied a conf change that removed it while a voter: retired once the turn's write is done. */
+  retiring = false;
 
   constructor(
     readonly group: number,
-    readonly voters: readonly NodeId[],
+    /** This replica's id (runtime/membership.ts). */
+    readonly self: string,
     readonly core: RaftCore,
     readonly storage: MemoryStorage,
     public machine: GroupMachine,
   ) {}
+
+  /** Voters as of the applied index. */
+  get voters(): readonly string[] {
+    return this.machine.voters;
+  }
+
+  /** Not (yet) a voter in its own view: a replica added later that awaits the leader's state. */
+  get joining(): boolean {
+    return !this.voters.includes(this.self);
+  }
+}
+
+function fromLeader(m: Message): boolean {
+  return m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
 }
 
 interface Turn {
@@ -136,13 +213,15 @@ interface Turn {
 export class SimNode {
   up = true;
   paused = false;
-  readonly disk = new SimDisk();
+  disk: SimDisk;
   /** Bumped by every crash and restart: events of an earlier life are ignored. */
-  private incarnation = 0;
+  private life = 0;
   private readonly replicas = new Map<number, Replica>();
   private readonly dirty = new Set<Replica>();
   private turnScheduled = false;
   private writing = false;
+  /** WAL records buffered outside a Ready (a new replica's hard-state reset): they go with the next write. */
+  private pendingWal: WalOp[] = [];
   /** Work that arrived while paused, run in order on resume. */
   private held: (() => void)[] = [];
   // The failure detector of runtime/cluster.ts: virtual times of the last packet from / to each peer.
@@ -155,9 +234,13 @@ export class SimNode {
     readonly id: NodeId,
     /** Every other node of the cluster. */
     private readonly peers: readonly NodeId[],
-    private readonly placement: ReadonlyMap<number, readonly NodeId[]>,
+    /** The data dir's incarnation (runtime/membership.ts): replicas added here are named by it. */
+    public incarnation: string,
+    /** Whether this incarnation founded the cluster (it hosts the founding replicas). */
+    public founder: boolean,
     private readonly env: NodeEnv,
   ) {
+    this.disk = new SimDisk(env.knobs.segmentBatches, new Set(env.knobs.assumeFixed));
     this.boot();
   }
 
@@ -171,9 +254,13 @@ export class SimNode {
   /** A packet from a peer; false when this node is down (the packet is lost). */
   receive(from: NodeId, envelopes: readonly Envelope[]): boolean {
     if (!this.up) return false;
-    this.whenRunning(this.incarnation, () => {
+    this.whenRunning(this.life, () => {
       this.lastHeard.set(from, this.env.scheduler.now);
-      for (const env of envelopes) this.step(env);
+      for (const env of envelopes) {
+        // As runtime/cluster.ts deliver: for this node's replicas, from the sending node's own.
+        if (nodeOf(env.msg.to) !== this.id || nodeOf(env.msg.from) !== from) continue;
+        this.step(env);
+      }
     });
     return true;
   }
@@ -193,6 +280,7 @@ export class SimNode {
   /** Keepalive period: empty packets to quiet peers, and peers not heard from wake the groups they lead. */
   keepalive(): void {
     if (!this.up || this.paused) return;
+    if (this.env.knobs.assumeFixed.includes('wake-incarnation')) this.wakeLostLeaders();
     const k = this.env.knobs;
     const now = this.env.scheduler.now;
     const down: NodeId[] = [];
@@ -205,20 +293,76 @@ export class SimNode {
     if (key === this.peersDownKey && (down.length === 0 || now - this.peersDownAt < PEERS_DOWN_REPEAT_KEEPALIVES * k.keepaliveMs)) return;
     this.peersDownKey = key;
     this.peersDownAt = now;
-    for (const r of this.replicas.values()) if (r.quiesced && down.includes(r.leader)) this.wake(r);
+    for (const r of this.replicas.values()) if (r.quiesced && down.includes(nodeOf(r.leader))) this.wake(r);
+  }
+
+  /** 'wake-incarnation' only: a quiesced group led by a replica of an incarnation its node no longer has wakes up. */
+  private wakeLostLeaders(): void {
+    for (const r of this.replicas.values()) {
+      if (!r.quiesced || r.leader === '' || r.leader === r.self) continue;
+      if (incarnationOf(r.leader, this.env.founding) !== this.env.incarnationOf(nodeOf(r.leader))) this.wake(r);
+    }
   }
 
   /** A client request; a down node never answers (the client times out). */
   request(req: ClientRequest): void {
     if (!this.up) return;
-    this.whenRunning(this.incarnation, () => (req.kind === 'propose' ? this.propose(req) : this.read(req)));
+    this.whenRunning(this.life, () => (req.kind === 'propose' ? this.propose(req) : this.read(req)));
+  }
+
+  /**
+   * The coordinator's single-server change of a group's voters, as
+   * runtime/driver.ts changeConf: proposed only if this node's replica still
+   * has the voters `from` the coordinator saw. `done` hears what became of it
+   * (never, when the node is down or dies first).
+   */
+  changeConf(group: number, from: readonly string[], voters: string[], done: (outcome: ConfChangeOutcome, why: string) => void): void {
+    if (!this.up) return;
+    this.whenRunning(this.life, () => {
+      const r = this.replicas.get(group);
+      if (r === undefined) return done('refused', `${this.id} has no replica of group ${group}`);
+      if (!sameVoters(r.voters, from)) return done('stale', `voters are ${r.voters.join(',')} now, not ${from.join(',')}`);
+      if (voters.length < r.voters.length) {
+        // A removal must not leave a lagging replica (one still being caught up) in the quorum.
+        const st = r.core.status();
+        // 'caught-up' assumes the runtime fixed: a replica that never acknowledged anything has not caught up, whatever the commit index.
+        const never = this.env.knobs.assumeFixed.includes('caught-up');
+        const lagging = voters.find((v) => {
+          const match = st.progress?.[v]?.match ?? 0;
+          return match + CAUGHT_UP_SLACK < st.commit || (never && match === 0);
+        });
+        if (lagging !== undefined) return done('lagging', `${lagging} has not caught up yet`);
+      }
+      this.wake(r);
+      let named: string[];
+      try {
+        // A new replica is named by the index of the change that adds it: never reused in this group.
+        const at = r.core.status().lastIndex + 1;
+        named = voters.map((v) => (needsSerial(v) ? withSerial(v, at) : v));
+        const index = r.core.proposeConfChange({ voters: named });
+        if (index !== at) {
+          // runtime/driver.ts asserts it: the group stops and the supervisor restarts the worker.
+          this.kill();
+          this.env.stopped(this, `group ${group}: conf change at ${index}, named for ${at}`);
+          return;
+        }
+        this.env.stats.confChangesProposed++;
+        this.env.trace(`${r.self} g${group}: conf change to ${named.join(',')} proposed at ${index}`);
+      } catch (err) {
+        if (!(err instanceof NotLeaderError || err instanceof ProposalDroppedError)) throw err;
+        return done('refused', err.message);
+      }
+      this.markDirty(r);
+      done('proposed', '');
+    });
   }
 
   /** Makes applied state durable, then recycles the log it covers. */
   checkpoint(): void {
     if (!this.up || this.paused) return;
     this.disk.syncState();
-    this.disk.releaseWal();
+    // A group not hosted here (retired, or never) needs none of its log.
+    this.disk.releaseWal((g) => (this.replicas.has(g) ? this.disk.appliedOf(g) : Number.POSITIVE_INFINITY));
   }
 
   // ------------------------------------------------------------ faults
@@ -232,13 +376,26 @@ export class SimNode {
     this.env.stats.stateBatchesLost += lost.stateBatchesLost;
   }
 
+  /**
+   * The node crashes and its disks are gone (a lost or damaged data dir):
+   * it will restart as `incarnation`, a new one, hosting no founding replica
+   * and nothing else until leaders start its new replicas.
+   */
+  wipe(incarnation: string): void {
+    if (this.up) this.goDown();
+    this.disk = new SimDisk(this.env.knobs.segmentBatches, new Set(this.env.knobs.assumeFixed));
+    this.incarnation = incarnation;
+    this.founder = false;
+  }
+
   private goDown(): void {
     this.up = false;
     this.paused = false;
-    this.incarnation++;
+    this.life++;
     this.replicas.clear();
     this.dirty.clear();
     this.held = [];
+    this.pendingWal = [];
     this.turnScheduled = false;
     this.writing = false;
   }
@@ -254,7 +411,7 @@ export class SimNode {
   restart(): void {
     if (this.up) throw new Error(`${this.id} is up`);
     this.up = true;
-    this.incarnation++;
+    this.life++;
     this.boot();
   }
 
@@ -273,50 +430,124 @@ export class SimNode {
 
   // ------------------------------------------------------- inspection
 
-  /** The replica's core and machine, for the liveness phase and the final checks. */
-  replica(group: number): { core: RaftCore; storage: MemoryStorage; machine: GroupMachine } | undefined {
+  /** The replica's core and machine, for the coordinator, the liveness phase and the final checks. */
+  replica(group: number): Replica | undefined {
     return this.replicas.get(group);
+  }
+
+  /** This incarnation's replica id base, as the coordinator names it (runtime/membership.ts replicaIdOf). */
+  get ownReplica(): string {
+    return replicaIdOf(this.id, this.incarnation);
   }
 
   // ---------------------------------------------------------- driving
 
+  /**
+   * As runtime/worker.ts start and runtime/driver.ts open: the replicas this
+   * data dir hosts, the WAL recovered against their applied indexes, each
+   * replica's core from its state and log. Throws an OpenFailure when the
+   * runtime could not open the storage.
+   */
   private boot(): void {
     for (const peer of this.peers) this.lastHeard.set(peer, this.env.scheduler.now);
     this.lastSent.clear();
     this.peersDownKey = '';
-    for (const [group, voters] of this.placement) {
-      const rec = this.disk.recover(group);
-      const conf = { voters: [...voters] };
-      const storage = new MemoryStorage({
-        conf,
-        hardState: rec.hardState ?? { term: 0, vote: '', commit: 0 },
-        snapshot: { index: rec.image.applied, term: rec.image.appliedTerm, conf },
-        entries: rec.entries,
-      });
-      const k = this.env.knobs;
-      const core = new RaftCore({
-        id: this.id,
-        group,
-        storage,
-        applied: rec.image.applied,
-        electionTicks: k.electionTicks,
-        heartbeatTicks: k.heartbeatTicks,
-        random: this.env.rng.next,
-        preVote: k.preVote,
-        checkQuorum: k.checkQuorum,
-        maxMsgBytes: k.maxMsgBytes,
-        maxInflight: k.maxInflight,
-        maxApplyBytes: k.maxApplyBytes,
-      });
-      const r = new Replica(group, voters, core, storage, new GroupMachine(group, rec.image));
-      this.replicas.set(group, r);
-      this.markDirty(r);
+    const records = this.disk.replicaRecords();
+    const hosted = new Map<number, string>();
+    for (const [group, voters] of this.env.foundingVoters) {
+      // A group with a record changed hands here since founding: the record says what is hosted.
+      if (this.founder && !records.has(group) && voters.includes(this.id)) hosted.set(group, this.id);
+    }
+    for (const [group, rec] of records) if (rec.replica !== null) hosted.set(group, rec.replica);
+    try {
+      this.disk.openWal((g) => (hosted.has(g) ? this.disk.appliedOf(g) : 0));
+      for (const [group, replica] of hosted) {
+        const r = this.openReplica(group, replica, this.disk.recover(group, this.env.foundingVoters.get(group)!));
+        const st = r.core.status();
+        this.env.trace(`${replica} g${group}: opened at applied ${st.applied}, commit ${st.commit}, last ${st.lastIndex}, term ${st.term}, voters ${r.voters.join(',')}`);
+      }
+    } catch (err) {
+      const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      throw new OpenFailure(`${this.id} (incarnation ${this.incarnation}) cannot open its storage, so the runtime's worker exits at every start: ${why}`);
     }
   }
 
-  /** Runs `fn` now, later (paused), or never (crashed since `incarnation`). */
-  private whenRunning(incarnation: number, fn: () => void): void {
-    if (incarnation !== this.incarnation || !this.up) return;
+  /** Opens one replica (as runtime/driver.ts addGroup: the conf is the one as of the applied index). */
+  private openReplica(group: number, self: string, rec: RecoveredGroup): Replica {
+    const conf = { voters: [...rec.image.voters] };
+    const storage = new MemoryStorage({
+      conf,
+      hardState: rec.hardState ?? { term: 0, vote: '', commit: 0 },
+      snapshot: { index: rec.image.applied, term: rec.image.appliedTerm, conf },
+      entries: rec.entries,
+    });
+    const k = this.env.knobs;
+    const core = new RaftCore({
+      id: self,
+      group,
+      storage,
+      applied: rec.image.applied,
+      electionTicks: k.electionTicks,
+      heartbeatTicks: k.heartbeatTicks,
+      random: this.env.rng.next,
+      preVote: k.preVote,
+      checkQuorum: k.checkQuorum,
+      maxMsgBytes: k.maxMsgBytes,
+      maxInflight: k.maxInflight,
+      maxApplyBytes: k.maxApplyBytes,
+    });
+    const r = new Replica(group, self, core, storage, new GroupMachine(group, rec.image));
+    this.replicas.set(group, r);
+    this.markDirty(r);
+    return r;
+  }
+
+  /**
+   * A leader wrote to a replica id of this incarnation that is not here yet
+   * (the coordinator added it): it is recorded (synced) and starts empty
+   * with the founding conf, joining until the leader's log or snapshot makes
+   * it a voter in its own view; a retired replica's hard state may still be
+   * in the WAL, so a reset goes with the next write. The first message is
+   * dropped.
+   */
+  private startReplica(group: number, replica: string, from: string): void {
+    this.disk.saveRecord(group, { replica, retired: this.disk.retiredOf(group) });
+    const none = { term: 0, vote: '', commit: 0 };
+    this.pendingWal.push({ group, kind: 'hardState', hardState: none });
+    this.openReplica(group, replica, { image: emptyImage(this.env.foundingVoters.get(group)!), hardState: none, entries: [] });
+    this.env.stats.replicasStarted++;
+    this.env.trace(`${replica} g${group}: started (first message from leader ${from})`);
+  }
+
+  /**
+   * The replica was removed from the group's voters (runtime/driver.ts
+   * retire): it stops, what it owes is answered not-leader, its state goes in
+   * one synced write with the record that it is retired (never started again
+   * under this serial), and the node forgets the group.
+   */
+  private retire(r: Replica): void {
+    if (this.replicas.get(r.group) !== r) return;
+    const fail = errorReply(notLeader(`group ${r.group} no longer has a replica here`));
+    // 'retire-unknown' assumes the runtime fixed: a proposal's outcome is unknown (it may still commit).
+    const unknown = this.env.knobs.assumeFixed.includes('retire-unknown') ? errorReply(unavailable(`group ${r.group} no longer has a replica here; the outcome is unknown`)) : fail;
+    for (const p of r.proposals.values()) this.reply(p.req, unknown, '');
+    for (const req of r.reads.values()) this.reply(req, fail, '');
+    for (const w of r.readsWaiting) this.reply(w.req, fail, '');
+    const owed = [...r.proposals.keys()];
+    this.env.trace(`${r.self} g${r.group}: retired (voters ${r.voters.join(',')}); answered not-leader: proposals at ${owed.join(',') || 'none'}, ${r.reads.size + r.readsWaiting.length} reads`);
+    r.proposals.clear();
+    r.reads.clear();
+    r.readsWaiting.length = 0;
+    this.dirty.delete(r);
+    const serial = serialOf(r.self);
+    this.disk.saveRecord(r.group, { replica: null, retired: serial }, true);
+    this.replicas.delete(r.group);
+    this.env.stats.retirements++;
+  }
+
+  /** Runs `fn` now, later (paused), or never (crashed since life `life`). */
+  private whenRunning(life: number, fn: () => void): void {
+    if (life !== this.life || !this.up) return;
     if (this.paused) this.held.push(fn);
     else fn();
   }
@@ -324,7 +555,21 @@ export class SimNode {
   private step(env: Envelope): void {
     const m = env.msg;
     const r = this.replicas.get(m.group);
-    if (r === undefined || m.to !== this.id || !r.voters.includes(m.from)) return;
+    if (r === undefined) {
+      // As runtime/worker.ts mayHost and runtime/driver.ts step: this incarnation's ids only, above the serial retired here.
+      if (fromLeader(m) && m.to.startsWith(`${this.ownReplica}.`) && serialOf(m.to) > this.disk.retiredOf(m.group)) this.startReplica(m.group, m.to, m.from);
+      return;
+    }
+    if (fromLeader(m) && m.to !== r.self && this.env.knobs.assumeFixed.includes('supersede') && m.to.startsWith(`${this.ownReplica}.`) && serialOf(m.to) > serialOf(r.self)) {
+      // 'supersede' assumes the runtime fixed: a leader writes to a newer replica of this node, so the one here was removed.
+      this.env.trace(`${r.self} g${r.group}: superseded by ${m.to}`);
+      r.retiring = true;
+      if (!this.writing) this.retire(r);
+      return;
+    }
+    // As runtime/driver.ts step: the voters are not checked (a replica's view of them is as of its applied index).
+    if (m.to !== r.self || m.from === r.self) return;
+    if (this.env.knobs.assumeFixed.includes('stale-conf') && this.env.removed(m.group, m.from)) return;
     if (m.type === QUIESCE_TYPE) {
       if (followerMayQuiesce(r.core.status(), m)) r.quiesced = true;
       return;
@@ -340,9 +585,14 @@ export class SimNode {
     this.markDirty(r);
   }
 
+  /** A request for a group this node has no replica of (yet): nothing happens, the client tries elsewhere. */
+  private noReplica(req: ClientRequest): void {
+    this.reply(req, errorReply(notLeader(`group ${req.group} has no replica on ${this.id}`)), '');
+  }
+
   private propose(req: ClientRequest): void {
     const r = this.replicas.get(req.group);
-    if (r === undefined) throw new Error(`${this.id} does not replicate group ${req.group}`);
+    if (r === undefined) return this.noReplica(req);
     patchNow(req.cmd, EPOCH_MS + this.env.scheduler.now);
     this.wake(r);
     try {
@@ -357,7 +607,7 @@ export class SimNode {
 
   private read(req: ClientRequest): void {
     const r = this.replicas.get(req.group);
-    if (r === undefined) throw new Error(`${this.id} does not replicate group ${req.group}`);
+    if (r === undefined) return this.noReplica(req);
     const ctx = ++r.readSeq;
     this.wake(r);
     r.reads.set(ctx, req);
@@ -383,7 +633,7 @@ export class SimNode {
     if (r.idleTicks < QUIESCE_AFTER_TICKS) return false;
     r.quiesced = true;
     this.env.stats.quiesces++;
-    for (const to of r.voters) if (to !== this.id) this.sendTo(to, [{ msg: quiesceMessage(st, to), image: null }]);
+    for (const to of r.voters) if (to !== r.self) this.sendTo(nodeOf(to), [{ msg: quiesceMessage(st, to), image: null }]);
     return true;
   }
 
@@ -393,21 +643,22 @@ export class SimNode {
   }
 
   private answerError(req: ClientRequest, r: Replica, err: unknown): void {
-    if (err instanceof NotLeaderError) this.reply(req, errorReply(notLeader(`group ${r.group} is not led by ${this.id}`)), err.leader);
+    if (err instanceof NotLeaderError) this.reply(req, errorReply(notLeader(`group ${r.group} is not led by ${r.self}`)), err.leader);
     else if (err instanceof ProposalDroppedError) this.reply(req, errorReply(unavailable(err.message)), r.leader);
     else throw err;
   }
 
-  private reply(req: ClientRequest, reply: Reply, leader: NodeId): void {
-    this.env.answer(req, { kind: 'reply', reply, leader });
+  /** `leader`: a replica id; the client is told its node. */
+  private reply(req: ClientRequest, reply: Reply, leader: string): void {
+    this.env.answer(req, { kind: 'reply', reply, leader: nodeOf(leader) });
   }
 
   private markDirty(r: Replica): void {
     this.dirty.add(r);
     if (this.turnScheduled) return;
     this.turnScheduled = true;
-    const incarnation = this.incarnation;
-    this.env.scheduler.after(0, () => this.whenRunning(incarnation, () => this.turn()));
+    const life = this.life;
+    this.env.scheduler.after(0, () => this.whenRunning(life, () => this.turn()));
   }
 
   private turn(): void {
@@ -416,7 +667,7 @@ export class SimNode {
     const turn: Turn = { readies: [], afterSync: new Map(), installs: new Map() };
     for (const r of this.dirty) if (r.core.hasReady()) turn.readies.push([r, r.core.ready()]);
     this.dirty.clear();
-    if (turn.readies.length === 0) return;
+    if (turn.readies.length === 0 && this.pendingWal.length === 0) return;
     for (const [r, rd] of turn.readies) {
       const why = snapshotAssertion(r, rd);
       if (why !== null) {
@@ -427,7 +678,9 @@ export class SimNode {
       }
     }
     const beforeSync = new Map<NodeId, Envelope[]>();
-    const wal: WalOp[] = [];
+    // Records buffered since the last write go first (runtime/driver.ts: any pending WAL bytes are written by the next turn).
+    const wal: WalOp[] = this.pendingWal;
+    this.pendingWal = [];
     for (const [r, rd] of turn.readies) this.collect(r, rd, turn, beforeSync, wal);
     this.send(beforeSync);
     if (wal.length === 0) {
@@ -436,9 +689,9 @@ export class SimNode {
     }
     this.writing = true;
     this.disk.writeWal(wal);
-    const incarnation = this.incarnation;
+    const life = this.life;
     const k = this.env.knobs;
-    this.env.scheduler.after(this.env.rng.between(k.fsyncMinMs, k.fsyncMaxMs), () => this.whenRunning(incarnation, () => this.finish(turn)));
+    this.env.scheduler.after(this.env.rng.between(k.fsyncMinMs, k.fsyncMaxMs), () => this.whenRunning(life, () => this.finish(turn)));
   }
 
   /** Duties 1–5 of the Ready contract for one group, up to the fsync. */
@@ -486,10 +739,18 @@ export class SimNode {
       if (image !== undefined) this.install(r, rd, image);
       r.core.advance(rd);
       if (rd.hardState !== null && rd.hardState.commit > r.commitSeen) {
-        this.env.observer.committed(r.group, this.id, r.core.currentTerm(), r.storage, r.commitSeen, rd.hardState.commit);
+        this.env.observer.committed(r.group, r.self, r.core.currentTerm(), r.storage, r.commitSeen, rd.hardState.commit);
         r.commitSeen = rd.hardState.commit;
       }
       if (r.core.hasReady()) this.markDirty(r);
+    }
+    // After the apply round and its write: replicas removed from their group retire.
+    for (const [r] of turn.readies) if (r.retiring) this.retire(r);
+    // Work that arrived while the write was in flight must not wait for the next tick.
+    if ((this.dirty.size > 0 || this.pendingWal.length > 0) && !this.turnScheduled) {
+      this.turnScheduled = true;
+      const life = this.life;
+      this.env.scheduler.after(0, () => this.whenRunning(life, () => this.turn()));
     }
   }
 
@@ -498,7 +759,7 @@ export class SimNode {
     if (rd.softState !== null) {
       r.role = rd.softState.role;
       if (r.role !== Role.Leader) this.failPending(r);
-      if (r.leader !== rd.softState.leader) this.env.trace(`${this.id} g${r.group}: leader ${rd.softState.leader || 'none'} (term ${r.core.currentTerm()})`);
+      if (r.leader !== rd.softState.leader) this.env.trace(`${r.self} g${r.group}: leader ${rd.softState.leader || 'none'} (term ${r.core.currentTerm()})`);
       r.leader = rd.softState.leader;
     }
     const term = r.core.currentTerm();
@@ -511,7 +772,7 @@ export class SimNode {
       if (i < r.storage.firstIndex() || i > r.storage.lastIndex()) return undefined;
       return r.storage.entries(i, i + 1, 0)[0];
     };
-    this.env.observer.leaderElected(r.group, this.id, term, r.storage.firstIndex(), entryAt);
+    this.env.observer.leaderElected(r.group, r.self, term, r.storage.firstIndex(), entryAt);
   }
 
   /** A replica that stopped leading cannot tell whether its proposals will commit. */
@@ -525,8 +786,18 @@ export class SimNode {
   }
 
   private apply(r: Replica, entries: Entry[]): void {
+    let voter = !r.joining;
+    let confs = false;
     const onApplied = (e: Entry, result: ApplyResult | null, chain: number): void => {
-      this.env.observer.applied(r.group, this.id, e, chain);
+      this.env.observer.applied(r.group, r.self, e, chain);
+      if (e.type === EntryType.ConfChange) {
+        if (r.role === Role.Leader) this.env.trace(`${r.self} g${r.group}: conf ${r.machine.voters.join(',')} applied at ${e.index}`);
+        // As runtime/driver.ts applyEntries: removed while it was a voter → retired after this round.
+        if (voter && r.joining) r.retiring = true;
+        voter = !r.joining;
+        confs = true;
+        this.env.confApplied(r.group, e.index, r.machine.voters);
+      }
       const p = r.proposals.get(e.index);
       if (p === undefined) return;
       r.proposals.delete(e.index);
@@ -534,8 +805,10 @@ export class SimNode {
       else this.reply(p.req, applyReply(result), r.leader);
     };
     const batch = r.machine.applyEntries(entries, onApplied);
-    this.env.observer.stateWritten(this.id, batch);
+    this.env.observer.stateWritten(r.self, batch);
     this.disk.writeState(batch);
+    // 'stale-conf' assumes the runtime fixed: an applied conf change is durable at once.
+    if (confs && this.env.knobs.assumeFixed.includes('stale-conf')) this.disk.syncState();
     const compactTo = r.machine.applied - this.env.knobs.retainEntries;
     if (compactTo > r.storage.snapshotMeta().index) r.storage.compact(compactTo);
   }
@@ -545,15 +818,15 @@ export class SimNode {
     const meta = rd.snapshot!;
     r.storage.applySnapshot(meta);
     r.machine = new GroupMachine(r.group, image);
-    this.env.observer.installed(r.group, this.id, image.applied, image.chain);
+    this.env.observer.installed(r.group, r.self, image.applied, image.chain);
     this.env.stats.snapshotsInstalled++;
     this.serveReads(r);
   }
 
-  /** Leader: the Snap carries the state as of the applied index (past the core's compaction point). */
+  /** Leader: the Snap carries the state as of the applied index (past the core's compaction point), voters included. */
   private snapshotEnvelope(r: Replica, m: Message): Envelope {
     const image = r.machine.image();
-    const meta = { index: image.applied, term: image.appliedTerm, conf: { voters: [...r.voters] } };
+    const meta = { index: image.applied, term: image.appliedTerm, conf: { voters: [...image.voters] } };
     return { msg: { ...m, index: meta.index, logTerm: meta.term, snapshot: meta }, image };
   }
 
@@ -593,8 +866,10 @@ function snapshotAssertion(r: Replica, rd: Ready): string | null {
   return null;
 }
 
+/** Queues a message for the node of its replica. */
 function enqueue(out: Map<NodeId, Envelope[]>, env: Envelope): void {
-  const list = out.get(env.msg.to);
-  if (list === undefined) out.set(env.msg.to, [env]);
+  const to = nodeOf(env.msg.to);
+  const list = out.get(to);
+  if (list === undefined) out.set(to, [env]);
   else list.push(env);
 }

@@ -11,8 +11,11 @@
 //  - one value per (conversation, seq) across replicas and time;
 //  - log matching (checkLogMatching, on demand): two logs that agree on the
 //    term at an index agree on every entry up to it.
+// Replicas are named by their replica ids (runtime/membership.ts): a node
+// back as a new incarnation has new replicas, and the histories are per
+// group and index, so they hold across membership changes.
 import type { MemoryStorage } from '../../runtime/raft/log.js';
-import type { Entry, NodeId } from '../../runtime/raft/types.js';
+import { EntryType, type Entry, type NodeId } from '../../runtime/raft/types.js';
 import { entryKey, type StateBatch } from './machine.js';
 
 export class SafetyViolation extends Error {
@@ -38,6 +41,8 @@ export class RaftObserver {
   /** conversation → message JSON by seq - 1, the first value any replica wrote. */
   private readonly messageValues = new Map<string, string[]>();
   leadersElected = 0;
+  /** ConfChange entries applied, once per group and index. */
+  confChangesApplied = 0;
 
   /**
    * `node` leads `group` in `term`. `entryAt` reads its log at that moment;
@@ -81,8 +86,10 @@ export class RaftObserver {
     const h = this.history(group);
     const key = entryKey(e);
     const prev = h.applied[e.index];
-    if (prev === undefined) h.applied[e.index] = key;
-    else if (prev !== key) throw new SafetyViolation(`state machine safety: ${node} applied ${key} at group ${group} index ${e.index}, another replica applied ${prev}`);
+    if (prev === undefined) {
+      h.applied[e.index] = key;
+      if (e.type === EntryType.ConfChange) this.confChangesApplied++;
+    } else if (prev !== key) throw new SafetyViolation(`state machine safety: ${node} applied ${key} at group ${group} index ${e.index}, another replica applied ${prev}`);
     const c = h.committed[e.index];
     if (c !== undefined && c.key !== key) throw new SafetyViolation(`${node} applied ${key} at group ${group} index ${e.index}, where ${c.key} is committed`);
     this.chainAt(group, node, e.index, chain);

@@ -4,6 +4,7 @@
 //   SIM_SEEDS=n    how many seeds (from SIM_FIRST_SEED on)
 //   SIM_STEPS=n    steps per seed before the liveness phase
 //   SIM_TRACE=1    print each seed's notable events (faults, leader changes) as they happen
+//   SIM_ASSUME_FIXED=a,b|all   model runtime bugs the simulator found as fixed (simulation.ts KNOWN_FIXES)
 import { runSeed } from './simulation.js';
 import { addStats, emptyStats, type SimStats } from './stats.js';
 
@@ -60,7 +61,8 @@ function summary(t: SimStats, wallMs: number): string {
   return [
     `sim: ${t.seeds} seeds, ${t.steps} steps in ${(wallMs / 1000).toFixed(1)} s (${Math.round(t.steps / (wallMs / 1000))} steps/s), ${(t.virtualMs / 1000).toFixed(0)} s of virtual time`,
     `  network: ${t.packetsDelivered} packets delivered, ${t.packetsDropped} dropped, ${t.packetsDuplicated} duplicated, ${t.raftMessages} Raft messages; ${t.ticks} ticks`,
-    `  faults injected: ${t.faults} (${t.crashes} crashes losing ${t.walBatchesLost} WAL and ${t.stateBatchesLost} state batches, ${t.partitions} partitions, ${t.pauses} pauses, restarts/heals/resumes)`,
+    `  faults injected: ${t.faults} (${t.crashes} crashes losing ${t.walBatchesLost} WAL and ${t.stateBatchesLost} state batches, ${t.wipes} wipes, ${t.partitions} partitions, ${t.pauses} pauses, restarts/heals/resumes)`,
+    `  membership: ${t.wipes} wipes, ${t.joins} joins, ${t.leaves} leaves; coordinator: ${t.coordinatorRounds} rounds with steps, ${t.confChangesRequested} changes requested (${t.confChangesStale} stale, ${t.confChangesLagging} lagging, ${t.confChangesRefused} refused), ${t.confChangesProposed} proposed, ${t.confChangesApplied} applied; ${t.replicasStarted} replicas started, ${t.retirements} retired, ${t.lingering} lingering at the end`,
     `  raft: ${t.leadersElected} leaders elected, ${t.snapshotsInstalled} snapshots installed, ${t.quiesces} quiesces, ${t.groupsStopped} groups stopped by a driver assertion`,
     `  clients: ${t.ops} ops (${t.clientRequests} requests): ${t.acked} acked, ${t.failed} refused, ${t.indeterminate} indeterminate`,
     `  checked: ${t.writesChecked} acknowledged writes, ${t.readsChecked} reads; losses found: ${t.lossesFound}`,

@@ -488,3 +488,33 @@ test('wal - invariants: one write in flight, contiguous entries, batch size, gro
     await r.wal.close();
   });
 });
+
+test('wal - resetGroup forgets a group whose replica was retired: no log gap, no old hard state on recovery', async () => {
+  await withDir(async (dir) => {
+    let { wal } = await open(dir);
+    // A retired replica's records: entries 50..60 (after a snapshot at 49) and a vote.
+    wal.appendEntries(1, range(1, 50, 60, 3));
+    wal.setHardState(1, { term: 3, vote: 'n2', commit: 58 });
+    wal.appendEntries(2, range(2, 1, 5, 1));
+    await wal.write();
+    await wal.close();
+    // Not hosted: any applied index covers it, so its records are no gap.
+    let r = await open(dir, {}, (g) => (g === 1 ? Number.POSITIVE_INFINITY : 0));
+    assert.deepEqual(indexes(r.groups.get(2)), [1, 2, 3, 4, 5]);
+    // A new replica of group 1 starts here from nothing.
+    r.wal.resetGroup(1);
+    await r.wal.write();
+    await r.wal.close();
+    r = await open(dir);
+    assert.deepEqual(indexes(r.groups.get(1)), []);
+    assert.deepEqual(r.groups.get(1)?.hardState, { term: 0, vote: '', commit: 0 });
+    assert.deepEqual(indexes(r.groups.get(2)), [1, 2, 3, 4, 5]);
+    // Its own log follows.
+    r.wal.appendEntries(1, range(1, 1, 3, 4));
+    await r.wal.write();
+    await r.wal.close();
+    r = await open(dir);
+    assert.deepEqual(indexes(r.groups.get(1)), [1, 2, 3]);
+    await r.wal.close();
+  });
+});
