@@ -61,6 +61,8 @@ describe('cluster found by DNS', () => {
 
   /** Stops the live nodes, then every replica placed on a node holds every conversation of its groups, the same as the others. */
   async function compareReplicas(live: Member[]): Promise<void> {
+    // Followers learn the last commit index from the leader's next heartbeats: let them apply it.
+    await sleep(1500);
     await Promise.all(live.map((m) => m.node!.stop()));
     for (const m of live) m.node = null;
     const names = live.map((m) => nameOf(m.ip));
