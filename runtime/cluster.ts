@@ -115,8 +115,8 @@ export class Cluster {
   private readonly timers: NodeJS.Timeout[] = [];
   /** The cluster's nodes now (CLUSTER_NODES, or DNS: setMembers). */
   private members: Set<string>;
-  /** Nodes hosting a voter of some group as this node knows it (trusted while the coordinator moves them out). */
-  private voterNodes: Set<string> | null = null;
+  /** Members and nodes hosting a voter of some group as this node knows it (trusted while the coordinator moves them out); null: recompute. */
+  private trustedNodes: Set<string> | null = null;
   private readonly replicas: boolean[];
   private readonly replyPrefix: string;
   private nextReplyId = 1;
@@ -142,7 +142,7 @@ export class Cluster {
     this.replicas = new Array<boolean>(limits.groupCount).fill(false);
     this.replyPrefix = `${prefix}.reply.${self}`;
     dispatcher.onRaft = (msg) => this.send(msg);
-    metrics.raftReplicas.set(this.replicas.filter(Boolean).length);
+    metrics.raftReplicas.set(0);
     dispatcher.onLeader = (group, leader, term, voters, hosted) => {
       if (!hosted) {
         // Retired here: from now on the group's leader is learned from its announcements.
@@ -177,7 +177,7 @@ export class Cluster {
       nc.subscribe(`${prefix}.hello`, {
         callback: (err, m) => {
           const a = err === null ? parseAnnouncement(m.data) : null;
-          if (a === null || !this.trusted(a.name) || a.name === self) return;
+          if (a === null || !this.trusted().has(a.name) || a.name === self) return;
           const before = this.incarnations.get(a.name);
           this.incarnations.set(a.name, a.incarnation);
           // Back as a new incarnation (faster than PEER_DOWN_MS): its old replicas are gone, and
@@ -214,33 +214,32 @@ export class Cluster {
     if (next.size === this.members.size && [...next].every((n) => this.members.has(n))) return;
     log('info', 'members_changed', 'cluster membership changed', { members: [...next].sort(), before: [...this.members].sort() });
     this.members = next;
+    this.trustedNodes = null;
     this.watchPeers();
   }
 
   /** Members and nodes hosting voters: their Raft traffic, hellos and announcements are accepted. */
-  private trusted(node: string): boolean {
-    if (this.members.has(node)) return true;
-    if (this.voterNodes === null) {
-      this.voterNodes = new Set();
-      for (const vs of this.voters) for (const v of vs) this.voterNodes.add(nodeOf(v));
+  private trusted(): Set<string> {
+    if (this.trustedNodes === null) {
+      this.trustedNodes = new Set(this.members);
+      for (const vs of this.voters) for (const v of vs) this.trustedNodes.add(nodeOf(v));
     }
-    return this.voterNodes.has(node);
+    return this.trustedNodes;
   }
 
   private setVoters(group: number, voters: string[]): void {
     const old = this.voters[group];
     if (old.length === voters.length && old.every((v, i) => v === voters[i])) return;
     this.voters[group] = voters;
-    this.voterNodes = null;
+    this.trustedNodes = null;
     this.watchPeers();
   }
 
   /** Liveness is tracked for every trusted peer; a new one counts as heard now. */
   private watchPeers(): void {
     const now = Date.now();
-    for (const n of this.lastHeardMs.keys()) if (!this.trusted(n)) this.lastHeardMs.delete(n);
-    const peers = new Set(this.members);
-    for (const vs of this.voters) for (const v of vs) peers.add(nodeOf(v));
+    const peers = this.trusted();
+    for (const n of this.lastHeardMs.keys()) if (!peers.has(n)) this.lastHeardMs.delete(n);
     for (const n of peers) if (n !== this.self && !this.lastHeardMs.has(n)) this.lastHeardMs.set(n, now);
   }
 
@@ -469,7 +468,7 @@ export class Cluster {
   private onLeaders(d: Uint8Array): void {
     if (d.length < 1 || d.length < 1 + d[0]) return;
     const from = fromUtf8.decode(d.subarray(1, 1 + d[0]));
-    if (!this.trusted(from) || from === this.self || this.cutOff.has(from)) return;
+    if (!this.trusted().has(from) || from === this.self || this.cutOff.has(from)) return;
     const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
     for (let pos = 1 + d[0]; pos + 12 <= d.length; ) {
       const g = dv.getUint16(pos);
@@ -616,7 +615,7 @@ export class Cluster {
   private onBatch(d: Uint8Array): void {
     if (d.length < 2 || d.length < 2 + d[1]) return this.drop('short batch');
     const from = fromUtf8.decode(d.subarray(2, 2 + d[1]));
-    if (!this.trusted(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
+    if (!this.trusted().has(from) || from === this.self) return this.drop(`batch from non-member ${JSON.stringify(from)}`);
     if (this.cutOff.has(from)) return;
     this.lastHeardMs.set(from, Date.now());
     let pos = 2 + d[1];

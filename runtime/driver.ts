@@ -35,10 +35,9 @@ import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
 import { needsSerial, nodeOf, serialOf, withSerial } from './membership.js';
-import { groupKeys } from '../storage/group-snapshot.js';
-import type { ReplicaRecord } from '../storage/partition-store.js';
+import type { Applied, ReplicaRecord } from '../storage/partition-store.js';
 import { decodeConfState, sameVoters } from './raft/conf.js';
-import { installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
+import { groupKeys, installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
 import { QUIESCE_TYPE } from './raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from './quiesce.js';
 
@@ -198,7 +197,7 @@ export class PartitionDriver {
   async open(replicas: ReadonlyMap<number, string>, records: ReadonlyMap<number, ReplicaRecord>, walDir: string): Promise<string | null> {
     for (const [gid, r] of records) this.retired.set(gid, r.retired);
     const groupIds = [...replicas.keys()];
-    const applied = new Map<number, { index: number; term: number; voters?: string[] }>();
+    const applied = new Map<number, Applied>();
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
     const { wal, groups: recovered } = await Wal.open(
       { dir: walDir, segmentBytes: this.walSegmentBytes },
@@ -229,7 +228,7 @@ export class PartitionDriver {
       : null;
   }
 
-  private addGroup(gid: number, self: string, ap: { index: number; term: number; voters?: string[] }, hardState: HardState, entries: Entry[]): Group {
+  private addGroup(gid: number, self: string, ap: Applied, hardState: HardState, entries: Entry[]): Group {
     const voters = ap.voters ?? this.links.voters(gid);
     const conf = { voters: [...voters] };
     const storage = new MemoryStorage({ conf, hardState, snapshot: { index: ap.index, term: ap.term, conf }, entries });
@@ -310,16 +309,14 @@ export class PartitionDriver {
   step(m: Message): boolean {
     const g = this.groups.get(m.group);
     if (g === undefined) {
-      const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
-      if (fromLeader && this.links.mayHost(m.to) && serialOf(m.to) > (this.retired.get(m.group) ?? -1)) this.startReplica(m.group, m.to);
+      if (this.isNewReplica(m, this.retired.get(m.group) ?? -1)) this.startReplica(m.group, m.to);
       return false;
     }
     if (g.stopped !== null || m.from === g.self) return false;
     if (m.to !== g.self) {
-      // A leader writes to a newer replica of this node: the coordinator adds one only where the
-      // group has none, so the one here was removed while this node was away. It goes.
-      const fromLeader = m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
-      if (fromLeader && this.links.mayHost(m.to) && serialOf(m.to) > serialOf(g.self)) void this.retire(g);
+      // The coordinator adds a replica only where the group has none, so the
+      // one here was removed while this node was away. It goes.
+      if (this.isNewReplica(m, serialOf(g.self))) void this.retire(g);
       return false;
     }
     if (m.type === QUIESCE_TYPE) {
@@ -367,6 +364,11 @@ export class PartitionDriver {
     this.markDirty(g);
   }
 
+  /** A leader writes to a replica of this node newer than `serial` (the one here, or the last retired): the coordinator added it. */
+  private isNewReplica(m: Message, serial: number): boolean {
+    return isFromLeader(m) && this.links.mayHost(m.to) && serialOf(m.to) > serial;
+  }
+
   /**
    * The coordinator's single-server membership change (the group's whole new
    * voter set), if the voters are still `from` (its view may be old).
@@ -379,9 +381,9 @@ export class PartitionDriver {
       this.reply(reqId, errorReply(unavailable(`group ${gid} voters are ${g.voters.join(',')} now, not ${from.join(',')}`)));
       return;
     }
+    const st = g.core.status();
     if (voters.length < g.voters.length) {
       // A removal must not leave a lagging replica (one still being caught up) in the quorum.
-      const st = g.core.status();
       // A replica that never acknowledged anything has not caught up, whatever the commit index.
       const lagging = voters.find((v) => {
         const match = st.progress?.[v]?.match ?? 0;
@@ -395,7 +397,7 @@ export class PartitionDriver {
     this.wake(g);
     try {
       // A new replica is named by the index of the change that adds it: never reused in this group.
-      const at = g.core.status().lastIndex + 1;
+      const at = st.lastIndex + 1;
       const named = voters.map((v) => (needsSerial(v) ? withSerial(v, at) : v));
       const index = g.core.proposeConfChange({ voters: named });
       assert(index === at, `group ${gid}: conf change at ${index}, named for ${at}`);
@@ -997,6 +999,11 @@ export class PartitionDriver {
     g.readsWaiting.length = 0;
     g.readsWaiting.push(...keep);
   }
+}
+
+/** Messages only a leader sends: they may start (or supersede) a replica here. */
+function isFromLeader(m: Message): boolean {
+  return m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap;
 }
 
 function safeStatus(core: RaftCore): unknown {

@@ -76,8 +76,10 @@ export function loadManifest(cfg: Config): Manifest {
     if (m.format !== 1 || m.groups !== limits.groupCount || !(m.partitions >= 1)) {
       throw new ConfigError('FLEETLM_RAFT_DATA_DIR', `${file} is not a data dir of this version`);
     }
-    if (m.incarnation === undefined) saveManifest(cfg, { ...m, incarnation: newIncarnation() });
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Manifest;
+    if (m.incarnation !== undefined) return m;
+    const withIncarnation = { ...m, incarnation: newIncarnation() };
+    saveManifest(cfg, withIncarnation);
+    return withIncarnation;
   }
   const m: Manifest = { format: 1, groups: limits.groupCount, partitions: cfg.workers, nodeId: cfg.nodeName, incarnation: newIncarnation() };
   saveManifest(cfg, m);
@@ -92,10 +94,7 @@ function newIncarnation(): string {
 export function saveManifest(cfg: Config, m: Manifest): void {
   const file = path.join(path.resolve(cfg.dataDir), 'MANIFEST.json');
   const tmp = file + '.tmp';
-  const fd = fs.openSync(tmp, 'w');
-  fs.writeSync(fd, JSON.stringify(m));
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
+  writeSynced(tmp, JSON.stringify(m));
   fs.renameSync(tmp, file);
   const dfd = fs.openSync(path.dirname(file), 'r');
   fs.fsyncSync(dfd);
@@ -110,11 +109,17 @@ const DAMAGED_MARKER = 'DAMAGED';
  * (synced); the next boot sets the data dir aside (damagedOnDisk).
  */
 export function markDataDirDamaged(cfg: Config, reason: string): void {
-  const file = path.join(path.resolve(cfg.dataDir), DAMAGED_MARKER);
+  writeSynced(path.join(path.resolve(cfg.dataDir), DAMAGED_MARKER), reason);
+}
+
+function writeSynced(file: string, text: string): void {
   const fd = fs.openSync(file, 'w');
-  fs.writeSync(fd, reason);
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Why the data dir was marked damaged, or null. */

@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     const damaged = damagedOnDisk(cfg);
     if (damaged !== null && clustered) {
       const aside = setDataDirAside(cfg);
-      log('error', 'data_damaged', 'the data dir was marked damaged; it was moved aside and this node starts over empty, repaired from its peers', { reason: damaged, moved_to: aside });
+      log('error', 'data_damaged', 'the data dir failed its checks; it was moved aside and this node starts over empty, repaired from its peers', { reason: damaged, moved_to: aside });
     }
     const manifest = loadManifest(cfg);
     incarnation = manifest.incarnation;
@@ -114,10 +114,9 @@ async function main(): Promise<void> {
       runtime = await startRuntime(cfg, publisher !== null, founding);
       break;
     } catch (err) {
-      // Only a cluster node can start over: its peers hold everything it had.
+      // Only a cluster node can start over: its peers hold everything it had. The next round sets the dir aside.
       if (!(err instanceof DamagedDataError) || founding === null) throw err;
-      const aside = setDataDirAside(cfg);
-      log('error', 'data_damaged', 'the data dir failed its checks; it was moved aside and this node starts over empty, repaired from its peers', { reason: err.message, moved_to: aside });
+      markDataDirDamaged(cfg, err.message);
     }
   }
   runtime.onCount = (texts) =>

@@ -40,6 +40,7 @@
 // A removal needs a majority of the old voters to remain, or it could not
 // commit anyway.
 import { replicasOf } from './placement.js';
+import { majority } from './raft/quorum.js';
 
 export interface FoundingMember {
   name: string;
@@ -56,6 +57,18 @@ export interface Announcement {
 }
 
 const SEP = '#';
+
+/** A replica id's parts: incarnation null for a founding replica, serial null while the leader has not named it. */
+function parse(replica: string): { node: string; incarnation: string | null; serial: number | null } {
+  const at = replica.indexOf(SEP);
+  if (at < 0) return { node: replica, incarnation: null, serial: 0 };
+  const dot = replica.indexOf('.', at);
+  return {
+    node: replica.slice(0, at),
+    incarnation: replica.slice(at + 1, dot < 0 ? undefined : dot),
+    serial: dot < 0 ? null : Number(replica.slice(dot + 1)),
+  };
+}
 
 export function nodeOf(replica: string): string {
   const at = replica.indexOf(SEP);
@@ -74,25 +87,18 @@ export function withSerial(base: string, serial: number): string {
 
 /** A coordinator's id still waiting for its serial. */
 export function needsSerial(replica: string): boolean {
-  const at = replica.indexOf(SEP);
-  return at >= 0 && replica.indexOf('.', at) < 0;
+  return parse(replica).serial === null;
 }
 
 /** The serial of a replica id (founding replicas: 0). */
 export function serialOf(replica: string): number {
-  const at = replica.indexOf(SEP);
-  const dot = at < 0 ? -1 : replica.indexOf('.', at);
-  return dot < 0 ? 0 : Number(replica.slice(dot + 1));
+  return parse(replica).serial ?? 0;
 }
 
 /** The incarnation a replica belongs to (founding replicas: the founding record's). */
 export function incarnationOf(replica: string, founding: Founding): string | null {
-  const at = replica.indexOf(SEP);
-  if (at >= 0) {
-    const dot = replica.indexOf('.', at);
-    return replica.slice(at + 1, dot < 0 ? undefined : dot);
-  }
-  return founding.find((m) => m.name === replica)?.incarnation ?? null;
+  const p = parse(replica);
+  return p.incarnation ?? founding.find((m) => m.name === p.node)?.incarnation ?? null;
 }
 
 /**
@@ -157,7 +163,7 @@ export function planSteps(
 function planGroup(g: GroupView, live: ReadonlyMap<string, string>, memberSet: ReadonlySet<string>, members: readonly string[], founding: Founding): ConfStep | null {
   const v = g.voters;
   const remove = (victim: string, why: string): ConfStep | null =>
-    v.length - 1 >= Math.floor(v.length / 2) + 1 ? { group: g.group, voters: v.filter((x) => x !== victim), why: `${victim} ${why}` } : null;
+    v.length - 1 >= majority(v.length) ? { group: g.group, voters: v.filter((x) => x !== victim), why: `${victim} ${why}` } : null;
   const stale = v.find((r) => {
     const current = live.get(nodeOf(r));
     return current !== undefined && incarnationOf(r, founding) !== current;

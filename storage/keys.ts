@@ -8,8 +8,8 @@
 //   'K' group:u16 len:u8 id key       idempotency record value = crc:u32 | JSON
 //   'W' id                       context compactions     value = crc:u32 | JSON {replacement, seqs}
 //   'P' group:u16 len:u8 id      archive pending         value = crc:u32 (messages the archive lacks)
-//   'I' group:u16                replica hosted          value = crc:u32 | JSON {replica} (replicas added
-//                                after founding; not part of a group snapshot: it names this node's copy)
+//   'I' group:u16                replica hosted          value = crc:u32 | JSON {replica, retired} (groups whose
+//                                replica here changed since founding; not part of a group snapshot: it names this node's copy)
 // Ids are ASCII ([A-Za-z0-9_:-]), so 'R' keys sort in the id byte order the
 // listing API promises.
 

@@ -582,16 +582,21 @@ export class Wal {
    * on) and then drops as covered by any applied index.
    */
   resetGroup(group: number): void {
-    this.appendEntries(group, [{ index: 0, term: 0, type: 0 as EntryType, data: EMPTY }], true);
+    this.putEntries(group, [{ index: 0, term: 0, type: 0 as EntryType, data: EMPTY }], 0);
     this.setHardState(group, { term: 0, vote: '', commit: 0 });
   }
 
-  appendEntries(group: number, entries: Entry[], reset = false): void {
+  appendEntries(group: number, entries: Entry[]): void {
+    this.putEntries(group, entries, 1);
+  }
+
+  /** Entries from index `lowest` on (only resetGroup writes index 0). */
+  private putEntries(group: number, entries: Entry[], lowest: number): void {
     this.checkUsable();
     checkGroup(group);
     if (entries.length === 0) return;
     const first = entries[0].index;
-    if (!Number.isSafeInteger(first) || first < (reset ? 0 : 1)) throw new Error(`wal: group ${group}: bad entry index ${first}`);
+    if (!Number.isSafeInteger(first) || first < lowest) throw new Error(`wal: group ${group}: bad entry index ${first}`);
     const pr = this.pendingGroups.get(group);
     assert(
       pr === undefined || first <= pr.last + 1,
