@@ -13,8 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { api, startNode, tempDir, type NodeProc } from '../test/integration/harness.js';
 import { startNats } from '../test/integration/nats-server.js';
 import { startDnsServer } from '../test/integration/dns-server.js';
-import { appendUntilStopped, metric, sleep, text } from '../test/integration/cluster-kit.js';
-import { replicasOf } from '../runtime/placement.js';
+import { appendUntilStopped, dnsNodeEnv, text, untilPlaced } from '../test/integration/cluster-kit.js';
 import { benchArgs, writeResults } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -35,33 +34,12 @@ const nats = await startNats();
 const dns = await startDnsServer();
 const members: Member[] = IPS.map((ip) => ({ ip, dataDir: tempDir(`fleetlm-bench-${ip}-`), node: null }));
 const start = async (m: Member) => {
-  m.node = await startNode({
-    dataDir: m.dataDir,
-    env: {
-      NATS_URL: nats.url,
-      DNS_CLUSTER_QUERY: QUERY,
-      FLEETLM_DNS_SERVERS: `127.0.0.1:${dns.port}`,
-      DNS_POLL_INTERVAL_MS: '200',
-      NODE_NAME: nameOf(m.ip),
-      FLEETLM_WORKERS: '1',
-    },
-  });
+  m.node = await startNode({ dataDir: m.dataDir, env: dnsNodeEnv(nats.url, dns.port, QUERY, m.ip) });
 };
 const convs = Array.from({ length: args.conversations }, (_, i) => `m-${i}`);
 
 /** Milliseconds until the coordinator is done and each live node hosts its placement. */
-async function untilPlaced(live: Member[]): Promise<number> {
-  const t0 = performance.now();
-  const names = live.map((m) => nameOf(m.ip));
-  const want = live.map((m) => Array.from({ length: 256 }, (_, g) => g).filter((g) => replicasOf(g, names).includes(nameOf(m.ip))).length);
-  for (;;) {
-    const hosted = await Promise.all(live.map((m) => metric(m.node!.url, 'fleet_lm_raft_replicas')));
-    const toChange = await metric(live[0].node!.url, 'fleet_lm_cluster_replicas_to_replace');
-    if (toChange === 0 && hosted.every((h, i) => h === want[i])) return Math.round(performance.now() - t0);
-    if (performance.now() - t0 > 300_000) throw new Error(`not placed after 300 s: hosted ${hosted.join(',')}, ${toChange} to change`);
-    await sleep(100);
-  }
-}
+const placed = (live: Member[]) => untilPlaced(live.map((m) => ({ name: nameOf(m.ip), url: m.node!.url })), 300_000);
 
 async function phase(name: string, run: () => Promise<number>): Promise<Record<string, number | string>> {
   const writes = appendUntilStopped(() => members[0].node!.url, convs);
@@ -90,14 +68,14 @@ try {
       await lost.node!.kill9();
       fs.rmSync(lost.dataDir, { recursive: true, force: true });
       await start(lost);
-      return untilPlaced(members.slice(0, 3));
+      return placed(members.slice(0, 3));
     }),
   );
   rows.push(
     await phase('fourth node joins (DNS lists it)', async () => {
       dns.setA(QUERY, IPS);
       await start(members[3]);
-      return untilPlaced(members);
+      return placed(members);
     }),
   );
   rows.push(
@@ -105,7 +83,7 @@ try {
       dns.setA(QUERY, IPS.slice(0, 3));
       await members[3].node!.kill9();
       members[3].node = null;
-      return untilPlaced(members.slice(0, 3));
+      return placed(members.slice(0, 3));
     }),
   );
   const md = [

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { api, startNode, tempDir, type NodeProc } from './harness.js';
 import { startNats, type NatsServer } from './nats-server.js';
 import { startDnsServer, type DnsServer } from './dns-server.js';
-import { appendUntilStopped, metric, readReplica, sleep, text } from './cluster-kit.js';
+import { appendUntilStopped, dnsNodeEnv, readReplica, sleep, text, untilPlaced } from './cluster-kit.js';
 import { groupOf, replicasOf } from '../../runtime/placement.js';
 
 const QUERY = 'fleet.test';
@@ -28,36 +28,13 @@ describe('cluster found by DNS', () => {
   let dns: DnsServer;
   const members: Member[] = IPS.map((ip) => ({ ip, dataDir: tempDir(`fleetlm-dns-${ip}-`), node: null }));
   const start = async (m: Member) => {
-    m.node = await startNode({
-      dataDir: m.dataDir,
-      env: {
-        NATS_URL: nats.url,
-        DNS_CLUSTER_QUERY: QUERY,
-        FLEETLM_DNS_SERVERS: `127.0.0.1:${dns.port}`,
-        DNS_POLL_INTERVAL_MS: '200',
-        NODE_NAME: nameOf(m.ip),
-        FLEETLM_WORKERS: '1',
-      },
-    });
+    m.node = await startNode({ dataDir: m.dataDir, env: dnsNodeEnv(nats.url, dns.port, QUERY, m.ip) });
   };
   const url = (i: number) => members[i].node!.url;
   const convs = Array.from({ length: 12 }, (_, i) => `dns-${i}`);
   const acked = new Map<string, string[]>(convs.map((c) => [c, []]));
 
-  /** The coordinator (the lowest name: .1) has nothing left to change, and each live node hosts exactly the groups placed on it. */
-  async function waitPlaced(live: Member[]): Promise<void> {
-    const names = live.map((m) => nameOf(m.ip));
-    const want = live.map((m) => Array.from({ length: 256 }, (_, g) => g).filter((g) => replicasOf(g, names).includes(nameOf(m.ip))).length);
-    let state = '';
-    for (let waited = 0; waited < 90_000; waited += 250) {
-      const hosted = await Promise.all(live.map((m) => metric(m.node!.url, 'fleet_lm_raft_replicas')));
-      const toChange = await metric(url(0), 'fleet_lm_cluster_replicas_to_replace');
-      state = `hosted ${hosted.join(',')} (placed ${want.join(',')}), ${toChange} groups to change`;
-      if (toChange === 0 && hosted.every((h, i) => h === want[i])) return;
-      await sleep(250);
-    }
-    assert.fail(`groups not placed: ${state}`);
-  }
+  const waitPlaced = (live: Member[]) => untilPlaced(live.map((m) => ({ name: nameOf(m.ip), url: m.node!.url })), 90_000);
 
   /** Stops the live nodes, then every replica placed on a node holds every conversation of its groups, the same as the others. */
   async function compareReplicas(live: Member[]): Promise<void> {

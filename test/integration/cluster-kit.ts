@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PartitionStore } from '../../storage/partition-store.js';
-import { groupOf, partitionOf } from '../../runtime/placement.js';
+import { groupOf, partitionOf, replicasOf } from '../../runtime/placement.js';
 import { api } from './harness.js';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -65,4 +65,34 @@ export async function readReplica(dataDir: string, convs: string[]): Promise<Map
     for (const s of stores.values()) await s.close();
   }
   return out;
+}
+
+/** The environment of a node named `fleetlm@<ip>` in a cluster found by DNS (`query` on the loopback DNS server at `dnsPort`). */
+export function dnsNodeEnv(natsUrl: string, dnsPort: number, query: string, ip: string): Record<string, string> {
+  return {
+    NATS_URL: natsUrl,
+    DNS_CLUSTER_QUERY: query,
+    FLEETLM_DNS_SERVERS: `127.0.0.1:${dnsPort}`,
+    DNS_POLL_INTERVAL_MS: '200',
+    NODE_NAME: `fleetlm@${ip}`,
+    FLEETLM_WORKERS: '1',
+  };
+}
+
+/**
+ * Waits until the coordinator (the first node: the lowest name) has nothing
+ * left to change and every node hosts exactly the groups placed on it;
+ * resolves to the milliseconds it took, throws after `timeoutMs`.
+ */
+export async function untilPlaced(nodes: { name: string; url: string }[], timeoutMs: number): Promise<number> {
+  const t0 = performance.now();
+  const names = nodes.map((n) => n.name);
+  const want = nodes.map((n) => Array.from({ length: 256 }, (_, g) => g).filter((g) => replicasOf(g, names).includes(n.name)).length);
+  for (;;) {
+    const hosted = await Promise.all(nodes.map((n) => metric(n.url, 'fleet_lm_raft_replicas')));
+    const toChange = await metric(nodes[0].url, 'fleet_lm_cluster_replicas_to_replace');
+    if (toChange === 0 && hosted.every((h, i) => h === want[i])) return Math.round(performance.now() - t0);
+    if (performance.now() - t0 > timeoutMs) throw new Error(`groups not placed: hosted ${hosted.join(',')} (placed ${want.join(',')}), ${toChange} groups to change`);
+    await sleep(100);
+  }
 }

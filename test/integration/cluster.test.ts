@@ -257,16 +257,8 @@ describe('cluster of three', () => {
       if (a.ifVersion !== null) assert.equal(a.seq, a.ifVersion + 1, `${x}: if_version ${a.ifVersion} acknowledged at seq ${a.seq}`);
     }
 
-    // Let the followers learn the last commit index, stop every node cleanly,
-    // and compare the replicas' stores directly.
-    await sleep(1000);
-    await Promise.all(
-      members.map(async (m) => {
-        await m.node!.stop();
-        m.node = null;
-      }),
-    );
-    const replicas = await Promise.all(members.map((m) => readReplica(m.dataDir, convs)));
+    // Compare the replicas' stores directly.
+    const replicas = await stopAndReadReplicas(convs, 1000);
     for (const conv of convs) {
       const [a, b, c] = replicas.map((r) => r.get(conv)!);
       assert.ok(a.length > 0);
@@ -308,14 +300,7 @@ describe('cluster of three', () => {
     assert.ok(installed(), 'no snapshot was installed');
     // It keeps replicating after the snapshot.
     assert.equal((await api(urlOf(2), 'POST', `/v1/conversations/${conv}/messages`, text('after'))).status, 201);
-    await sleep(1000);
-    await Promise.all(
-      members.map(async (m) => {
-        await m.node!.stop();
-        m.node = null;
-      }),
-    );
-    const replicas = await Promise.all(members.map((m) => readReplica(m.dataDir, [conv])));
+    const replicas = await stopAndReadReplicas([conv], 1000);
     const want = replicas[0].get(conv)!;
     assert.equal(want.length, COUNT + 1);
     assert.equal(want.at(-1), 'after');
@@ -373,6 +358,21 @@ describe('cluster of three', () => {
 
   const metric = (i: number, name: string) => metricOf(urlOf(i), name);
 
+  /**
+   * After `settleMs` (followers learn the last commit index from the next
+   * heartbeats), every node stops cleanly and each replica's store is read.
+   */
+  async function stopAndReadReplicas(convs: string[], settleMs: number): Promise<Map<string, string[]>[]> {
+    await sleep(settleMs);
+    await Promise.all(
+      members.map(async (m) => {
+        await m.node!.stop();
+        m.node = null;
+      }),
+    );
+    return Promise.all(members.map((m) => readReplica(m.dataDir, convs)));
+  }
+
   /** Conversations with `count` messages each, written through node 0. */
   async function seed(convs: string[], count: number): Promise<void> {
     await Promise.all(
@@ -417,14 +417,7 @@ describe('cluster of three', () => {
       }),
     );
     await startMember(first);
-    await sleep(1500);
-    await Promise.all(
-      members.map(async (m) => {
-        await m.node!.stop();
-        m.node = null;
-      }),
-    );
-    const replicas = await Promise.all(members.map((m) => readReplica(m.dataDir, convs)));
+    const replicas = await stopAndReadReplicas(convs, 1500);
     for (const c of convs) {
       const want = replicas[0].get(c)!;
       assert.equal(want.at(-1), `${c}/last`);
