@@ -34,7 +34,7 @@ import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
-import { needsSerial, nodeOf, serialOf, withSerial } from './membership.js';
+import { isNewerReplica, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
 import type { Applied, ReplicaRecord } from '../storage/partition-store.js';
 import { decodeConfState, sameVoters } from './raft/conf.js';
 import { groupKeys, installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
@@ -136,7 +136,7 @@ class Group {
     readonly self: string,
     readonly core: RaftCore,
     readonly storage: MemoryStorage,
-    /** As of the applied index (conf changes take effect when applied). */
+    /** As of the applied index (the core's are the newest in its log). */
     public voters: readonly string[],
   ) {}
 
@@ -168,8 +168,8 @@ export class PartitionDriver {
   private closed = false;
   /** Groups whose new replica is being recorded (startReplica). */
   private readonly creating = new Set<number>();
-  /** Per group, the highest serial of a replica retired here: never started again. */
-  private readonly retired = new Map<number, number>();
+  /** Per group, the last replica retired here: none at or below it starts again. */
+  private readonly retired = new Map<number, string>();
   /** Groups whose replica here was removed from their voters: retired after the apply round. */
   private readonly retiring = new Set<Group>();
 
@@ -195,7 +195,7 @@ export class PartitionDriver {
    * middle of the log: acknowledged entries may be gone), or null.
    */
   async open(replicas: ReadonlyMap<number, string>, records: ReadonlyMap<number, ReplicaRecord>, walDir: string): Promise<string | null> {
-    for (const [gid, r] of records) this.retired.set(gid, r.retired);
+    for (const [gid, r] of records) if (r.retired !== null) this.retired.set(gid, r.retired);
     const groupIds = [...replicas.keys()];
     const applied = new Map<number, Applied>();
     for (const gid of groupIds) applied.set(gid, await this.store.loadApplied(gid));
@@ -271,7 +271,7 @@ export class PartitionDriver {
       // nothing, durably so before it is recorded (a restart must not hand it the old log).
       this.wal.resetGroup(gid);
       await this.wal.write();
-      await this.store.saveReplica(gid, { replica, retired: this.retired.get(gid) ?? -1 });
+      await this.store.saveReplica(gid, { replica, retired: this.retired.get(gid) ?? null });
       this.addGroup(gid, replica, { index: 0, term: 0 }, { term: 0, vote: '', commit: 0 }, []);
       log('info', 'replica_started', 'started a new replica the group leader writes to', { group: gid, replica });
     })
@@ -309,14 +309,14 @@ export class PartitionDriver {
   step(m: Message): boolean {
     const g = this.groups.get(m.group);
     if (g === undefined) {
-      if (this.isNewReplica(m, this.retired.get(m.group) ?? -1)) this.startReplica(m.group, m.to);
+      if (this.isNewReplica(m, this.retired.get(m.group) ?? null)) this.startReplica(m.group, m.to);
       return false;
     }
     if (g.stopped !== null || m.from === g.self) return false;
     if (m.to !== g.self) {
       // The coordinator adds a replica only where the group has none, so the
       // one here was removed while this node was away. It goes.
-      if (this.isNewReplica(m, serialOf(g.self))) void this.retire(g);
+      if (this.isNewReplica(m, g.self)) void this.retire(g);
       return false;
     }
     if (m.type === QUIESCE_TYPE) {
@@ -364,9 +364,9 @@ export class PartitionDriver {
     this.markDirty(g);
   }
 
-  /** A leader writes to a replica of this node newer than `serial` (the one here, or the last retired): the coordinator added it. */
-  private isNewReplica(m: Message, serial: number): boolean {
-    return isFromLeader(m) && this.links.mayHost(m.to) && serialOf(m.to) > serial;
+  /** A leader writes to a replica of this node newer than `than` (the one here, or the last retired): the coordinator added it. */
+  private isNewReplica(m: Message, than: string | null): boolean {
+    return isFromLeader(m) && this.links.mayHost(m.to) && isNewerReplica(m.to, than);
   }
 
   /**
@@ -396,9 +396,9 @@ export class PartitionDriver {
     }
     this.wake(g);
     try {
-      // A new replica is named by the index of the change that adds it: never reused in this group.
+      // A new replica is named by the term and index of the change that adds it: never reused in this group.
       const at = st.lastIndex + 1;
-      const named = voters.map((v) => (needsSerial(v) ? withSerial(v, at) : v));
+      const named = voters.map((v) => (needsSerial(v) ? withSerial(v, st.term, at) : v));
       const index = g.core.proposeConfChange({ voters: named });
       assert(index === at, `group ${gid}: conf change at ${index}, named for ${at}`);
       log('info', 'conf_proposed', 'proposed a group membership change', { group: gid, index, voters: named });
@@ -793,6 +793,8 @@ export class PartitionDriver {
     } catch (err) {
       this.stopGroup(g, err);
     }
+    // A snapshot past the change that added this replica, without it: removed meanwhile.
+    if (g.stopped === null && g.joining && removedBy(g.self, meta.index)) void this.retire(g);
     this.markDirty(g);
   }
 
@@ -808,9 +810,8 @@ export class PartitionDriver {
         // Its proposals may still commit under the next leader: their outcome is unknown.
         this.endGroup(g, 'retired', unavailable(`group ${g.id} no longer has a replica here; the outcome is unknown, retry with an idempotency key`));
         const dels: BatchOp[] = (await groupKeys(this.store, g.id)).map(([key]) => ({ type: 'del', key }));
-        const serial = serialOf(g.self);
-        await this.store.saveReplica(g.id, { replica: null, retired: serial }, dels);
-        this.retired.set(g.id, serial);
+        await this.store.saveReplica(g.id, { replica: null, retired: g.self }, dels);
+        this.retired.set(g.id, g.self);
         this.groups.delete(g.id);
         this.actors.dropWhere((id) => groupOf(id) === g.id);
         this.links.leaderChanged(g.id, '', g.core.currentTerm(), g.voters, false);
@@ -920,11 +921,10 @@ export class PartitionDriver {
     for (const e of entries) {
       assert(e.index === last + 1, `group ${g.id}: applying ${e.index} after ${last}`);
       if (e.type === EntryType.ConfChange) {
-        const wasVoter = !g.joining;
         g.voters = decodeConfState(e.data).voters;
         log('info', 'conf_applied', 'group membership changed', { group: g.id, index: e.index, voters: g.voters });
         this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters, true);
-        if (wasVoter && g.joining) this.retiring.add(g);
+        if (g.joining && removedBy(g.self, e.index)) this.retiring.add(g);
       } else if (e.type === EntryType.Normal && e.data.length > 0) {
         const cmd = decodeCommand(e.data);
         assert(groupOf(cmd.id) === g.id, `group ${g.id}: entry ${e.index} is for ${cmd.id} of group ${groupOf(cmd.id)}`);

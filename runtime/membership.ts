@@ -8,11 +8,15 @@
 // its old replicas back; it starts over under a new *incarnation* (random,
 // chosen when its data dir is created) and gets new replicas:
 //   founding replicas:    `<node>`                        (the incarnation in the founding record)
-//   replicas added later: `<node>#<incarnation>.<serial>`
+//   replicas added later: `<node>#<incarnation>.<term>.<index>`
 // The coordinator names the node and incarnation; the group leader appends
-// the serial, the log index of the conf change that adds it, so a replica
-// removed from a node and added back later is a new one. A node keeps, per
-// group, the highest serial it retired and never starts one at or below it.
+// the serial, its term and the log index of the conf change that adds it, so
+// a replica removed from a node and added back later is a new one. Serials
+// grow with the time of the proposal, across leaders too: a conf change takes
+// effect when appended (raft/core.ts), so a new replica may start for an add
+// that a later leader overwrites, and that leader's own add, perhaps at a
+// lower index, must still name a newer replica. A node keeps, per group, the
+// last replica it retired and never starts one at or below it.
 // Node names never contain '#' (runtime/config.ts), so the node of any
 // replica id is the part before it.
 //
@@ -58,15 +62,25 @@ export interface Announcement {
 
 const SEP = '#';
 
+/** When the leader added a replica: its term and the index of the conf change. */
+interface Serial {
+  term: number;
+  index: number;
+}
+
+const FOUNDING_SERIAL: Serial = { term: 0, index: 0 };
+
 /** A replica id's parts: incarnation null for a founding replica, serial null while the leader has not named it. */
-function parse(replica: string): { node: string; incarnation: string | null; serial: number | null } {
+function parse(replica: string): { node: string; incarnation: string | null; serial: Serial | null } {
   const at = replica.indexOf(SEP);
-  if (at < 0) return { node: replica, incarnation: null, serial: 0 };
+  if (at < 0) return { node: replica, incarnation: null, serial: FOUNDING_SERIAL };
   const dot = replica.indexOf('.', at);
+  if (dot < 0) return { node: replica.slice(0, at), incarnation: replica.slice(at + 1), serial: null };
+  const dot2 = replica.indexOf('.', dot + 1);
   return {
     node: replica.slice(0, at),
-    incarnation: replica.slice(at + 1, dot < 0 ? undefined : dot),
-    serial: dot < 0 ? null : Number(replica.slice(dot + 1)),
+    incarnation: replica.slice(at + 1, dot),
+    serial: { term: Number(replica.slice(dot + 1, dot2)), index: Number(replica.slice(dot2 + 1)) },
   };
 }
 
@@ -80,9 +94,9 @@ export function replicaIdOf(node: string, incarnation: string): string {
   return `${node}${SEP}${incarnation}`;
 }
 
-/** The replica id with its serial; `base` is replicaIdOf's. */
-export function withSerial(base: string, serial: number): string {
-  return `${base}.${serial}`;
+/** The replica id with its serial (the leader's term, the conf change's index); `base` is replicaIdOf's. */
+export function withSerial(base: string, term: number, index: number): string {
+  return `${base}.${term}.${index}`;
 }
 
 /** A coordinator's id still waiting for its serial. */
@@ -90,9 +104,21 @@ export function needsSerial(replica: string): boolean {
   return parse(replica).serial === null;
 }
 
-/** The serial of a replica id (founding replicas: 0). */
-export function serialOf(replica: string): number {
-  return parse(replica).serial ?? 0;
+/**
+ * Does a conf change at `index` without `replica` remove it? Yes when it
+ * comes after the change that added it (founding replicas: any): the older
+ * ones a new replica applies while catching up never named it.
+ */
+export function removedBy(replica: string, index: number): boolean {
+  return index > (parse(replica).serial ?? FOUNDING_SERIAL).index;
+}
+
+/** Was `replica` added after `than` (another replica of the same node; null: none, anything is newer)? */
+export function isNewerReplica(replica: string, than: string | null): boolean {
+  if (than === null) return true;
+  const a = parse(replica).serial ?? FOUNDING_SERIAL;
+  const b = parse(than).serial ?? FOUNDING_SERIAL;
+  return a.term > b.term || (a.term === b.term && a.index > b.index);
 }
 
 /** The incarnation a replica belongs to (founding replicas: the founding record's). */

@@ -8,8 +8,8 @@ import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
 
 export interface ReplicaRecord {
   replica: string | null;
-  /** Serial of the last replica of the group retired here (-1: none; 0: the founding one). */
-  retired: number;
+  /** The last replica of the group retired here (null: none); none at or below it starts again. */
+  retired: string | null;
 }
 
 export interface Applied {
@@ -77,7 +77,7 @@ export class PartitionStore {
 
   /**
    * Groups whose replica here changed since founding (runtime/membership.ts):
-   * the replica hosted now (null: none), and the highest serial retired.
+   * the replica hosted now (null: none), and the last one retired.
    */
   async loadReplicas(): Promise<Map<number, ReplicaRecord>> {
     const start = Buffer.from([PREFIX.replica]);

@@ -25,12 +25,19 @@
 //    counts them towards its own match index: a single-voter group commits
 //    right after its own write) and that rd.committedEntries were applied.
 //  - Conf changes (EntryType.ConfChange, data = encoded ConfState) take effect
-//    when APPLIED, i.e. in advance() of the Ready that carried them among
-//    committedEntries (etcd-v3 style). The driver must persist the new conf
-//    with the applied index (MemoryStorage.setConf) so that a restart sees the
-//    conf as of `applied`. A leader accepts a new conf change only once the
-//    previous one is applied, and a new leader only after every entry of
-//    earlier terms is applied.
+//    as soon as they are in the log, committed or not (Raft thesis §4.1): a
+//    replica always uses the newest conf in its log, and falls back to an
+//    older one if a new leader truncates it. Applying them is the driver's
+//    business: it persists the conf as of the applied index with that index
+//    (MemoryStorage.setConf); at boot the core takes that conf and then every
+//    ConfChange in the log after `applied`. (Taking effect at apply time, as
+//    etcd does, needs the applied conf durable at once: with it persisted
+//    only at checkpoints, a restarted replica could campaign under a conf two
+//    changes old.) A leader accepts a new conf change only once the previous
+//    one is applied and an entry of its own term is (its empty first entry).
+//    A leader that removed itself keeps leading, not counting itself, until
+//    that change is applied, then steps down. A leader keeps replicating to
+//    a removed voter until the removal is applied, so it learns of it.
 //  - Snapshots. Leader: when a follower needs compacted entries the core emits
 //    Snap{snapshot: storage.snapshotMeta()}; the driver streams the state
 //    machine as of that meta and then calls reportSnapshot(to, ok). Follower:
@@ -186,13 +193,20 @@ export class RaftCore {
   /** The leader this node recognized in `term`; it never changes within a term. */
   private termLeader: NodeId = '';
 
+  /** The voters in effect: the newest conf in the log. */
   private voters: NodeId[] = [];
   private isVoter = false;
+  /** Voters as of the applied index: the conf when the log holds no newer one. */
+  private appliedConf: NodeId[] = [];
+  /** ConfChange entries in the log after the applied index, oldest first (voters decoded). */
+  private confLog: { index: number; term: number; voters: NodeId[] }[] = [];
   private readonly progress = new Map<NodeId, Progress>();
   /** Progress of every voter, in `voters` order (allocation-free iteration). */
   private voterProgress: Progress[] = [];
-  /** Voters other than this node. */
-  private peers: Progress[] = [];
+  /** Voters other than this node: votes and check-quorum. */
+  private voterPeers: Progress[] = [];
+  /** Every tracked replica other than this node (syncConf): what a leader replicates to. */
+  private followers: Progress[] = [];
   private readonly votes = new Map<NodeId, boolean>();
   private quorumScratch: number[] = [];
 
@@ -252,7 +266,11 @@ export class RaftCore {
     this.prevCommit = hardState.commit;
     this.stepRole = this.stepFollowerFn;
     this.tickRole = this.tickElectionFn;
-    this.applyConfState(conf);
+    this.appliedConf = conf.voters.slice();
+    for (const e of this.log.confChangesIn(cfg.applied + 1, this.log.lastIndex(), cfg.maxApplyBytes)) {
+      this.confLog.push({ index: e.index, term: e.term, voters: decodeConfState(e.data).voters });
+    }
+    this.syncConf();
     this.becomeFollower(this.term, '');
     if (this.vote !== hardState.vote) this.fail('vote lost at boot');
   }
@@ -290,7 +308,7 @@ export class RaftCore {
 
   /**
    * Proposes a single-server membership change (the whole new voter set).
-   * Takes effect when applied. Returns the entry's index.
+   * Takes effect at once (newest conf in the log). Returns the entry's index.
    */
   proposeConfChange(conf: ConfState): number {
     if (this.role !== Role.Leader) throw new NotLeaderError(this.group, this.lead);
@@ -302,6 +320,8 @@ export class RaftCore {
     if (why !== '') throw new ProposalDroppedError(this.group, `invalid conf change: ${why}`);
     const index = this.appendEntry(EntryType.ConfChange, encodeConfState(conf));
     this.pendingConfIndex = index;
+    this.confLog.push({ index, term: this.term, voters: conf.voters.slice() });
+    this.syncConf();
     this.checkInvariants();
     return index;
   }
@@ -467,6 +487,7 @@ export class RaftCore {
     if ((this.role === Role.Leader) !== (this.lead === this.id)) this.fail(`role/leader mismatch (leader ${this.lead})`);
     if (this.role === Role.Candidate && this.vote !== this.id) this.fail('candidate did not vote for itself');
     if (this.lead !== '' && this.lead !== this.termLeader) this.fail(`leader ${this.lead} is not the term's leader ${this.termLeader}`);
+    if (this.role === Role.Leader && !this.isVoter && this.confLog.length === 0) this.fail('leader is not a voter and its removal is applied');
   }
 
   private fail(what: string): never {
@@ -491,7 +512,7 @@ export class RaftCore {
     this.leadTransferee = '';
     this.votes.clear();
     const last = this.log.lastIndex();
-    for (const pr of this.voterProgress) pr.resetFor(last);
+    for (const pr of this.progress.values()) pr.resetFor(last);
     this.pendingConfIndex = 0;
     this.bcast = Bcast.None;
     this.readRound = 0;
@@ -554,17 +575,15 @@ export class RaftCore {
     self.match = this.log.stableIndex();
     self.becomeReplicate();
     self.recentActive = true;
-    // Conf entries of earlier terms may be unapplied: no conf change until they are.
-    this.pendingConfIndex = this.log.lastIndex();
-    this.appendEntry(EntryType.Normal, EMPTY_DATA);
+    // No conf change until this empty entry of our term is applied: entries of
+    // earlier terms are then applied too, and a conf change proposed earlier
+    // could overwrite one a later leader committed (the thesis's erratum).
+    this.pendingConfIndex = this.appendEntry(EntryType.Normal, EMPTY_DATA);
   }
 
   private hup(kind: CampaignKind): void {
     if (this.role === Role.Leader || !this.isVoter) return;
     if (this.snapshotPending !== null || (this.outstanding !== null && this.outstanding.snapshot !== null)) return;
-    const { applied, committed } = this.log;
-    // A committed but unapplied conf change may remove this node: wait for it.
-    if (committed > applied && this.log.hasConfChangeIn(applied + 1, committed, this.cfg.maxApplyBytes)) return;
     this.campaign2(kind);
   }
 
@@ -589,7 +608,7 @@ export class RaftCore {
     }
     const lastIndex = this.log.lastIndex();
     const lastTerm = this.log.lastTerm();
-    for (const pr of this.peers) {
+    for (const pr of this.voterPeers) {
       const m = this.newMsg(voteType, pr.id);
       m.term = term;
       m.index = lastIndex;
@@ -636,9 +655,9 @@ export class RaftCore {
 
   /** Check-quorum: did a majority of voters talk to us since the last check? Resets the marks. */
   private quorumActive(): boolean {
-    if (!this.isVoter) this.fail('leader is not a voter');
-    let active = 1;
-    for (const pr of this.peers) {
+    // A leader whose removal is pending does not count itself.
+    let active = this.isVoter ? 1 : 0;
+    for (const pr of this.voterPeers) {
       if (pr.recentActive) active++;
       pr.recentActive = false;
     }
@@ -788,6 +807,7 @@ export class RaftCore {
     }
     const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew >= 0) {
+      if (m.entries.length > 0) this.trackConfChanges(m.entries);
       r.index = lastNew;
       this.msgs.push(r);
       return;
@@ -834,7 +854,9 @@ export class RaftCore {
     if (this.role === Role.Leader) this.fail('leader installing a snapshot');
     if (this.cfg.storage.snapshotMeta().index !== meta.index) this.fail(`driver did not install snapshot ${meta.index}`);
     this.log.restore(meta);
-    this.applyConfState(meta.conf);
+    this.appliedConf = meta.conf.voters.slice();
+    this.confLog.length = 0;
+    this.syncConf();
     const to = this.lead !== '' ? this.lead : this.snapshotFrom;
     if (to !== '' && to !== this.id) {
       const r = this.newMsg(MessageType.AppResp, to);
@@ -905,8 +927,7 @@ export class RaftCore {
       this.readsAwaitingCommit.push({ from, context, index: 0, round: 0 });
       return;
     }
-    if (this.voters.length === 1) {
-      if (!this.isVoter) this.fail('single-voter leader is not the voter');
+    if (this.voters.length === 1 && this.isVoter) {
       this.respondRead(from, context, this.log.committed);
       return;
     }
@@ -1024,12 +1045,15 @@ export class RaftCore {
   private bcastHeartbeat(): void {
     if (this.role !== Role.Leader) this.fail('heartbeat from a non-leader');
     const commit = this.log.committed;
-    for (const pr of this.peers) {
-      const m = this.newMsg(MessageType.Heartbeat, pr.id);
-      m.commit = Math.min(pr.match, commit);
-      m.context = this.readRound;
-      this.msgs.push(m);
-    }
+    for (const pr of this.followers) this.sendHeartbeat(pr, commit);
+  }
+
+  private sendHeartbeat(pr: Progress, commit: number): void {
+    const m = this.newMsg(MessageType.Heartbeat, pr.id);
+    // Never past what it has: its log may still diverge beyond its match.
+    m.commit = Math.min(pr.match, commit);
+    m.context = this.readRound;
+    this.msgs.push(m);
   }
 
   /** Sends what propose()/commit/read calls of this turn accumulated, batched per follower. */
@@ -1041,7 +1065,7 @@ export class RaftCore {
     if (this.bcast !== Bcast.None) {
       const ifEmpty = this.bcast === Bcast.Commit;
       this.bcast = Bcast.None;
-      for (const pr of this.peers) this.sendAppend(pr, ifEmpty);
+      for (const pr of this.followers) this.sendAppend(pr, ifEmpty);
     }
     if (this.readBroadcast) {
       this.readBroadcast = false;
@@ -1069,27 +1093,71 @@ export class RaftCore {
     if (this.log.stableIndex() < before) this.fail('stable index regressed');
     if (this.role !== Role.Leader) return;
     const self = this.progress.get(this.id);
-    if (self === undefined) this.fail('leader has no progress for itself');
-    self.maybeUpdate(this.log.stableIndex());
+    if (self !== undefined) self.maybeUpdate(this.log.stableIndex());
+    else if (this.isVoter) this.fail('leader has no progress for itself');
     if (this.maybeCommit()) this.bcast = Bcast.Commit;
   }
 
-  /** advance(): `ents` were applied by the driver. Conf changes take effect now. */
+  /** advance(): `ents` were applied by the driver. Their conf changes are in effect since they were appended. */
   private onApplied(ents: Entry[]): void {
     if (ents[0].index !== this.log.applied + 1) this.fail(`applied ${ents[0].index} after ${this.log.applied}`);
     this.log.appliedTo(ents[ents.length - 1].index);
+    let confs = false;
     for (let i = 0; i < ents.length; i++) {
-      if (ents[i].type === EntryType.ConfChange) this.applyConfState(decodeConfState(ents[i].data));
+      if (ents[i].type !== EntryType.ConfChange) continue;
+      const c = this.confLog.shift();
+      if (c === undefined || c.index !== ents[i].index || c.term !== ents[i].term) {
+        this.fail(`applied conf change ${ents[i].index}/${ents[i].term} was not tracked (next tracked ${c === undefined ? 'none' : `${c.index}/${c.term}`})`);
+      }
+      this.appliedConf = c.voters;
+      confs = true;
     }
+    if (confs) this.syncConf();
+    // Our own removal is committed: the remaining voters elect a leader among themselves.
+    if (this.role === Role.Leader && !this.isVoter && this.confLog.length === 0) this.becomeFollower(this.term, '');
   }
 
-  private applyConfState(conf: ConfState): void {
-    const voters = conf.voters.slice();
-    const keep = new Set(voters);
-    if (keep.size !== voters.length) this.fail(`duplicate voters in ${voters.join(',')}`);
-    for (const id of [...this.progress.keys()]) if (!keep.has(id)) this.progress.delete(id);
+  /** A follower appended `ents`: a truncated suffix takes its conf changes with it; new ones take effect. */
+  private trackConfChanges(ents: readonly Entry[]): void {
+    const cl = this.confLog;
+    let n = cl.length;
+    // Compacted entries were applied by the driver (ahead of advance()): committed, never truncated.
+    while (n > 0 && cl[n - 1].index >= this.log.firstIndex() && !this.log.matchTerm(cl[n - 1].index, cl[n - 1].term)) n--;
+    const truncated = n < cl.length;
+    cl.length = n;
+    const after = n > 0 ? cl[n - 1].index : this.log.applied;
+    let added = false;
+    for (let i = 0; i < ents.length; i++) {
+      const e = ents[i];
+      if (e.type !== EntryType.ConfChange || e.index <= after) continue;
+      cl.push({ index: e.index, term: e.term, voters: decodeConfState(e.data).voters });
+      added = true;
+    }
+    if (truncated || added) this.syncConf();
+  }
+
+  /**
+   * Brings voters and progress in line with the confs: the newest one votes
+   * and commits; a leader also replicates to every voter of an older conf
+   * still in the log, so a removed voter gets the entry that removes it (and
+   * retires) — the thesis's leader forgets it at once, etcd's at apply.
+   */
+  private syncConf(): void {
+    const newest = this.confLog.length > 0 ? this.confLog[this.confLog.length - 1].voters : this.appliedConf;
+    const tracked = new Set(this.appliedConf);
+    for (const c of this.confLog) for (const v of c.voters) tracked.add(v);
+    const sameVoters = newest.length === this.voters.length && newest.every((v, i) => v === this.voters[i]);
+    if (sameVoters && tracked.size === this.progress.size && [...tracked].every((v) => this.progress.has(v))) return;
+    const voters = newest.slice();
+    if (new Set(voters).size !== voters.length) this.fail(`duplicate voters in ${voters.join(',')}`);
+    for (const [id, pr] of [...this.progress]) {
+      if (tracked.has(id)) continue;
+      this.progress.delete(id);
+      // Its removal is applied: one last heartbeat tells it the commit index, if it has the entry.
+      if (this.role === Role.Leader && id !== this.id) this.sendHeartbeat(pr, this.log.committed);
+    }
     const added: Progress[] = [];
-    for (const v of voters) {
+    for (const v of tracked) {
       if (this.progress.has(v)) continue;
       const pr = new Progress(v, this.cfg.maxInflight);
       pr.resetFor(this.log.lastIndex());
@@ -1098,19 +1166,15 @@ export class RaftCore {
       added.push(pr);
     }
     this.voters = voters;
-    this.isVoter = keep.has(this.id);
+    this.isVoter = voters.includes(this.id);
     this.voterProgress = voters.map((v) => this.progress.get(v) as Progress);
-    this.peers = this.voterProgress.filter((p) => p.id !== this.id);
+    this.voterPeers = this.voterProgress.filter((p) => p.id !== this.id);
+    this.followers = [...this.progress.values()].filter((p) => p.id !== this.id);
     this.quorumScratch = new Array<number>(voters.length).fill(0);
     if (this.role === Role.Leader) this.onLeaderConfChanged(added);
   }
 
   private onLeaderConfChanged(added: Progress[]): void {
-    if (!this.isVoter) {
-      // Removed: step down; the remaining voters elect a leader among themselves.
-      this.becomeFollower(this.term, '');
-      return;
-    }
     if (this.leadTransferee !== '' && !this.progress.has(this.leadTransferee)) this.leadTransferee = '';
     if (this.maybeCommit()) this.bcast = Bcast.Commit;
     for (const pr of added) {

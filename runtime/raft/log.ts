@@ -401,15 +401,16 @@ export class RaftLog {
     this.applied = meta.index;
   }
 
-  /** True when [lo, hi] holds a ConfChange entry (scans in bounded pages). */
-  hasConfChangeIn(lo: number, hi: number, pageBytes: number): boolean {
+  /** The ConfChange entries in [lo, hi], oldest first (scans in bounded pages). */
+  confChangesIn(lo: number, hi: number, pageBytes: number): Entry[] {
+    const out: Entry[] = [];
     let at = Math.max(lo, this.firstIndex());
     while (at <= hi) {
       const page = this.slice(at, hi + 1, pageBytes);
-      for (let i = 0; i < page.length; i++) if (page[i].type === EntryType.ConfChange) return true;
+      for (let i = 0; i < page.length; i++) if (page[i].type === EntryType.ConfChange) out.push(page[i]);
       at += page.length;
     }
-    return false;
+    return out;
   }
 
   /** Test/debug helper: copies [lo, hi) without a size limit. */

@@ -375,7 +375,7 @@ test('cluster - membership: add a voter, then remove the leader', () => {
   net.run(1);
   const idx = lc.proposeConfChange({ voters: ['a', 'b', 'c', 'd'] });
   assert.throws(() => lc.proposeConfChange({ voters: ['a', 'b', 'c', 'd', 'e'] }), /pending/);
-  assert.deepEqual(lc.status().voters, ABC, 'takes effect when applied, not when appended');
+  assert.deepEqual([...lc.status().voters].sort(), ['a', 'b', 'c', 'd'], 'takes effect when appended, not when applied');
   net.process(l);
   net.run(5);
   for (const id of [...ABC, 'd']) {
@@ -386,22 +386,133 @@ test('cluster - membership: add a voter, then remove the leader', () => {
   assert.deepEqual(net.node('d').appliedData, ['m0']);
   assert.equal(Object.keys(net.core(l).status().progress ?? {}).length, 4);
 
-  // Remove the leader: it steps down once the change is applied; the rest elect.
+  // Remove the leader: it keeps leading without counting itself until the
+  // change is applied, then steps down; the rest elect among themselves.
   net.run(1);
   const rest = ['a', 'b', 'c', 'd'].filter((x) => x !== l);
   net.core(l).proposeConfChange({ voters: rest });
+  assert.equal(net.core(l).status().role, Role.Leader, 'leads until the removal is applied');
+  assert.deepEqual(net.core(l).status().voters, rest);
+  const during = propose(net, 'm-during');
   net.process(l);
   net.run(3);
   assert.notEqual(net.core(l).status().role, Role.Leader);
+  assert.ok(net.core(l).status().applied >= during, 'what it proposed meanwhile committed through the others');
   const nl = net.electLeader();
   assert.ok(rest.includes(nl));
   propose(net, 'm1');
   net.deliverAll();
   net.run(2);
-  for (const id of rest) assert.deepEqual(net.node(id).appliedData, ['m0', 'm1'], `node ${id}`);
+  for (const id of rest) assert.deepEqual(net.node(id).appliedData, ['m0', 'm-during', 'm1'], `node ${id}`);
   for (let i = 0; i < 50; i++) net.run(1);
   assert.equal(net.leader(), nl, 'the removed node does not disrupt');
   net.checkLogMatching();
+});
+
+test('cluster - membership: a removed follower gets and applies the entry that removes it, then hears nothing', () => {
+  const net = new Net(ABC, { seed: 25 });
+  const l = net.electLeader();
+  net.run(1);
+  const [f1, f2] = followers(net, l);
+  const idx = net.core(l).proposeConfChange({ voters: [l, f1] });
+  assert.deepEqual(Object.keys(net.core(l).status().progress ?? {}).sort(), [l, f1].sort(), 'only voters in status');
+  net.process(l);
+  net.run(3);
+  assert.ok(net.node(f2).applied >= idx, 'the removed follower applied its removal');
+  assert.deepEqual(net.core(f2).status().voters, [l, f1]);
+  const before = net.delivered;
+  const sentToF2 = (): number => net.queue.filter((e) => e.msg.to === f2).length;
+  net.tickAll();
+  net.processAll();
+  assert.equal(sentToF2(), 0, 'no more heartbeats to it once the removal is applied');
+  net.deliverAll();
+  for (let i = 0; i < 30; i++) net.run(1);
+  assert.equal(net.leader(), l, 'the removed follower does not campaign');
+  assert.ok(net.delivered > before);
+});
+
+test('cluster - membership: a removed leader does not count itself towards commit', () => {
+  const net = new Net(ABC, { seed: 21 });
+  const l = net.electLeader();
+  net.run(1);
+  const [f1, f2] = followers(net, l);
+  net.partition([l], [f2]);
+  // New conf {f1, f2}: f1 alone is no majority of it, even with the leader's copy.
+  const idx = net.core(l).proposeConfChange({ voters: [f1, f2] });
+  net.process(l);
+  net.deliverAll();
+  net.run(2);
+  assert.ok(net.node(f1).storage.lastIndex() >= idx, 'f1 has the entry');
+  assert.ok(net.core(l).status().commit < idx, 'not committed by the leader and one of two remaining voters');
+  net.heal();
+  net.run(5);
+  for (const id of [f1, f2]) assert.ok(net.core(id).status().applied >= idx, `applied on ${id}`);
+  assert.notEqual(net.core(l).status().role, Role.Leader);
+});
+
+test('cluster - membership: a follower uses an appended conf at once and reverts when a new leader truncates it', () => {
+  const ids = ['a', 'b', 'c', 'd', 'e'];
+  const net = new Net(ids, { seed: 22 });
+  const l = net.electLeader();
+  net.run(1);
+  const [f1, ...others] = followers(net, l);
+  const removed = others[0];
+  net.partition([l, f1], others);
+  const idx = net.core(l).proposeConfChange({ voters: ids.filter((x) => x !== removed) });
+  net.process(l);
+  net.deliverAll();
+  assert.ok(net.node(f1).storage.lastIndex() >= idx);
+  assert.deepEqual(net.core(f1).status().voters, ids.filter((x) => x !== removed), 'uncommitted conf in effect on the follower');
+  // The majority side elects a leader that never saw the change.
+  let nl = '';
+  for (let r = 0; r < 200 && !others.includes(nl); r++) {
+    net.run(1);
+    nl = net.leader();
+  }
+  assert.ok(others.includes(nl), 'the majority side elected a leader');
+  net.heal();
+  propose(net, 'after');
+  net.deliverAll();
+  net.run(3);
+  for (const id of [l, f1]) {
+    assert.deepEqual([...net.core(id).status().voters].sort(), ids, `${id} fell back to the older conf`);
+    assert.deepEqual(net.node(id).appliedData, ['after']);
+  }
+  net.checkLogMatching();
+});
+
+test('cluster - membership: a restarted replica uses the conf changes in its log after applied', () => {
+  const net = new Net(ABC, { seed: 23 });
+  const l = net.electLeader();
+  net.run(1);
+  const [f1, f2] = followers(net, l);
+  net.partition([l], [f2]);
+  const conf = [l, f1].sort();
+  const idx = net.core(l).proposeConfChange({ voters: conf });
+  net.process(l);
+  // Deliver until f1 holds the entry, then crash it before it learns the commit.
+  for (let k = 0; k < 100 && net.node(f1).storage.lastIndex() < idx; k++) net.deliverOne();
+  assert.ok(net.node(f1).storage.lastIndex() >= idx);
+  assert.ok(net.node(f1).applied < idx, 'not applied yet');
+  net.crash(f1);
+  net.restart(f1);
+  assert.deepEqual([...net.core(f1).status().voters].sort(), conf, 'boot takes the newest conf in the log');
+  net.heal();
+  net.run(5);
+  assert.ok(net.node(f1).applied >= idx);
+  assert.deepEqual([...net.core(f1).status().voters].sort(), conf);
+});
+
+test('cluster - membership: a new leader proposes no conf change before its first entry is applied', () => {
+  const net = new Net(ABC, { seed: 24 });
+  for (let r = 0; r < 1000 && net.leader() === ''; r++) if (!net.deliverOne()) net.tickAll();
+  const l = net.leader();
+  assert.notEqual(l, '');
+  const next = followers(net, l).slice(1).concat(l);
+  assert.throws(() => net.core(l).proposeConfChange({ voters: next }), /pending/);
+  net.deliverAll();
+  net.run(1);
+  net.core(l).proposeConfChange({ voters: next });
 });
 
 test('cluster - leader transfer', () => {

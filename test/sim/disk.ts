@@ -24,11 +24,11 @@
 // the highest serial retired here. A record is written synced. A node that
 // loses its disk gets a new, empty SimDisk.
 //
-// `assumeFixed` 'wal-retired' models a runtime that no longer finds a retired
-// replica's WAL records at open (they belong to no hosted replica): recovery
-// ignores a group's records written before its last retirement here, and new
-// segments no longer carry its hard state.
+// As the runtime's WAL, recovery ignores a retired replica's records (they
+// belong to no hosted replica): a group's records written before its last
+// retirement here, and new segments no longer carry its hard state.
 import { EntryType, type Entry, type HardState } from '../../runtime/raft/types.js';
+import type { ReplicaRecord } from '../../storage/partition-store.js';
 import { applyStateBatch, cloneImage, emptyImage, type GroupImage, type StateBatch } from './machine.js';
 import type { Rng } from './rng.js';
 
@@ -42,12 +42,6 @@ export type WalOp =
    */
   | { group: number; kind: 'install'; image: GroupImage };
 
-export interface ReplicaRecord {
-  /** The replica of the group hosted here (null: none). */
-  replica: string | null;
-  /** Serial of the last replica of the group retired here (-1: none; 0: the founding one). */
-  retired: number;
-}
 
 export interface RecoveredGroup {
   image: GroupImage;
@@ -94,10 +88,7 @@ export class SimDisk {
   /** 'wal-retired' only: per group, the first batch recovery reads (durable with the retirement record). */
   private readonly logFrom = new Map<number, number>();
 
-  constructor(
-    private readonly segmentBatches: number,
-    private readonly assumeFixed: ReadonlySet<string>,
-  ) {}
+  constructor(private readonly segmentBatches: number) {}
 
   // --------------------------------------------------------- replica records
 
@@ -106,10 +97,8 @@ export class SimDisk {
     this.syncState();
     if (deleteState) {
       this.state.delete(group);
-      if (this.assumeFixed.has('wal-retired')) {
-        this.logFrom.set(group, this.nextBatch);
-        this.hardStates.delete(group);
-      }
+      this.logFrom.set(group, this.nextBatch);
+      this.hardStates.delete(group);
     }
     this.records.set(group, { ...rec });
   }
@@ -118,9 +107,9 @@ export class SimDisk {
     return this.records;
   }
 
-  /** The highest serial of a replica of `group` retired here (-1: none). */
-  retiredOf(group: number): number {
-    return this.records.get(group)?.retired ?? -1;
+  /** The last replica of `group` retired here (null: none). */
+  retiredOf(group: number): string | null {
+    return this.records.get(group)?.retired ?? null;
   }
 
   /** The durable applied index of a group's state (0: none). */

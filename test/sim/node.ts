@@ -50,16 +50,13 @@
 //         its WAL records stay until their segments are recycled.
 //   wipe: the node crashes and loses its disk; it comes back as a new
 //         incarnation that hosts nothing until leaders start its replicas.
-// Runtime bugs the simulator found can be assumed fixed (simulation.ts
-// KNOWN_FIXES, SIM_ASSUME_FIXED): the paths that model a fix test
-// knobs.assumeFixed; without it this driver does what the runtime does.
 import { patchNow } from '../../actors/commands.js';
 import type { ApplyResult, ConversationRecord } from '../../actors/conversation.js';
 import { notLeader, unavailable } from '../../actors/errors.js';
 import { RaftCore, NotLeaderError, ProposalDroppedError } from '../../runtime/raft/core.js';
 import { QUIESCE_TYPE } from '../../runtime/raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from '../../runtime/quiesce.js';
-import { incarnationOf, needsSerial, nodeOf, replicaIdOf, serialOf, withSerial, type Founding } from '../../runtime/membership.js';
+import { incarnationOf, isNewerReplica, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
 import { sameVoters } from '../../runtime/raft/conf.js';
 import { MemoryStorage } from '../../runtime/raft/log.js';
 import { EntryType, MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
@@ -104,8 +101,6 @@ export interface DriverKnobs {
   peerDownMs: number;
   /** WAL segment size, in batches (storage/wal.ts segments, recycled whole). */
   segmentBatches: number;
-  /** Runtime bugs the run assumes fixed (SIM_ASSUME_FIXED; disk.ts, node.ts say what each changes). */
-  assumeFixed: readonly string[];
 }
 
 /** A client's request as it reaches a node. */
@@ -144,10 +139,6 @@ export interface NodeEnv {
   founding: Founding;
   /** A node's current incarnation, as its hellos say (runtime/cluster.ts). */
   incarnationOf: (node: NodeId) => string;
-  /** A replica applied a conf change. */
-  confApplied: (group: number, index: number, voters: readonly string[]) => void;
-  /** The replica id was removed from the group by an applied conf change ('stale-conf' only). */
-  removed: (group: number, replica: string) => boolean;
 }
 
 /** What became of a coordinator's membership change at the group's leader. */
@@ -240,7 +231,7 @@ export class SimNode {
     public founder: boolean,
     private readonly env: NodeEnv,
   ) {
-    this.disk = new SimDisk(env.knobs.segmentBatches, new Set(env.knobs.assumeFixed));
+    this.disk = new SimDisk(env.knobs.segmentBatches);
     this.boot();
   }
 
@@ -280,7 +271,7 @@ export class SimNode {
   /** Keepalive period: empty packets to quiet peers, and peers not heard from wake the groups they lead. */
   keepalive(): void {
     if (!this.up || this.paused) return;
-    if (this.env.knobs.assumeFixed.includes('wake-incarnation')) this.wakeLostLeaders();
+    this.wakeLostLeaders();
     const k = this.env.knobs;
     const now = this.env.scheduler.now;
     const down: NodeId[] = [];
@@ -325,20 +316,20 @@ export class SimNode {
       if (voters.length < r.voters.length) {
         // A removal must not leave a lagging replica (one still being caught up) in the quorum.
         const st = r.core.status();
-        // 'caught-up' assumes the runtime fixed: a replica that never acknowledged anything has not caught up, whatever the commit index.
-        const never = this.env.knobs.assumeFixed.includes('caught-up');
+        // A replica that never acknowledged anything has not caught up, whatever the commit index.
         const lagging = voters.find((v) => {
           const match = st.progress?.[v]?.match ?? 0;
-          return match + CAUGHT_UP_SLACK < st.commit || (never && match === 0);
+          return match + CAUGHT_UP_SLACK < st.commit || match === 0;
         });
         if (lagging !== undefined) return done('lagging', `${lagging} has not caught up yet`);
       }
       this.wake(r);
       let named: string[];
       try {
-        // A new replica is named by the index of the change that adds it: never reused in this group.
-        const at = r.core.status().lastIndex + 1;
-        named = voters.map((v) => (needsSerial(v) ? withSerial(v, at) : v));
+        // A new replica is named by the term and index of the change that adds it: never reused in this group.
+        const st = r.core.status();
+        const at = st.lastIndex + 1;
+        named = voters.map((v) => (needsSerial(v) ? withSerial(v, st.term, at) : v));
         const index = r.core.proposeConfChange({ voters: named });
         if (index !== at) {
           // runtime/driver.ts asserts it: the group stops and the supervisor restarts the worker.
@@ -383,7 +374,7 @@ export class SimNode {
    */
   wipe(incarnation: string): void {
     if (this.up) this.goDown();
-    this.disk = new SimDisk(this.env.knobs.segmentBatches, new Set(this.env.knobs.assumeFixed));
+    this.disk = new SimDisk(this.env.knobs.segmentBatches);
     this.incarnation = incarnation;
     this.founder = false;
   }
@@ -528,8 +519,8 @@ export class SimNode {
   private retire(r: Replica): void {
     if (this.replicas.get(r.group) !== r) return;
     const fail = errorReply(notLeader(`group ${r.group} no longer has a replica here`));
-    // 'retire-unknown' assumes the runtime fixed: a proposal's outcome is unknown (it may still commit).
-    const unknown = this.env.knobs.assumeFixed.includes('retire-unknown') ? errorReply(unavailable(`group ${r.group} no longer has a replica here; the outcome is unknown`)) : fail;
+    // A proposal's outcome is unknown: it may still commit.
+    const unknown = errorReply(unavailable(`group ${r.group} no longer has a replica here; the outcome is unknown`));
     for (const p of r.proposals.values()) this.reply(p.req, unknown, '');
     for (const req of r.reads.values()) this.reply(req, fail, '');
     for (const w of r.readsWaiting) this.reply(w.req, fail, '');
@@ -539,8 +530,7 @@ export class SimNode {
     r.reads.clear();
     r.readsWaiting.length = 0;
     this.dirty.delete(r);
-    const serial = serialOf(r.self);
-    this.disk.saveRecord(r.group, { replica: null, retired: serial }, true);
+    this.disk.saveRecord(r.group, { replica: null, retired: r.self }, true);
     this.replicas.delete(r.group);
     this.env.stats.retirements++;
   }
@@ -556,12 +546,12 @@ export class SimNode {
     const m = env.msg;
     const r = this.replicas.get(m.group);
     if (r === undefined) {
-      // As runtime/worker.ts mayHost and runtime/driver.ts step: this incarnation's ids only, above the serial retired here.
-      if (fromLeader(m) && m.to.startsWith(`${this.ownReplica}.`) && serialOf(m.to) > this.disk.retiredOf(m.group)) this.startReplica(m.group, m.to, m.from);
+      // As runtime/worker.ts mayHost and runtime/driver.ts step: this incarnation's ids only, newer than the one retired here.
+      if (fromLeader(m) && m.to.startsWith(`${this.ownReplica}.`) && isNewerReplica(m.to, this.disk.retiredOf(m.group))) this.startReplica(m.group, m.to, m.from);
       return;
     }
-    if (fromLeader(m) && m.to !== r.self && this.env.knobs.assumeFixed.includes('supersede') && m.to.startsWith(`${this.ownReplica}.`) && serialOf(m.to) > serialOf(r.self)) {
-      // 'supersede' assumes the runtime fixed: a leader writes to a newer replica of this node, so the one here was removed.
+    if (fromLeader(m) && m.to !== r.self && m.to.startsWith(`${this.ownReplica}.`) && isNewerReplica(m.to, r.self)) {
+      // A leader writes to a newer replica of this node, so the one here was removed.
       this.env.trace(`${r.self} g${r.group}: superseded by ${m.to}`);
       r.retiring = true;
       if (!this.writing) this.retire(r);
@@ -569,7 +559,6 @@ export class SimNode {
     }
     // As runtime/driver.ts step: the voters are not checked (a replica's view of them is as of its applied index).
     if (m.to !== r.self || m.from === r.self) return;
-    if (this.env.knobs.assumeFixed.includes('stale-conf') && this.env.removed(m.group, m.from)) return;
     if (m.type === QUIESCE_TYPE) {
       if (followerMayQuiesce(r.core.status(), m)) r.quiesced = true;
       return;
@@ -786,17 +775,12 @@ export class SimNode {
   }
 
   private apply(r: Replica, entries: Entry[]): void {
-    let voter = !r.joining;
-    let confs = false;
     const onApplied = (e: Entry, result: ApplyResult | null, chain: number): void => {
       this.env.observer.applied(r.group, r.self, e, chain);
       if (e.type === EntryType.ConfChange) {
         if (r.role === Role.Leader) this.env.trace(`${r.self} g${r.group}: conf ${r.machine.voters.join(',')} applied at ${e.index}`);
-        // As runtime/driver.ts applyEntries: removed while it was a voter → retired after this round.
-        if (voter && r.joining) r.retiring = true;
-        voter = !r.joining;
-        confs = true;
-        this.env.confApplied(r.group, e.index, r.machine.voters);
+        // As runtime/driver.ts applyEntries: removed after it was added → retired after this round.
+        if (r.joining && removedBy(r.self, e.index)) r.retiring = true;
       }
       const p = r.proposals.get(e.index);
       if (p === undefined) return;
@@ -807,8 +791,6 @@ export class SimNode {
     const batch = r.machine.applyEntries(entries, onApplied);
     this.env.observer.stateWritten(r.self, batch);
     this.disk.writeState(batch);
-    // 'stale-conf' assumes the runtime fixed: an applied conf change is durable at once.
-    if (confs && this.env.knobs.assumeFixed.includes('stale-conf')) this.disk.syncState();
     const compactTo = r.machine.applied - this.env.knobs.retainEntries;
     if (compactTo > r.storage.snapshotMeta().index) r.storage.compact(compactTo);
   }
@@ -818,6 +800,7 @@ export class SimNode {
     const meta = rd.snapshot!;
     r.storage.applySnapshot(meta);
     r.machine = new GroupMachine(r.group, image);
+    if (r.joining && removedBy(r.self, meta.index)) r.retiring = true;
     this.env.observer.installed(r.group, r.self, image.applied, image.chain);
     this.env.stats.snapshotsInstalled++;
     this.serveReads(r);

@@ -4,7 +4,6 @@
 //   SIM_SEEDS=n    how many seeds (from SIM_FIRST_SEED on)
 //   SIM_STEPS=n    steps per seed before the liveness phase
 //   SIM_TRACE=1    print each seed's notable events (faults, leader changes) as they happen
-//   SIM_ASSUME_FIXED=a,b|all   model runtime bugs the simulator found as fixed (simulation.ts KNOWN_FIXES)
 import { runSeed } from './simulation.js';
 import { addStats, emptyStats, type SimStats } from './stats.js';
 

@@ -4,7 +4,6 @@
 // their disks, nodes joining and leaving the members, and the groups'
 // replicas moved, replaced and retired through membership changes.
 //   one seed:      SIM_SEED=123 node --test dist/test/sim/sim.test.js
-//   past the runtime bugs it found:  SIM_ASSUME_FIXED=all node --test dist/test/sim/sim.test.js
 //   another size:  SIM_SEEDS=500 SIM_STEPS=20000 node --test dist/test/sim/sim.test.js
 //   a long run:    npm run sim
 import { test } from 'node:test';

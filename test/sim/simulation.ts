@@ -46,8 +46,6 @@
 // a replica removed while its node was away, which never learns it, keeps
 // talking to its old group), and COORDINATE_STEPS_MAX.
 //
-// Runtime bugs found by the simulator can be assumed fixed (KNOWN_FIXES,
-// SIM_ASSUME_FIXED) to look past them; by default the simulator is faithful.
 import { foundingVoters, incarnationOf, nodeOf, planSteps, type Founding, type GroupView } from '../../runtime/membership.js';
 import { groupOf, replicasOf } from '../../runtime/placement.js';
 import { sameVoters } from '../../runtime/raft/conf.js';
@@ -88,61 +86,6 @@ interface Knobs {
   memberChangeRate: number;
 }
 
-/**
- * Runtime bugs the simulator found, which a run may assume fixed to look past
- * them (SIM_ASSUME_FIXED=a,b or all). Without it the simulator is faithful.
- *   wal-retired:    a retired replica's WAL records stay; Wal.open checks
- *                   every group's log against applied 0 when it is not
- *                   hosted (or hosted anew): a hole → the worker cannot open,
- *                   the node never starts again. Its hard state also stays
- *                   (new segments' prefixes): a new replica whose reset was
- *                   not written yet recovers it, commit beyond its empty log.
- *                   Assumed fix: recovery ignores a group's records from
- *                   before its retirement (disk.ts).
- *   retire-unknown: retire() answers pending proposals not-leader ("nothing
- *                   happened": the router retries them), though they may
- *                   still commit. Assumed fix: unavailable, outcome unknown
- *                   (node.ts retire).
- *   supersede:      a replica removed while its node was away never learns
- *                   it and stays; when the group is placed there again, the
- *                   new replica's messages are dropped (m.to !== g.self).
- *                   Assumed fix: a leader's write to a newer replica of this
- *                   incarnation retires the old one (node.ts step).
- *   caught-up:      changeConf's removal check counts a replica that never
- *                   acknowledged anything (match 0) as caught up while the
- *                   commit index is below CAUGHT_UP_SLACK. Assumed fix: match
- *                   0 lags (node.ts changeConf).
- *   stale-conf:     a replica runs on the voters of its durable applied index
- *                   (the state store is synced only at checkpoints, commit-only
- *                   hard states are not written): after a crash, or while it
- *                   lags, it may campaign under a conf two or more changes old,
- *                   whose quorum (e.g. with the vote of a removed replica that
- *                   never learned it) does not meet the current one: two
- *                   leaders in a term, committed entries overwritten; or a
- *                   quorum it can no longer reach. Assumed fix: applying a conf
- *                   change syncs the state store, and messages from replicas
- *                   removed from their group are dropped (node.ts).
- *   wake-incarnation: a quiesced group whose leader's node came back as a new
- *                   incarnation within PEER_DOWN_MS (never seen down) keeps
- *                   waiting for that leader. Assumed fix: a peer's new
- *                   incarnation wakes the groups a replica of its old one led
- *                   (node.ts keepalive).
- */
-const KNOWN_FIXES = ['wal-retired', 'retire-unknown', 'supersede', 'caught-up', 'stale-conf', 'wake-incarnation'];
-/** Fixed in the runtime since: the simulator models the runtime as it is now. */
-const RUNTIME_FIXED = ['wal-retired', 'retire-unknown', 'supersede', 'caught-up', 'wake-incarnation'];
-/**
- * Still open in the runtime (docs/DESIGN.md "Known gaps"): assumed fixed by
- * default so the other checks keep running; SIM_ASSUME_FIXED=none shows it
- * (seed 3429 with 10,000 steps).
- */
-const OPEN_ASSUMED = ['stale-conf'];
-const ASSUME_FIXED = [
-  ...RUNTIME_FIXED,
-  ...(process.env.SIM_ASSUME_FIXED === 'all' ? KNOWN_FIXES : process.env.SIM_ASSUME_FIXED === undefined ? OPEN_ASSUMED : process.env.SIM_ASSUME_FIXED.split(',').filter((f) => f !== '' && f !== 'none')),
-];
-for (const f of ASSUME_FIXED) if (!KNOWN_FIXES.includes(f)) throw new RangeError(`SIM_ASSUME_FIXED: unknown fix ${f}; known: ${KNOWN_FIXES.join(', ')}`);
-
 /** Virtual milliseconds per Raft tick (a tenth of production's: elections take about 100 ms). */
 const TICK_MS = 10;
 
@@ -180,7 +123,6 @@ function drawKnobs(rng: Rng): Knobs {
       keepaliveMs: TICK_MS,
       peerDownMs: 5 * TICK_MS,
       segmentBatches: rng.pick([2, 16, 256]),
-      assumeFixed: ASSUME_FIXED,
     },
     network: {
       dropRate: rng.chance(0.2) ? 0 : rng.between(0, 0.15),
@@ -251,10 +193,6 @@ class Simulation {
    * coordinator's is used, and it changes hands.
    */
   private readonly views = new Map<NodeId, Map<number, { voters: readonly string[]; term: number }>>();
-  /** Per group, the latest conf change applied anywhere: its index and voters. */
-  private readonly latestConf = new Map<number, { index: number; voters: readonly string[] }>();
-  /** Per group, replica ids that were voters and are no longer (ids are never reused). */
-  private readonly removedReplicas = new Map<number, Set<string>>();
   /** Per node and group, what its replica last reported (a replica reports a change of leader, term or voters). */
   private readonly reported = new Map<string, string>();
   private readonly workload: Workload;
@@ -296,8 +234,6 @@ class Simulation {
         foundingVoters: this.foundingVoters,
         founding: this.founding,
         incarnationOf: (node) => this.nodes.get(node)?.incarnation ?? '',
-        confApplied: (group, index, voters) => this.confApplied(group, index, voters),
-        removed: (group, replica) => this.removedReplicas.get(group)?.has(replica) ?? false,
       });
       this.nodes.set(id, node);
       this.startTimers(node);
@@ -336,16 +272,6 @@ class Simulation {
     this.stats.leadersElected = this.observer.leadersElected;
     this.stats.confChangesApplied = this.observer.confChangesApplied;
     this.countLingering();
-  }
-
-  /** A replica applied a conf change (committed): replicas it drops are removed for good. */
-  private confApplied(group: number, index: number, voters: readonly string[]): void {
-    const latest = this.latestConf.get(group) ?? { index: 0, voters: this.foundingVoters.get(group)! };
-    if (index <= latest.index) return;
-    let removed = this.removedReplicas.get(group);
-    if (removed === undefined) this.removedReplicas.set(group, (removed = new Set()));
-    for (const v of latest.voters) if (!voters.includes(v)) removed.add(v);
-    this.latestConf.set(group, { index, voters });
   }
 
   /** The placement of every group over the members now. */

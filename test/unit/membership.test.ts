@@ -11,9 +11,13 @@ import {
   foundingVoters,
   incarnationOf,
   isFoundingIncarnation,
+  isNewerReplica,
+  needsSerial,
   nodeOf,
   planSteps,
+  removedBy,
   replicaIdOf,
+  withSerial,
 } from '../../runtime/membership.js';
 import { singleServerChangeError } from '../../runtime/raft/conf.js';
 import { replicasOf } from '../../runtime/placement.js';
@@ -59,6 +63,32 @@ test('membership - replica ids: node and incarnation round trip; founding ids ta
   assert.equal(incarnationOf('n4', F3), null);
   assert.equal(incarnationOf('n4', F4), 'd');
   assert.equal(incarnationOf('n1', []), null);
+});
+
+test('membership - serials order replicas by the term, then the index of the change that added them', () => {
+  const base = replicaIdOf('n2', 'x7');
+  assert.ok(needsSerial(base));
+  const a = withSerial(base, 2, 54);
+  assert.equal(a, 'n2#x7.2.54');
+  assert.ok(!needsSerial(a));
+  assert.equal(nodeOf(a), 'n2');
+  assert.equal(incarnationOf(a, F3), 'x7');
+  // A later leader overwrote the add at 54 and added the node again at 52: that replica is the newer one.
+  const b = withSerial(base, 3, 52);
+  assert.ok(isNewerReplica(b, a));
+  assert.ok(!isNewerReplica(a, b));
+  assert.ok(isNewerReplica(withSerial(base, 2, 60), a), 'same term: the later index');
+  assert.ok(!isNewerReplica(a, a), 'not newer than itself');
+  assert.ok(isNewerReplica(a, 'n2'), 'newer than the founding replica');
+  assert.ok(!isNewerReplica('n2', a));
+  assert.ok(isNewerReplica(a, null), 'anything is newer than none');
+  // A conf change without the replica removes it only after the change that added it.
+  assert.ok(!removedBy(a, 40), 'an older change a new replica applies while catching up');
+  assert.ok(!removedBy(a, 54));
+  assert.ok(removedBy(a, 55));
+  assert.ok(removedBy('n2', 1), 'a founding replica: any change');
+  // Indexes past 2^32 compare as numbers.
+  assert.ok(isNewerReplica(withSerial(base, 3, 2 ** 40), withSerial(base, 3, 2 ** 40 - 1)));
 });
 
 test('membership - decideFounding waits for every listed node, then founds with all of them, sorted', () => {

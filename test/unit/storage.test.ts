@@ -106,7 +106,7 @@ test('partition store - scrub counts every key of a healthy store and finds a da
       for (let seq = 1; seq <= 5000; seq++) b.putMessage('c', seq, `{"seq":${seq}}`);
       b.setApplied(3, 5000, 2, ['n1', 'n2#x']);
       await s.db.write(b.ops, false);
-      await s.saveReplica(3, { replica: 'n2#x.4', retired: -1 });
+      await s.saveReplica(3, { replica: 'n2#x.1.4', retired: null });
       await s.checkpoint();
       assert.equal(await s.scrub(), 5003);
       assert.equal(await s.scrub(), 5003);
@@ -150,21 +150,21 @@ test('partition store - saveReplica / loadReplicas round-trip across reopen', as
     b.putMessage('c', 1, '{"seq":1}');
     b.putIdem('c', 'k', { seq: 1, version: 1, token_count: 1, digest: 'd', at_ms: 1 });
     await s.db.write(b.ops, false);
-    await s.saveReplica(7, { replica: 'n2#old.3', retired: -1 });
-    await s.saveReplica(0, { replica: 'n2#x.5', retired: -1 });
-    await s.saveReplica(255, { replica: null, retired: 0 });
-    await s.saveReplica(300, { replica: 'n2#y.9', retired: 2 }); // the key holds a u16 group, not a byte
-    await s.saveReplica(7, { replica: 'n2#x.8', retired: 3 }); // replaces
+    await s.saveReplica(7, { replica: 'n2#old.1.3', retired: null });
+    await s.saveReplica(0, { replica: 'n2#x.1.5', retired: null });
+    await s.saveReplica(255, { replica: null, retired: 'n2' });
+    await s.saveReplica(300, { replica: 'n2#y.1.9', retired: 'n2#y.1.2' }); // the key holds a u16 group, not a byte
+    await s.saveReplica(7, { replica: 'n2#x.1.8', retired: 'n2#x.1.3' }); // replaces
     await s.close();
     s = await PartitionStore.open(0, dir);
     try {
       assert.deepEqual(
         await s.loadReplicas(),
         new Map([
-          [0, { replica: 'n2#x.5', retired: -1 }],
-          [7, { replica: 'n2#x.8', retired: 3 }],
-          [255, { replica: null, retired: 0 }],
-          [300, { replica: 'n2#y.9', retired: 2 }],
+          [0, { replica: 'n2#x.1.5', retired: null }],
+          [7, { replica: 'n2#x.1.8', retired: 'n2#x.1.3' }],
+          [255, { replica: null, retired: 'n2' }],
+          [300, { replica: 'n2#y.1.9', retired: 'n2#y.1.2' }],
         ]),
       );
       assert.deepEqual(await s.loadApplied(7), { index: 3, term: 1, voters: ['n1', 'n2', 'n3'] });
