@@ -34,7 +34,7 @@ import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
-import { isNewerReplica, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
+import { campaignDelayTicks, isNewerReplica, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
 import type { Applied, ReplicaRecord } from '../storage/partition-store.js';
 import { decodeConfState, sameVoters } from './raft/conf.js';
 import { groupKeys, installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
@@ -466,17 +466,17 @@ export class PartitionDriver {
   }
 
   /**
-   * Nodes that stopped answering: groups they lead wake up, and their
-   * election timers skip the base timeout (the leader is known to be gone),
-   * leaving the randomized part, so followers elect within about a second.
-   * Time only ever runs early here, which Raft's safety does not depend on.
+   * Nodes that stopped answering: groups they lead wake up and their
+   * followers forget that leader (core.leaderGone) and campaign in turns
+   * (campaignDelayTicks) rather than after a random timeout: no split votes,
+   * and the first turn is the next tick.
    */
   peersDown(down: ReadonlySet<string>): void {
     for (const g of this.groups.values()) {
       if (g.stopped !== null || !down.has(nodeOf(g.leader))) continue;
       this.wake(g);
       try {
-        for (let i = 0; i < ELECTION_TICKS; i++) g.core.tick();
+        g.core.leaderGone(campaignDelayTicks(g.self, g.voters, down));
       } catch (err) {
         this.stopGroup(g, err);
         continue;

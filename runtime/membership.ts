@@ -113,6 +113,21 @@ export function removedBy(replica: string, index: number): boolean {
   return index > (parse(replica).serial ?? FOUNDING_SERIAL).index;
 }
 
+/** Raft ticks between two voters' campaign turns (campaignDelayTicks): several election round trips. */
+const CAMPAIGN_TURN_TICKS = 2;
+
+/**
+ * When the leader's node is down, the voters still up campaign in turns, in
+ * id order (every node computes the same order, so no two campaign at once):
+ * the ticks `self` waits before its turn. One with a shorter log than the
+ * next loses its turn to it.
+ */
+export function campaignDelayTicks(self: string, voters: readonly string[], down: ReadonlySet<string>): number {
+  let turn = 0;
+  for (const v of voters) if (v < self && !down.has(nodeOf(v))) turn++;
+  return turn * CAMPAIGN_TURN_TICKS;
+}
+
 /** Was `replica` added after `than` (another replica of the same node; null: none, anything is newer)? */
 export function isNewerReplica(replica: string, than: string | null): boolean {
   if (than === null) return true;

@@ -363,6 +363,21 @@ export class RaftCore {
     else this.sendAppend(pr, true);
   }
 
+  /**
+   * The driver learned that the leader's node is gone: forget the leader, so
+   * this follower grants (pre-)votes at once instead of waiting out its lease,
+   * and campaign `afterTicks` + 1 ticks from now unless a leader shows up first.
+   * Time only runs early here, which safety does not depend on; a leader that
+   * is in fact alive is not deposed unless a quorum also thinks it gone.
+   */
+  leaderGone(afterTicks: number): void {
+    if (this.role !== Role.Follower || this.lead === '') return;
+    if (!Number.isInteger(afterTicks) || afterTicks < 0) this.fail(`leaderGone after ${afterTicks} ticks`);
+    this.lead = '';
+    this.electionElapsed = Math.max(this.electionElapsed, this.randomizedElectionTimeout - 1 - afterTicks);
+    this.checkInvariants();
+  }
+
   /** The transport could not reach `to`: stop pipelining to it. */
   reportUnreachable(to: NodeId): void {
     if (this.role !== Role.Leader) return;

@@ -515,6 +515,43 @@ test('cluster - membership: a new leader proposes no conf change before its firs
   net.core(l).proposeConfChange({ voters: next });
 });
 
+test('cluster - leaderGone: followers told the leader is gone elect in their turns, well before the election timeout', () => {
+  const net = new Net(ABC, { seed: 26, electionTicks: 10 });
+  const l = net.electLeader();
+  propose(net, 'g0');
+  net.deliverAll();
+  net.run(1);
+  const term = net.core(l).status().term;
+  const [f1, f2] = followers(net, l);
+  net.crash(l);
+  net.core(f1).leaderGone(0);
+  net.core(f2).leaderGone(2);
+  assert.equal(net.core(f1).status().leader, '', 'forgotten');
+  net.tickAll();
+  net.deliverAll();
+  assert.equal(net.leader(), f1, 'the first turn campaigns at the next tick and wins');
+  assert.equal(net.core(f1).status().term, term + 1, 'one election, no split vote');
+  propose(net, 'g1');
+  net.deliverAll();
+  net.run(1);
+  assert.deepEqual(net.node(f2).appliedData, ['g0', 'g1']);
+});
+
+test('cluster - leaderGone: one follower wrong about a live leader does not depose it', () => {
+  const net = new Net(ABC, { seed: 27, electionTicks: 10 });
+  const l = net.electLeader();
+  net.run(1);
+  const term = net.core(l).status().term;
+  const [f1] = followers(net, l);
+  net.core(f1).leaderGone(0);
+  net.tick(f1);
+  net.deliverAll();
+  for (let i = 0; i < 20; i++) net.run(1);
+  assert.equal(net.leader(), l);
+  assert.equal(net.core(l).status().term, term, 'the other follower, in its lease, refused the pre-vote');
+  assert.equal(net.core(f1).status().leader, l, 'it follows the leader again');
+});
+
 test('cluster - leader transfer', () => {
   const net = new Net(ABC, { seed: 14 });
   const l = net.electLeader();

@@ -56,7 +56,7 @@ import { notLeader, unavailable } from '../../actors/errors.js';
 import { RaftCore, NotLeaderError, ProposalDroppedError } from '../../runtime/raft/core.js';
 import { QUIESCE_TYPE } from '../../runtime/raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from '../../runtime/quiesce.js';
-import { incarnationOf, isNewerReplica, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
+import { campaignDelayTicks, incarnationOf, isNewerReplica, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
 import { sameVoters } from '../../runtime/raft/conf.js';
 import { MemoryStorage } from '../../runtime/raft/log.js';
 import { EntryType, MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
@@ -268,7 +268,7 @@ export class SimNode {
     return true;
   }
 
-  /** Keepalive period: empty packets to quiet peers, and peers not heard from wake the groups they lead. */
+  /** Keepalive period: empty packets to quiet peers; groups led from peers not heard from wake and elect (as runtime/driver.ts peersDown). */
   keepalive(): void {
     if (!this.up || this.paused) return;
     this.wakeLostLeaders();
@@ -284,10 +284,16 @@ export class SimNode {
     if (key === this.peersDownKey && (down.length === 0 || now - this.peersDownAt < PEERS_DOWN_REPEAT_KEEPALIVES * k.keepaliveMs)) return;
     this.peersDownKey = key;
     this.peersDownAt = now;
-    for (const r of this.replicas.values()) if (r.quiesced && down.includes(nodeOf(r.leader))) this.wake(r);
+    const downSet = new Set(down);
+    for (const r of this.replicas.values()) {
+      if (!downSet.has(nodeOf(r.leader))) continue;
+      this.wake(r);
+      r.core.leaderGone(campaignDelayTicks(r.self, r.voters, downSet));
+      this.markDirty(r);
+    }
   }
 
-  /** 'wake-incarnation' only: a quiesced group led by a replica of an incarnation its node no longer has wakes up. */
+  /** A quiesced group led by a replica of an incarnation its node no longer has wakes up. */
   private wakeLostLeaders(): void {
     for (const r of this.replicas.values()) {
       if (!r.quiesced || r.leader === '' || r.leader === r.self) continue;

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   type Announcement,
+  campaignDelayTicks,
   type ConfStep,
   type Founding,
   type GroupView,
@@ -89,6 +90,20 @@ test('membership - serials order replicas by the term, then the index of the cha
   assert.ok(removedBy('n2', 1), 'a founding replica: any change');
   // Indexes past 2^32 compare as numbers.
   assert.ok(isNewerReplica(withSerial(base, 3, 2 ** 40), withSerial(base, 3, 2 ** 40 - 1)));
+});
+
+test('membership - campaignDelayTicks: the voters still up take distinct turns in id order', () => {
+  const voters = ['n1', 'n2#x.3.9', 'n3', 'n4#y.1.2'];
+  const down = new Set(['n1']);
+  const delays = voters.filter((v) => v !== 'n1').map((v) => campaignDelayTicks(v, voters, down));
+  assert.equal(delays[0], 0, 'the first voter still up goes at once');
+  assert.equal(new Set(delays).size, delays.length, 'no two at once');
+  assert.deepEqual([...delays].sort((a, b) => a - b), delays, 'in id order');
+  // Every node computes the same turns, whatever order it holds the voters in.
+  const shuffled = [...voters].reverse();
+  for (const v of voters) assert.equal(campaignDelayTicks(v, shuffled, down), campaignDelayTicks(v, voters, down));
+  // A second node down moves the later voters up.
+  assert.equal(campaignDelayTicks('n3', voters, new Set(['n1', 'n2'])), 0);
 });
 
 test('membership - decideFounding waits for every listed node, then founds with all of them, sorted', () => {
