@@ -24,6 +24,11 @@ export const metrics = {
     help: 'Coordinator only: groups whose voters need a membership change (a replica of a lost incarnation, or a missing one)',
     registers: [registry],
   }),
+  clusterLeadersToMove: new client.Gauge({
+    name: 'fleet_lm_cluster_leaders_to_move',
+    help: 'Coordinator only: groups led from another node than the placement prefers (moved a batch per round)',
+    registers: [registry],
+  }),
   raftGroupsWithoutLeader: new client.Gauge({
     name: 'fleet_lm_raft_groups_without_leader',
     help: 'Raft groups with no leader known to this node',

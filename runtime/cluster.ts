@@ -54,7 +54,7 @@ import { ReplyKind, errorReply } from './replies.js';
 import { NOT_LEADER, AppError, unavailable, type WireError } from '../actors/errors.js';
 import { ReqOp } from './wire.js';
 import { limits } from './limits.js';
-import { type Announcement, type Founding, type GroupView, coordinatorOf, decideFounding, nodeOf, planSteps } from './membership.js';
+import { type Announcement, type Founding, type GroupView, type LeaderView, coordinatorOf, decideFounding, nodeOf, planLeaderMoves, planSteps } from './membership.js';
 import { log } from './log.js';
 import { metrics } from '../gateway/metrics.js';
 
@@ -76,6 +76,8 @@ const FOUNDING_HELLO_MS = 200;
 const COORDINATE_MS = 1000;
 /** Membership changes in flight at once (each new replica is caught up by a snapshot). */
 const COORDINATE_STEPS_MAX = 64;
+/** Leadership moves per coordinator round: each pauses its group's writes for about a round trip. */
+const LEADER_MOVES_MAX = 64;
 
 const ALL_WORKERS = 0xffff;
 
@@ -500,6 +502,7 @@ export class Cluster {
     const live = this.live();
     if (coordinatorOf(live.keys()) !== this.self) {
       metrics.clusterReplicasToReplace.set(0);
+      metrics.clusterLeadersToMove.set(0);
       return;
     }
     if (this.coordinating) return;
@@ -514,6 +517,17 @@ export class Cluster {
           log('info', 'conf_change', 'coordinator: group membership change', { group: s.group, voters: s.voters, why: s.why });
           const r = await this.request(ReqOp.ConfChange, s.group, utf8.encode(JSON.stringify({ from: this.voters[s.group], voters: s.voters }))).catch((err: unknown) => toWorkerReply(errorReply(err)));
           if (r.kind !== ReplyKind.Ok) log('warn', 'conf_change_failed', 'coordinator: membership change not proposed; retried next round', { group: s.group, body: fromUtf8.decode(r.body) });
+        }),
+      );
+      // Leaders where the placement prefers them, in groups whose membership is settled.
+      const changing = new Set(steps.map((s) => s.group));
+      const leading: LeaderView[] = views.filter((v) => !changing.has(v.group)).map((v) => ({ ...v, leaderNode: this.leaders[v.group] }));
+      const moves = planLeaderMoves(leading, live, [...this.members], this.founding, limits.groupCount);
+      metrics.clusterLeadersToMove.set(moves.length);
+      await Promise.all(
+        moves.slice(0, LEADER_MOVES_MAX).map(async (m) => {
+          const r = await this.request(ReqOp.TransferLeader, m.group, utf8.encode(JSON.stringify({ to: m.to }))).catch((err: unknown) => toWorkerReply(errorReply(err)));
+          if (r.kind !== ReplyKind.Ok) log('debug', 'leader_move_failed', 'coordinator: leadership not moved; retried next round', { group: m.group, to: m.to, body: fromUtf8.decode(r.body) });
         }),
       );
     } finally {

@@ -358,7 +358,9 @@ export class PartitionDriver {
       this.unwrittenBytes += cmd.byteLength;
       g.proposals.set(index, { reqId, term: g.core.currentTerm() });
     } catch (err) {
-      this.reply(reqId, errorReply(this.groupError(g, err)));
+      // Leadership is moving (transferLeader): nothing was appended; the router retries at the next leader.
+      const moving = err instanceof Error && err.name === 'ProposalDroppedError';
+      this.reply(reqId, errorReply(moving ? notLeader(`group ${gid}: ${err.message}`) : this.groupError(g, err)));
       return;
     }
     this.markDirty(g);
@@ -407,6 +409,32 @@ export class PartitionDriver {
       this.reply(reqId, errorReply(err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err)));
       return;
     }
+    this.markDirty(g);
+  }
+
+  /**
+   * The coordinator's leadership move: this leader hands over to `to` once it
+   * has caught up (so proposals, refused meanwhile, pause for about a round
+   * trip); abandoned by the core after an election timeout.
+   */
+  transferLeader(reqId: number, gid: number, to: string): void {
+    const g = this.groupFor(reqId, gid);
+    if (!g) return;
+    const st = g.core.status();
+    const match = st.progress?.[to]?.match ?? 0;
+    if (st.role === Role.Leader && (match === 0 || match + CAUGHT_UP_SLACK < st.lastIndex)) {
+      this.reply(reqId, errorReply(unavailable(`group ${gid}: ${to} has not caught up yet`)));
+      return;
+    }
+    this.wake(g);
+    try {
+      g.core.transferLeader(to);
+    } catch (err) {
+      this.reply(reqId, errorReply(err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err)));
+      return;
+    }
+    log('info', 'leader_transfer', 'handing group leadership over', { group: gid, to });
+    this.reply(reqId, { kind: ReplyKind.Ok, body: '{}' });
     this.markDirty(g);
   }
 

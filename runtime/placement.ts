@@ -34,6 +34,14 @@ export const REPLICAS = 3;
  * it wins. Sorted, so every node computes the same list.
  */
 export function replicasOf(group: number, nodes: readonly string[]): string[] {
+  return rankedNodes(group, nodes).slice(0, REPLICAS).sort();
+}
+
+/**
+ * `nodes` by rendezvous hash of (group, node), highest first: the first
+ * placed one is the group's preferred leader, so leadership spreads evenly.
+ */
+export function rankedNodes(group: number, nodes: readonly string[]): string[] {
   const scored = nodes.map((n) => {
     let h = 0x811c9dc5 ^ group;
     for (let i = 0; i < n.length; i++) {
@@ -46,8 +54,5 @@ export function replicasOf(group: number, nodes: readonly string[]): string[] {
     return [h >>> 0, n] as const;
   });
   scored.sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? -1 : 1));
-  return scored
-    .slice(0, REPLICAS)
-    .map(([, n]) => n)
-    .sort();
+  return scored.map(([, n]) => n);
 }

@@ -29,6 +29,8 @@ export const enum ReqOp {
   Raft = 10,
   /** The coordinator's membership change for a group's leader: `{"from":[…],"voters":[…]}`. */
   ConfChange = 11,
+  /** The coordinator's leadership move for a group's leader: `{"to":"<replica>"}`. */
+  TransferLeader = 12,
 }
 
 export const EVENT_STATUS = 0xffff;

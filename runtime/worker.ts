@@ -453,6 +453,11 @@ function onRequest(f: RequestFrame): void {
       d.changeConf(f.reqId, f.group, p.from, p.voters);
       return;
     }
+    case ReqOp.TransferLeader: {
+      const p = readParams(f) as { to: string };
+      d.transferLeader(f.reqId, f.group, String(p.to));
+      return;
+    }
     case ReqOp.GetRecord: {
       const p = readParams(f);
       d.read(f.reqId, f.group, recordRead(String(p.id), p.context === true));

@@ -114,6 +114,8 @@ describe('cluster of three', () => {
   test('idle groups quiesce: no Raft message flows while nothing changes, and a write wakes its group', async () => {
     const received = async () =>
       Promise.all([0, 1, 2].map(async (i) => Number(/^fleet_lm_raft_messages_received_total (\d+)/m.exec((await api(urlOf(i), 'GET', '/metrics')).text)![1])));
+    // The coordinator (n1) first moves leaders to where the placement prefers them.
+    for (let i = 0; i < 200 && (await metricOf(urlOf(0), 'fleet_lm_cluster_leaders_to_move')) !== 0; i++) await sleep(100);
     await sleep(1500);
     const before = await received();
     await sleep(1000);
@@ -134,6 +136,46 @@ describe('cluster of three', () => {
       const codes = rs.map((r) => r.status).sort();
       assert.deepEqual(codes, [201, 409, 409, 409, 409, 409, 409, 409, 409], rs.map((r) => r.text).join('\n'));
     }
+  });
+
+  test('leadership spreads over the nodes and returns to a restarted node, without failing writes', async () => {
+    const led = () => Promise.all(live().map((m) => metricOf(m.node!.url, 'fleet_lm_raft_leaders')));
+    const untilEach = async (min: number, what: string) => {
+      let last: number[] = [];
+      for (let i = 0; i < 300; i++) {
+        last = await led();
+        if (last.length === 3 && last.every((n) => n >= min)) return;
+        await sleep(100);
+      }
+      assert.fail(`${what}: leaders per node ${last.join('/')}`);
+    };
+    // Of 256 groups, the placement prefers each node for about a third.
+    await untilEach(60, 'leaders not spread');
+    const back = members[2];
+    const node = back.node!;
+    back.node = null;
+    await node.kill9();
+    await startMember(back);
+    assert.ok((await led())[2] < 60, 'a restarted node leads little at first');
+    const convs = Array.from({ length: 16 }, (_, k) => `lead-${k}`);
+    for (const c of convs) assert.equal((await api(urlOf(0), 'PUT', `/v1/conversations/${c}`, {})).status, 200);
+    // Writers through both other nodes while the coordinator moves leaders back.
+    const failed: string[] = [];
+    let moving = true;
+    let written = 0;
+    const writer = async (w: number) => {
+      for (let k = w; moving; k += 4) {
+        const r = await api(urlOf(k % 2), 'POST', `/v1/conversations/${convs[k % convs.length]}/messages`, text(`m${k}`));
+        if (r.status === 201) written++;
+        else failed.push(`${r.status} ${r.text}`);
+      }
+    };
+    const writers = [0, 1, 2, 3].map(writer);
+    await untilEach(60, 'leadership did not come back');
+    moving = false;
+    await Promise.all(writers);
+    assert.deepEqual(failed, [], 'writes failed while leaders moved');
+    assert.ok(written > 0);
   });
 
   test('Raft traffic from a node outside the membership is dropped', async () => {

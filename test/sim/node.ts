@@ -354,6 +354,28 @@ export class SimNode {
     });
   }
 
+  /** The coordinator's leadership move, as runtime/driver.ts transferLeader. */
+  transferLeader(group: number, to: string): void {
+    if (!this.up) return;
+    this.whenRunning(this.life, () => {
+      const r = this.replicas.get(group);
+      if (r === undefined) return;
+      const st = r.core.status();
+      const match = st.progress?.[to]?.match ?? 0;
+      if (st.role === Role.Leader && (match === 0 || match + CAUGHT_UP_SLACK < st.lastIndex)) return;
+      this.wake(r);
+      try {
+        r.core.transferLeader(to);
+      } catch (err) {
+        if (!(err instanceof NotLeaderError || err instanceof ProposalDroppedError)) throw err;
+        return;
+      }
+      this.env.stats.leaderMoves++;
+      this.env.trace(`${r.self} g${group}: hands leadership to ${to}`);
+      this.markDirty(r);
+    });
+  }
+
   /** Makes applied state durable, then recycles the log it covers. */
   checkpoint(): void {
     if (!this.up || this.paused) return;
@@ -639,7 +661,8 @@ export class SimNode {
 
   private answerError(req: ClientRequest, r: Replica, err: unknown): void {
     if (err instanceof NotLeaderError) this.reply(req, errorReply(notLeader(`group ${r.group} is not led by ${r.self}`)), err.leader);
-    else if (err instanceof ProposalDroppedError) this.reply(req, errorReply(unavailable(err.message)), r.leader);
+    // As runtime/driver.ts propose: leadership is moving, nothing was appended; the client retries at the next leader.
+    else if (err instanceof ProposalDroppedError) this.reply(req, errorReply(notLeader(err.message)), r.leader);
     else throw err;
   }
 

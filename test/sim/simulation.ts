@@ -46,7 +46,7 @@
 // a replica removed while its node was away, which never learns it, keeps
 // talking to its old group), and COORDINATE_STEPS_MAX.
 //
-import { foundingVoters, incarnationOf, nodeOf, planSteps, type Founding, type GroupView } from '../../runtime/membership.js';
+import { foundingVoters, incarnationOf, nodeOf, planLeaderMoves, planSteps, type Founding, type GroupView, type LeaderView } from '../../runtime/membership.js';
 import { groupOf, replicasOf } from '../../runtime/placement.js';
 import { sameVoters } from '../../runtime/raft/conf.js';
 import { EntryType, Role, type NodeId } from '../../runtime/raft/types.js';
@@ -536,7 +536,8 @@ class Simulation {
    * replica of the group when that reports a change (voters as of its applied
    * index), or, now and then, by the group leader's announcement; planSteps'
    * changes go to the group's leader, which proposes them only if its voters
-   * are still the view's.
+   * are still the view's; then leadership moves (planLeaderMoves) in the
+   * groups without a change.
    */
   private coordinate(): void {
     const trusted = new Set(this.members);
@@ -574,6 +575,17 @@ class Simulation {
           else if (outcome === 'refused') this.stats.confChangesRefused++;
         }),
       );
+    }
+    // Leaders where the placement prefers them, in groups whose membership is settled.
+    const changing = new Set(steps.map((s) => s.group));
+    const leading: LeaderView[] = [];
+    for (const v of views) {
+      const lead = this.leaderOf(v.group);
+      if (lead !== null && !changing.has(v.group)) leading.push({ ...v, leaderNode: lead.node.id });
+    }
+    for (const m of planLeaderMoves(leading, live, this.members, this.founding, Number.POSITIVE_INFINITY)) {
+      const lead = this.leaderOf(m.group)!;
+      this.scheduler.after(this.clientLatency(), () => lead.node.transferLeader(m.group, m.to));
     }
   }
 

@@ -38,6 +38,8 @@ export interface SimStats {
   confChangesApplied: number;
   /** Refused by the leader: a remaining voter had not caught up. */
   confChangesLagging: number;
+  /** Leadership transfers a leader started for the coordinator (planLeaderMoves). */
+  leaderMoves: number;
   /** Replicas started on a node by a leader's first message. */
   replicasStarted: number;
   /** Replicas that applied their own removal and were retired (state deleted). */
@@ -87,6 +89,7 @@ export function emptyStats(): SimStats {
     confChangesRequested: 0,
     confChangesStale: 0,
     confChangesRefused: 0,
+    leaderMoves: 0,
     confChangesProposed: 0,
     confChangesApplied: 0,
     confChangesLagging: 0,

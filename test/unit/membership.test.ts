@@ -15,13 +15,14 @@ import {
   isNewerReplica,
   needsSerial,
   nodeOf,
+  planLeaderMoves,
   planSteps,
   removedBy,
   replicaIdOf,
   withSerial,
 } from '../../runtime/membership.js';
 import { singleServerChangeError } from '../../runtime/raft/conf.js';
-import { replicasOf } from '../../runtime/placement.js';
+import { rankedNodes, replicasOf } from '../../runtime/placement.js';
 import { mulberry32 } from '../../runtime/prng.js';
 
 const GROUPS = 256;
@@ -448,6 +449,34 @@ test('membership - planSteps: applying the steps round by round converges on the
       assert.deepEqual([...voters].sort(), [...expected].sort());
     }
   }
+});
+
+test('membership - planLeaderMoves: leaders spread evenly over the members, and only moves that change something', () => {
+  const members = F3.map((m) => m.name);
+  const live = liveOf(F3);
+  // Every group led from n2 (as after elections that all went one way).
+  const views = foundingGroups(F3, 256).map((g) => ({ ...g, leaderNode: 'n2' }));
+  const moves = planLeaderMoves(views, live, members, F3, 1000);
+  const led = new Map(members.map((n) => [n, 0]));
+  const after = new Map(views.map((v) => [v.group, v.leaderNode]));
+  for (const m of moves) {
+    assert.ok(views[m.group].voters.includes(m.to), 'to one of its voters');
+    assert.notEqual(nodeOf(m.to), 'n2', 'never to where it is');
+    after.set(m.group, nodeOf(m.to));
+  }
+  for (const n of after.values()) led.set(n, led.get(n)! + 1);
+  for (const [n, c] of led) assert.ok(c >= 256 / 3 - 25 && c <= 256 / 3 + 25, `${n} leads ${c} of 256`);
+  // Applying the moves leaves nothing to do; max caps a round.
+  const settled = views.map((v) => ({ ...v, leaderNode: after.get(v.group)! }));
+  assert.deepEqual(planLeaderMoves(settled, live, members, F3, 1000), []);
+  assert.equal(planLeaderMoves(views, live, members, F3, 5).length, 5);
+  // The preferred node is the first ranked one that is live and hosts a voter of its current incarnation.
+  const g = settled.find((v) => rankedNodes(v.group, members)[0] === 'n1')!;
+  const down = liveOf(F3, { n1: null });
+  const [m] = planLeaderMoves([{ ...g, leaderNode: 'n1' }], down, members, F3, 10);
+  assert.equal(nodeOf(m.to), rankedNodes(g.group, members)[1], 'n1 down: the next ranked');
+  const wiped = liveOf(F3, { n1: 'new' });
+  assert.equal(planLeaderMoves([{ ...g, leaderNode: 'n1' }], wiped, members, F3, 10)[0]?.to, m.to, 'n1 back without its data: its old replica is not preferred');
 });
 
 test('membership - coordinatorOf is the lowest name, null without nodes', () => {
