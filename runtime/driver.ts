@@ -34,7 +34,7 @@ import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
-import { campaignDelayTicks, isNewerReplica, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
+import { campaignDelayTicks, isNewerReplica, isPreferredLeader, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
 import type { Applied, ReplicaRecord } from '../storage/partition-store.js';
 import { decodeConfState, sameVoters } from './raft/conf.js';
 import { groupKeys, installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
@@ -250,8 +250,10 @@ export class PartitionDriver {
     g.applied = ap.index;
     g.appliedWritten = ap.index;
     this.groups.set(gid, g);
-    // A single voter leads at once; replicated groups elect on their timers.
-    if (voters.length === 1 && voters[0] === self) core.campaign();
+    // A single voter leads at once. In a fresh replicated group the replica
+    // the placement prefers as leader campaigns first (the coordinator would
+    // move leadership there anyway); the others elect on their timers.
+    if ((voters.length === 1 && voters[0] === self) || (hardState.term === 0 && isPreferredLeader(gid, self, voters))) core.campaign();
     this.markDirty(g);
     return g;
   }

@@ -128,6 +128,11 @@ export function campaignDelayTicks(self: string, voters: readonly string[], down
   return turn * CAMPAIGN_TURN_TICKS;
 }
 
+/** Is `replica` the one of `voters` on the node the placement ranks first (planLeaderMoves' choice when all are up)? */
+export function isPreferredLeader(group: number, replica: string, voters: readonly string[]): boolean {
+  return rankedNodes(group, voters.map(nodeOf))[0] === nodeOf(replica);
+}
+
 /** Was `replica` added after `than` (another replica of the same node; null: none, anything is newer)? */
 export function isNewerReplica(replica: string, than: string | null): boolean {
   if (than === null) return true;

@@ -56,7 +56,7 @@ import { notLeader, unavailable } from '../../actors/errors.js';
 import { RaftCore, NotLeaderError, ProposalDroppedError } from '../../runtime/raft/core.js';
 import { QUIESCE_TYPE } from '../../runtime/raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from '../../runtime/quiesce.js';
-import { campaignDelayTicks, incarnationOf, isNewerReplica, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
+import { campaignDelayTicks, incarnationOf, isNewerReplica, isPreferredLeader, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
 import { sameVoters } from '../../runtime/raft/conf.js';
 import { MemoryStorage } from '../../runtime/raft/log.js';
 import { EntryType, MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
@@ -515,6 +515,8 @@ export class SimNode {
       maxInflight: k.maxInflight,
       maxApplyBytes: k.maxApplyBytes,
     });
+    // As runtime/driver.ts addGroup: in a fresh group the placement's preferred leader campaigns first.
+    if (core.currentTerm() === 0 && isPreferredLeader(group, self, conf.voters)) core.campaign();
     const r = new Replica(group, self, core, storage, new GroupMachine(group, rec.image));
     this.replicas.set(group, r);
     this.markDirty(r);

@@ -13,6 +13,7 @@ import {
   incarnationOf,
   isFoundingIncarnation,
   isNewerReplica,
+  isPreferredLeader,
   needsSerial,
   nodeOf,
   planLeaderMoves,
@@ -477,6 +478,13 @@ test('membership - planLeaderMoves: leaders spread evenly over the members, and 
   assert.equal(nodeOf(m.to), rankedNodes(g.group, members)[1], 'n1 down: the next ranked');
   const wiped = liveOf(F3, { n1: 'new' });
   assert.equal(planLeaderMoves([{ ...g, leaderNode: 'n1' }], wiped, members, F3, 10)[0]?.to, m.to, 'n1 back without its data: its old replica is not preferred');
+  // A fresh group's first campaign comes from the replica the planner would move leadership to.
+  for (const v of views.slice(0, 32)) {
+    const preferred = v.voters.filter((r) => isPreferredLeader(v.group, r, v.voters));
+    assert.equal(preferred.length, 1, `group ${v.group}: one preferred replica`);
+    const move = planLeaderMoves([{ ...v, leaderNode: 'elsewhere' }], live, members, F3, 1)[0];
+    assert.equal(move.to, preferred[0]);
+  }
 });
 
 test('membership - coordinatorOf is the lowest name, null without nodes', () => {
