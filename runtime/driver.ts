@@ -34,7 +34,7 @@ import { assert } from './assert.js';
 import { limits, walBatchBytesMax } from './limits.js';
 import { log } from './log.js';
 import { groupOf } from './placement.js';
-import { campaignDelayTicks, isNewerReplica, isPreferredLeader, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
+import { campaignDelayTicks, isNewerReplica, isPreferredLeader, lags, needsSerial, nodeOf, removedBy, withSerial } from './membership.js';
 import type { Applied, ReplicaRecord } from '../storage/partition-store.js';
 import { decodeConfState, sameVoters } from './raft/conf.js';
 import { groupKeys, installGroupSnapshot, readGroupSnapshot } from '../storage/group-snapshot.js';
@@ -84,8 +84,6 @@ interface PendingWrite {
 /** Election timeout in ticks (randomized to [1, 2) × this); heartbeats every tick. */
 const ELECTION_TICKS = 10;
 
-/** A replica this close to the commit index counts as caught up (entries in flight). */
-const CAUGHT_UP_SLACK = 128;
 
 /** How often applied state is made durable so WAL segments can be recycled. */
 const CHECKPOINT_MS = 1000;
@@ -387,12 +385,7 @@ export class PartitionDriver {
     }
     const st = g.core.status();
     if (voters.length < g.voters.length) {
-      // A removal must not leave a lagging replica (one still being caught up) in the quorum.
-      // A replica that never acknowledged anything has not caught up, whatever the commit index.
-      const lagging = voters.find((v) => {
-        const match = st.progress?.[v]?.match ?? 0;
-        return match === 0 || match + CAUGHT_UP_SLACK < st.commit;
-      });
+      const lagging = voters.find((v) => lags(st, v, st.commit));
       if (lagging !== undefined) {
         this.reply(reqId, errorReply(unavailable(`group ${gid}: ${lagging} has not caught up yet`)));
         return;
@@ -408,10 +401,15 @@ export class PartitionDriver {
       log('info', 'conf_proposed', 'proposed a group membership change', { group: gid, index, voters: named });
       this.reply(reqId, { kind: ReplyKind.Ok, body: `{"index":${index}}` });
     } catch (err) {
-      this.reply(reqId, errorReply(err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err)));
+      this.reply(reqId, errorReply(this.leaderOpError(g, err)));
       return;
     }
     this.markDirty(g);
+  }
+
+  /** A conf change or leadership move the core refused: unavailable (retried next round); anything else as groupError. */
+  private leaderOpError(g: Group, err: unknown): AppError {
+    return err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err);
   }
 
   /**
@@ -423,8 +421,7 @@ export class PartitionDriver {
     const g = this.groupFor(reqId, gid);
     if (!g) return;
     const st = g.core.status();
-    const match = st.progress?.[to]?.match ?? 0;
-    if (st.role === Role.Leader && (match === 0 || match + CAUGHT_UP_SLACK < st.lastIndex)) {
+    if (st.role === Role.Leader && lags(st, to, st.lastIndex)) {
       this.reply(reqId, errorReply(unavailable(`group ${gid}: ${to} has not caught up yet`)));
       return;
     }
@@ -432,7 +429,7 @@ export class PartitionDriver {
     try {
       g.core.transferLeader(to);
     } catch (err) {
-      this.reply(reqId, errorReply(err instanceof Error && err.name === 'ProposalDroppedError' ? unavailable(err.message) : this.groupError(g, err)));
+      this.reply(reqId, errorReply(this.leaderOpError(g, err)));
       return;
     }
     log('info', 'leader_transfer', 'handing group leadership over', { group: gid, to });
@@ -506,7 +503,7 @@ export class PartitionDriver {
       if (g.stopped !== null || !down.has(nodeOf(g.leader))) continue;
       this.wake(g);
       try {
-        g.core.leaderGone(campaignDelayTicks(g.self, g.voters, down));
+        g.core.leaderGone(campaignDelayTicks(g.id, g.self, g.voters, down));
       } catch (err) {
         this.stopGroup(g, err);
         continue;

@@ -45,6 +45,7 @@
 // commit anyway.
 import { rankedNodes, replicasOf } from './placement.js';
 import { majority } from './raft/quorum.js';
+import type { RaftStatus } from './raft/core.js';
 
 export interface FoundingMember {
   name: string;
@@ -118,19 +119,32 @@ const CAMPAIGN_TURN_TICKS = 2;
 
 /**
  * When the leader's node is down, the voters still up campaign in turns, in
- * id order (every node computes the same order, so no two campaign at once):
- * the ticks `self` waits before its turn. One with a shorter log than the
- * next loses its turn to it.
+ * the placement's rank order (rankedNodes: every node computes the same
+ * order, so no two campaign at once, and the first is the leader
+ * planLeaderMoves would choose): the ticks `self` waits before its turn. One
+ * with a shorter log than the next loses its turn to it.
  */
-export function campaignDelayTicks(self: string, voters: readonly string[], down: ReadonlySet<string>): number {
-  let turn = 0;
-  for (const v of voters) if (v < self && !down.has(nodeOf(v))) turn++;
-  return turn * CAMPAIGN_TURN_TICKS;
+export function campaignDelayTicks(group: number, self: string, voters: readonly string[], down: ReadonlySet<string>): number {
+  const turn = rankedNodes(group, voters.map(nodeOf).filter((n) => !down.has(n))).indexOf(nodeOf(self));
+  return Math.max(turn, 0) * CAMPAIGN_TURN_TICKS;
 }
 
 /** Is `replica` the one of `voters` on the node the placement ranks first (planLeaderMoves' choice when all are up)? */
 export function isPreferredLeader(group: number, replica: string, voters: readonly string[]): boolean {
-  return rankedNodes(group, voters.map(nodeOf))[0] === nodeOf(replica);
+  return campaignDelayTicks(group, replica, voters, new Set()) === 0;
+}
+
+/** A leader's voter this close to an index counts as caught up (entries in flight). */
+const CAUGHT_UP_SLACK = 128;
+
+/**
+ * Does `replica` lag behind `upTo` in the leader's status? A removal must not
+ * leave one in the quorum, nor a leadership move go to one. A replica that
+ * never acknowledged anything lags, whatever the index.
+ */
+export function lags(st: RaftStatus, replica: string, upTo: number): boolean {
+  const match = st.progress?.[replica]?.match ?? 0;
+  return match === 0 || match + CAUGHT_UP_SLACK < upTo;
 }
 
 /** Was `replica` added after `than` (another replica of the same node; null: none, anything is newer)? */

@@ -18,6 +18,14 @@ function followers(net: Net, leader: string): string[] {
   return net.ids().filter((id) => id !== leader);
 }
 
+/** A net with an elected leader whose empty first entry is applied (it may propose conf changes), and its followers. */
+function settled(ids: string[], seed: number): { net: Net; l: string; fs: string[] } {
+  const net = new Net(ids, { seed });
+  const l = net.electLeader();
+  net.run(1);
+  return { net, l, fs: followers(net, l) };
+}
+
 test('cluster - election: one leader, everyone follows it', () => {
   const net = new Net(ABC, { seed: 1 });
   const l = net.electLeader();
@@ -410,17 +418,13 @@ test('cluster - membership: add a voter, then remove the leader', () => {
 });
 
 test('cluster - membership: a removed follower gets and applies the entry that removes it, then hears nothing', () => {
-  const net = new Net(ABC, { seed: 25 });
-  const l = net.electLeader();
-  net.run(1);
-  const [f1, f2] = followers(net, l);
+  const { net, l, fs: [f1, f2] } = settled(ABC, 25);
   const idx = net.core(l).proposeConfChange({ voters: [l, f1] });
   assert.deepEqual(Object.keys(net.core(l).status().progress ?? {}).sort(), [l, f1].sort(), 'only voters in status');
   net.process(l);
   net.run(3);
   assert.ok(net.node(f2).applied >= idx, 'the removed follower applied its removal');
   assert.deepEqual(net.core(f2).status().voters, [l, f1]);
-  const before = net.delivered;
   const sentToF2 = (): number => net.queue.filter((e) => e.msg.to === f2).length;
   net.tickAll();
   net.processAll();
@@ -428,14 +432,10 @@ test('cluster - membership: a removed follower gets and applies the entry that r
   net.deliverAll();
   for (let i = 0; i < 30; i++) net.run(1);
   assert.equal(net.leader(), l, 'the removed follower does not campaign');
-  assert.ok(net.delivered > before);
 });
 
 test('cluster - membership: a removed leader does not count itself towards commit', () => {
-  const net = new Net(ABC, { seed: 21 });
-  const l = net.electLeader();
-  net.run(1);
-  const [f1, f2] = followers(net, l);
+  const { net, l, fs: [f1, f2] } = settled(ABC, 21);
   net.partition([l], [f2]);
   // New conf {f1, f2}: f1 alone is no majority of it, even with the leader's copy.
   const idx = net.core(l).proposeConfChange({ voters: [f1, f2] });
@@ -452,10 +452,7 @@ test('cluster - membership: a removed leader does not count itself towards commi
 
 test('cluster - membership: a follower uses an appended conf at once and reverts when a new leader truncates it', () => {
   const ids = ['a', 'b', 'c', 'd', 'e'];
-  const net = new Net(ids, { seed: 22 });
-  const l = net.electLeader();
-  net.run(1);
-  const [f1, ...others] = followers(net, l);
+  const { net, l, fs: [f1, ...others] } = settled(ids, 22);
   const removed = others[0];
   net.partition([l, f1], others);
   const idx = net.core(l).proposeConfChange({ voters: ids.filter((x) => x !== removed) });
@@ -482,10 +479,7 @@ test('cluster - membership: a follower uses an appended conf at once and reverts
 });
 
 test('cluster - membership: a restarted replica uses the conf changes in its log after applied', () => {
-  const net = new Net(ABC, { seed: 23 });
-  const l = net.electLeader();
-  net.run(1);
-  const [f1, f2] = followers(net, l);
+  const { net, l, fs: [f1, f2] } = settled(ABC, 23);
   net.partition([l], [f2]);
   const conf = [l, f1].sort();
   const idx = net.core(l).proposeConfChange({ voters: conf });
@@ -516,7 +510,7 @@ test('cluster - membership: a new leader proposes no conf change before its firs
 });
 
 test('cluster - leaderGone: followers told the leader is gone elect in their turns, well before the election timeout', () => {
-  const net = new Net(ABC, { seed: 26, electionTicks: 10 });
+  const net = new Net(ABC, { seed: 26 });
   const l = net.electLeader();
   propose(net, 'g0');
   net.deliverAll();
@@ -538,11 +532,8 @@ test('cluster - leaderGone: followers told the leader is gone elect in their tur
 });
 
 test('cluster - leaderGone: one follower wrong about a live leader does not depose it', () => {
-  const net = new Net(ABC, { seed: 27, electionTicks: 10 });
-  const l = net.electLeader();
-  net.run(1);
+  const { net, l, fs: [f1] } = settled(ABC, 27);
   const term = net.core(l).status().term;
-  const [f1] = followers(net, l);
   net.core(f1).leaderGone(0);
   net.tick(f1);
   net.deliverAll();

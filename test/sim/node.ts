@@ -31,22 +31,23 @@
 //         changeConf). A founding incarnation hosts the founding replica of
 //         a group unless the group has a replica record; a record names the
 //         replica hosted (or none). A leader's first App, Heartbeat or Snap
-//         to an id `<node>#<incarnation>.<serial>` of this node's
-//         incarnation, for a group it hosts nothing of, whose serial is above
-//         the highest retired here for the group, starts it: record synced,
+//         to an id `<node>#<incarnation>.<term>.<index>` of this node's
+//         incarnation, for a group it hosts nothing of, newer than the last
+//         one retired here for the group, starts it: record synced,
 //         hard state reset in the next WAL write, empty with the founding
 //         conf; the message is dropped (the leader resends). Messages are
 //         dropped only when not for this replica or from itself (the
 //         transport drops a message whose sender replica is not on the
-//         sending node); conf changes take effect when applied, the voters
-//         are persisted with the applied state and carried by snapshots.
-//         The coordinator's changes are proposed only if the voters are
-//         still the ones it saw, and a removal only if every remaining voter
-//         is within CAUGHT_UP_SLACK entries of the commit index.
-//   retirement: a replica that applies a conf change removing it while it
-//         was a voter is retired after that turn's write: it stops, what it
-//         owes is answered not-leader, its state is deleted and the record
-//         {replica: null, retired: its serial} written in one synced write;
+//         sending node); conf changes take effect when in the log
+//         (raft/core.ts), the voters as of the applied index are persisted
+//         with the applied state and carried by snapshots. The
+//         coordinator's changes are proposed only if the voters are still
+//         the ones it saw, and a removal only if no remaining voter lags
+//         (runtime/membership.ts lags).
+//   retirement: a replica that applies a conf change without itself, after
+//         the one that added it, is retired after that turn's write: it
+//         stops, what it owes is answered not-leader, its state is deleted
+//         and the record {replica: null, retired: its id} written in one synced write;
 //         its WAL records stay until their segments are recycled.
 //   wipe: the node crashes and loses its disk; it comes back as a new
 //         incarnation that hosts nothing until leaders start its replicas.
@@ -56,7 +57,7 @@ import { notLeader, unavailable } from '../../actors/errors.js';
 import { RaftCore, NotLeaderError, ProposalDroppedError } from '../../runtime/raft/core.js';
 import { QUIESCE_TYPE } from '../../runtime/raft/codec.js';
 import { QUIESCE_AFTER_TICKS, followerMayQuiesce, leaderIdle, quiesceMessage } from '../../runtime/quiesce.js';
-import { campaignDelayTicks, incarnationOf, isNewerReplica, isPreferredLeader, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
+import { campaignDelayTicks, incarnationOf, isNewerReplica, isPreferredLeader, lags, needsSerial, nodeOf, removedBy, replicaIdOf, withSerial, type Founding } from '../../runtime/membership.js';
 import { sameVoters } from '../../runtime/raft/conf.js';
 import { MemoryStorage } from '../../runtime/raft/log.js';
 import { EntryType, MessageType, Role, type Entry, type Message, type NodeId, type Ready } from '../../runtime/raft/types.js';
@@ -73,8 +74,6 @@ import type { SimStats } from './stats.js';
 export const EPOCH_MS = Date.UTC(2025, 0, 1);
 /** As runtime/cluster.ts: while peers are down, the workers are told again this often, in keepalive periods. */
 const PEERS_DOWN_REPEAT_KEEPALIVES = 10;
-/** As runtime/driver.ts: a replica this close to the commit index counts as caught up. */
-export const CAUGHT_UP_SLACK = 128;
 
 /** The node's storage cannot be opened: the runtime would never bring it back (a liveness failure). */
 export class OpenFailure extends Error {
@@ -288,7 +287,7 @@ export class SimNode {
     for (const r of this.replicas.values()) {
       if (!downSet.has(nodeOf(r.leader))) continue;
       this.wake(r);
-      r.core.leaderGone(campaignDelayTicks(r.self, r.voters, downSet));
+      r.core.leaderGone(campaignDelayTicks(r.group, r.self, r.voters, downSet));
       this.markDirty(r);
     }
   }
@@ -320,13 +319,8 @@ export class SimNode {
       if (r === undefined) return done('refused', `${this.id} has no replica of group ${group}`);
       if (!sameVoters(r.voters, from)) return done('stale', `voters are ${r.voters.join(',')} now, not ${from.join(',')}`);
       if (voters.length < r.voters.length) {
-        // A removal must not leave a lagging replica (one still being caught up) in the quorum.
         const st = r.core.status();
-        // A replica that never acknowledged anything has not caught up, whatever the commit index.
-        const lagging = voters.find((v) => {
-          const match = st.progress?.[v]?.match ?? 0;
-          return match + CAUGHT_UP_SLACK < st.commit || match === 0;
-        });
+        const lagging = voters.find((v) => lags(st, v, st.commit));
         if (lagging !== undefined) return done('lagging', `${lagging} has not caught up yet`);
       }
       this.wake(r);
@@ -361,8 +355,7 @@ export class SimNode {
       const r = this.replicas.get(group);
       if (r === undefined) return;
       const st = r.core.status();
-      const match = st.progress?.[to]?.match ?? 0;
-      if (st.role === Role.Leader && (match === 0 || match + CAUGHT_UP_SLACK < st.lastIndex)) return;
+      if (st.role === Role.Leader && lags(st, to, st.lastIndex)) return;
       this.wake(r);
       try {
         r.core.transferLeader(to);

@@ -94,18 +94,22 @@ test('membership - serials order replicas by the term, then the index of the cha
   assert.ok(isNewerReplica(withSerial(base, 3, 2 ** 40), withSerial(base, 3, 2 ** 40 - 1)));
 });
 
-test('membership - campaignDelayTicks: the voters still up take distinct turns in id order', () => {
+test('membership - campaignDelayTicks: the voters still up take distinct turns in the placement\'s rank order', () => {
   const voters = ['n1', 'n2#x.3.9', 'n3', 'n4#y.1.2'];
   const down = new Set(['n1']);
-  const delays = voters.filter((v) => v !== 'n1').map((v) => campaignDelayTicks(v, voters, down));
-  assert.equal(delays[0], 0, 'the first voter still up goes at once');
-  assert.equal(new Set(delays).size, delays.length, 'no two at once');
-  assert.deepEqual([...delays].sort((a, b) => a - b), delays, 'in id order');
-  // Every node computes the same turns, whatever order it holds the voters in.
-  const shuffled = [...voters].reverse();
-  for (const v of voters) assert.equal(campaignDelayTicks(v, shuffled, down), campaignDelayTicks(v, voters, down));
-  // A second node down moves the later voters up.
-  assert.equal(campaignDelayTicks('n3', voters, new Set(['n1', 'n2'])), 0);
+  for (let group = 0; group < 16; group++) {
+    const up = voters.filter((v) => v !== 'n1');
+    const delays = up.map((v) => campaignDelayTicks(group, v, voters, down));
+    assert.equal(new Set(delays).size, delays.length, 'no two at once');
+    assert.equal(Math.min(...delays), 0, 'the first goes at once');
+    const byTurn = [...up].sort((a, b) => campaignDelayTicks(group, a, voters, down) - campaignDelayTicks(group, b, voters, down));
+    assert.deepEqual(byTurn.map(nodeOf), rankedNodes(group, up.map(nodeOf)), 'in rank order');
+    // Every node computes the same turns, whatever order it holds the voters in.
+    const shuffled = [...voters].reverse();
+    for (const v of up) assert.equal(campaignDelayTicks(group, v, shuffled, down), campaignDelayTicks(group, v, voters, down));
+    // With everyone up, the first turn is the preferred leader's.
+    for (const v of voters) assert.equal(campaignDelayTicks(group, v, voters, new Set()) === 0, isPreferredLeader(group, v, voters));
+  }
 });
 
 test('membership - decideFounding waits for every listed node, then founds with all of them, sorted', () => {
