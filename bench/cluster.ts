@@ -26,6 +26,8 @@
 // Options (argv --name=value or env BENCH_NAME): --duration=15 --warmup=3
 // --rate=5000 --fixed-duration=15 --kills=20 --workers=1 (per node)
 // --conversations=1000 --out=bench/results/cluster-latest.md --tmp=<dir>
+// --node-args='--cpu-prof --cpu-prof-dir=prof' (extra node flags for the
+// cluster's processes, e.g. to profile them)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,11 +71,12 @@ interface Options {
   workers: number;
   conversations: number;
   skipJetstream: boolean;
+  nodeArgs: string[];
   out: string;
   tmp: string;
 }
 
-const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'skip-jetstream', 'out', 'tmp'];
+const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'skip-jetstream', 'node-args', 'out', 'tmp'];
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   const kv = benchArgs(argv, env, OPTION_NAMES, 'bench/cluster.ts');
@@ -92,6 +95,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     workers: num('workers', 1),
     conversations: num('conversations', 1000),
     skipJetstream: get('skip-jetstream', 'false') !== 'false',
+    nodeArgs: get('node-args', '').split(' ').filter((a) => a !== ''),
     out: path.resolve(ROOT, get('out', 'bench/results/cluster-latest.md')),
     tmp: get('tmp', os.tmpdir()),
   };
@@ -110,6 +114,7 @@ class Cluster {
     private readonly tmp: string,
     private readonly natsUrl: string,
     private readonly workers: number,
+    private readonly nodeArgs: string[],
     ports: number[],
   ) {
     this.nodes = NAMES.map((name, i) => ({ name, port: ports[i], dataDir: path.join(tmp, name), proc: null }));
@@ -117,7 +122,7 @@ class Cluster {
 
   async start(n: Node): Promise<number> {
     const t0 = performance.now();
-    n.proc = spawnTracked(n.name, process.execPath, [path.join(ROOT, 'dist', 'runtime', 'main.js')], {
+    n.proc = spawnTracked(n.name, process.execPath, [...this.nodeArgs, path.join(ROOT, 'dist', 'runtime', 'main.js')], {
       env: {
         ...process.env,
         NODE_NAME: n.name,
@@ -280,7 +285,7 @@ async function main(): Promise<number> {
   });
   await sleep(300);
   const ports = [await freePort(), await freePort(), await freePort()];
-  const cluster = new Cluster(tmp, `nats://127.0.0.1:${natsPort}`, opts.workers, ports);
+  const cluster = new Cluster(tmp, `nats://127.0.0.1:${natsPort}`, opts.workers, opts.nodeArgs, ports);
   await Promise.all(cluster.nodes.map((n) => cluster.start(n)));
   log(`cluster ready on ports ${ports.join(', ')}`);
   await pool(16, opts.conversations, async (i) => {
@@ -303,7 +308,10 @@ async function main(): Promise<number> {
   const non2xx = burst.reduce((s, b) => s + b.w.non2xx + b.w.socketErrors, 0);
 
   log(`fixed ${opts.rate}/s for ${opts.fixedDuration} s`);
+  const fixedCpu0 = cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
+  const fixedT0 = performance.now();
   const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, tmp)));
+  const fixedCpuPct = ((cluster.cpuSeconds() + treeCpuSeconds(nats.pid) - fixedCpu0) / ((performance.now() - fixedT0) / 1000)) * 100;
 
   log(`failover: ${opts.kills} kills`);
   const kills: { victim: string; slowestMs: number; errors: number; restartMs: number }[] = [];
@@ -342,6 +350,7 @@ async function main(): Promise<number> {
       errors: non2xx,
     },
     fixed: fixed.map((f, i) => ({ node: NAMES[i], ...f })),
+    fixedServerCpuPct: fixedCpuPct,
     failover: { kills, p50Ms: percentileSorted(slowest, 50), p99Ms: percentileSorted(slowest, 99), maxMs: slowest.at(-1) },
     jetstream: js,
   };
@@ -361,7 +370,7 @@ async function main(): Promise<number> {
     '|---|---:|---:|---:|---|',
     `| burst (3 × wrk -c21, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
     ...jsRow,
-    `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained) |`,
+    `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained); nodes + NATS CPU ${fixedCpuPct.toFixed(0)}% |`,
     '',
     `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}`,
     '',

@@ -110,6 +110,8 @@ export class Cluster {
   private coordinating = false;
   private readonly leaderWaiters = new Map<number, (() => void)[]>();
   private readonly outbound = new Map<string, Uint8Array[]>();
+  /** Forwarded requests and their replies of this turn: published together with the Raft batches. */
+  private readonly outboxRpc: QueuedPublish[] = [];
   private flushScheduled = false;
   private readonly partials = new Map<string, PartialMessage>();
   private nextChunkId = 1;
@@ -376,13 +378,16 @@ export class Cluster {
         clearTimeout(timer);
         resolve(m);
       });
-      try {
-        this.nc.publish(`${this.prefix}.rpc.${node}`, req, { reply: `${this.replyPrefix}.${id}` });
-      } catch {
-        this.replies.delete(id);
-        clearTimeout(timer);
-        resolve(null);
-      }
+      this.queuePublish({
+        subject: `${this.prefix}.rpc.${node}`,
+        data: req,
+        reply: `${this.replyPrefix}.${id}`,
+        failed: () => {
+          this.replies.delete(id);
+          clearTimeout(timer);
+          resolve(null);
+        },
+      });
     });
     if (res === null) {
       metrics.raftForwardFailures.inc();
@@ -418,7 +423,7 @@ export class Cluster {
     out[0] = r.kind >> 8;
     out[1] = r.kind & 0xff;
     out.set(r.body, 2);
-    m.respond(out);
+    if (m.reply) this.queuePublish({ subject: m.reply, data: out });
   }
 
   // ------------------------------------------------------------ liveness
@@ -544,10 +549,24 @@ export class Cluster {
     if (q === undefined) this.outbound.set(to, (q = []));
     q.push(msg);
     metrics.raftPendingFlush.inc();
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.scheduleFlush();
+  }
+
+  /**
+   * The NATS client writes its buffer to the socket once per microtask
+   * checkpoint, which uWS runs after every HTTP request: published at once,
+   * each forwarded request cost a send syscall (a third of the main thread's
+   * time in bench:cluster). Queued, a turn's requests and replies share one.
+   */
+  private queuePublish(p: QueuedPublish): void {
+    this.outboxRpc.push(p);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
   }
 
   private header(kind: number): Uint8Array {
@@ -596,6 +615,14 @@ export class Cluster {
       publish();
     }
     this.outbound.clear();
+    for (const p of this.outboxRpc) {
+      try {
+        this.nc.publish(p.subject, p.data, p.reply === undefined ? undefined : { reply: p.reply });
+      } catch {
+        p.failed?.();
+      }
+    }
+    this.outboxRpc.length = 0;
   }
 
   private publishChunked(subject: string, m: Uint8Array, max: number): void {
@@ -683,6 +710,14 @@ export class Cluster {
     metrics.raftMessagesDropped.inc();
     log('debug', 'raft_dropped', 'Raft traffic dropped', { why });
   }
+}
+
+interface QueuedPublish {
+  subject: string;
+  data: Uint8Array;
+  reply?: string;
+  /** Called when the publish throws (connection closed): nothing was sent. */
+  failed?: () => void;
 }
 
 function readPartitionFile(file: string): Set<string> {

@@ -143,7 +143,14 @@ const enum Bcast {
   None = 0,
   /** Send new entries to followers that can take them. */
   Entries = 1,
-  /** Also send empty Apps, to carry a new commit index. */
+  /**
+   * A new commit index: also send empty Apps to replicas being removed (they
+   * learn of their removal from its commit), and to everyone from a leader
+   * being removed (it steps down). Other voters are not sent one: they
+   * learn the commit with the next App, or from the heartbeat the next tick
+   * sends to each follower owed it (sendOwedCommits) — half the messages of
+   * an append at a cost of at most a tick in the followers' apply.
+   */
   Commit = 2,
 }
 
@@ -665,7 +672,13 @@ export class RaftCore {
     if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
       this.heartbeatElapsed = 0;
       this.bcastHeartbeat();
-    }
+    } else this.sendOwedCommits();
+  }
+
+  /** A heartbeat to each follower that has not been told the commit index it could take. */
+  private sendOwedCommits(): void {
+    const commit = this.log.committed;
+    for (const pr of this.followers) if (pr.sentCommit < Math.min(pr.match, commit)) this.sendHeartbeat(pr, commit);
   }
 
   /** Check-quorum: did a majority of voters talk to us since the last check? Resets the marks. */
@@ -1035,6 +1048,7 @@ export class RaftCore {
     m.commit = this.log.committed;
     this.msgs.push(m);
     pr.sentEntries(ents.length, prevIndex + ents.length);
+    pr.sentCommit = Math.max(pr.sentCommit, Math.min(m.commit, prevIndex + ents.length));
     return true;
   }
 
@@ -1069,6 +1083,7 @@ export class RaftCore {
     m.commit = Math.min(pr.match, commit);
     m.context = this.readRound;
     this.msgs.push(m);
+    pr.sentCommit = Math.max(pr.sentCommit, m.commit);
   }
 
   /** Sends what propose()/commit/read calls of this turn accumulated, batched per follower. */
@@ -1078,9 +1093,10 @@ export class RaftCore {
       return;
     }
     if (this.bcast !== Bcast.None) {
-      const ifEmpty = this.bcast === Bcast.Commit;
+      const commit = this.bcast === Bcast.Commit;
       this.bcast = Bcast.None;
-      for (const pr of this.followers) this.sendAppend(pr, ifEmpty);
+      // A leader being removed steps down once that commits: it tells everyone now.
+      for (const pr of this.followers) this.sendAppend(pr, commit && (!this.isVoter || !this.voterPeers.includes(pr)));
     }
     if (this.readBroadcast) {
       this.readBroadcast = false;

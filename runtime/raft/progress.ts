@@ -76,6 +76,8 @@ export class Progress {
   state: ProgressState = ProgressState.Probe;
   /** Snapshot state: index of the snapshot being sent. */
   pendingSnapshot = 0;
+  /** Highest commit index sent to it that its log could take (an App's or a heartbeat's). */
+  sentCommit = 0;
   /** Heard from since the last check-quorum round. */
   recentActive = false;
   /** Probe state: an App is out and unanswered. */
@@ -96,6 +98,7 @@ export class Progress {
     this.pendingSnapshot = 0;
     this.recentActive = false;
     this.readAck = 0;
+    this.sentCommit = 0;
     this.resetState(ProgressState.Probe);
   }
 
