@@ -555,8 +555,9 @@ export class Cluster {
   /**
    * The NATS client writes its buffer to the socket once per microtask
    * checkpoint, which uWS runs after every HTTP request: published at once,
-   * each forwarded request cost a send syscall (a third of the main thread's
-   * time in bench:cluster). Queued, a turn's requests and replies share one.
+   * each forwarded request cost its own send syscall (socket writes were
+   * the main thread's top item under bench:cluster). Queued, a turn's
+   * requests and replies share one write with its Raft batches.
    */
   private queuePublish(p: QueuedPublish): void {
     this.outboxRpc.push(p);

@@ -26,6 +26,25 @@ function settled(ids: string[], seed: number): { net: Net; l: string; fs: string
   return { net, l, fs: followers(net, l) };
 }
 
+test('cluster - replication: voters learn a new commit from the next tick, not from an empty App each', () => {
+  // Periodic heartbeats every 10 ticks: a follower caught up after one tick was told by the owed-commit heartbeat.
+  const net = new Net(ABC, { seed: 31, electionTicks: 20, heartbeatTicks: 10 });
+  const l = net.electLeader();
+  net.run(2);
+  for (let round = 0; round < 10; round++) {
+    const idx = propose(net, `c${round}`);
+    net.deliverAll();
+    assert.ok(net.core(l).status().commit >= idx, 'committed on the leader');
+    for (const f of followers(net, l)) {
+      assert.ok(net.node(f).storage.lastIndex() >= idx, `${f} has entry ${idx}`);
+      assert.ok(net.core(f).status().commit < idx, `round ${round}: ${f} was not sent the commit of ${idx} on its own`);
+    }
+    net.tick(l);
+    net.deliverAll();
+    for (const f of followers(net, l)) assert.ok(net.core(f).status().commit >= idx, `round ${round}: ${f} learned commit ${idx} one tick later`);
+  }
+});
+
 test('cluster - election: one leader, everyone follows it', () => {
   const net = new Net(ABC, { seed: 1 });
   const l = net.electLeader();
