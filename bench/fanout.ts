@@ -77,6 +77,7 @@ import {
   benchArgs,
   writeResults,
   runBench,
+  AGENT_SOCKETS,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -96,8 +97,6 @@ const PUBLISH_TICK_MS = 2;
 const REQUEST_TIMEOUT_MS = 10_000;
 /** A server that cannot keep up with the fixed rate answers publishes seconds late: only past this is one an error. */
 const PUBLISH_TIMEOUT_MS = 60_000;
-/** Sockets of the lib's keep-alive HTTP agent: the most requests that can be in flight. */
-const AGENT_SOCKETS = 32;
 /** File descriptors a server or client needs beyond its WebSocket connections. */
 const FD_MARGIN = 1024;
 /** A client process must outlive the longest run, but not by much if it is orphaned. */

@@ -492,7 +492,9 @@ export function freePort(): Promise<number> {
   });
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+/** Sockets of the keep-alive HTTP agent of httpRequest: the most requests it has in flight. */
+export const AGENT_SOCKETS = 256;
+const agent = new http.Agent({ keepAlive: true, maxSockets: AGENT_SOCKETS });
 
 export function httpRequest(
   port: number,

@@ -11,6 +11,7 @@ import { makeContext } from '../gateway/context.js';
 import { loadNativeUws, startGateway } from '../gateway/server.js';
 import { AppError, type WireError, unavailable } from '../actors/errors.js';
 import { StreamHub, type EventsPage } from '../gateway/streams/hub.js';
+import { FanoutPacer } from '../gateway/streams/pacer.js';
 import type { StreamEvent } from '../actors/events.js';
 import { ReplyKind } from './replies.js';
 import { ReqOp } from './wire.js';
@@ -133,13 +134,17 @@ async function main(): Promise<void> {
   const rt = runtime;
   /** Streamed conversations of groups with no replica on this node → their NATS unsubscribe. */
   const remoteStreams = new Map<string, () => void>();
+  const pacer = new FanoutPacer((ev) => hub?.onEvent(ev), {
+    now: () => performance.now(),
+    setTimer: (fn, ms) => setTimeout(fn, ms).unref(),
+  });
   hub = new StreamHub({
     readEvents: (id, from, limit) => readEvents(route, id, from, limit),
     setInterest: (id, on) => {
       const group = groupOf(id);
       if (cluster !== null && publisher !== null && !cluster.hasReplica(group)) {
         // No replica here: the events come from the group leader over NATS.
-        if (on && !remoteStreams.has(id)) remoteStreams.set(id, publisher.subscribe(id, (ev) => hub?.onEvent(ev)));
+        if (on && !remoteStreams.has(id)) remoteStreams.set(id, publisher.subscribe(id, (ev) => pacer.push(ev)));
         if (!on) {
           remoteStreams.get(id)?.();
           remoteStreams.delete(id);
@@ -155,7 +160,7 @@ async function main(): Promise<void> {
   const streamHub = hub;
   d.onEvent = (ev, publish) => {
     if (publish) publisher?.publish(ev);
-    streamHub.onEvent(ev);
+    pacer.push(ev);
   };
   if (archive !== null && cfg.archive !== null) {
     archiver = new Archiver(archive, d, runtime.workers.length, cfg.archive, cfg.tailKeep);

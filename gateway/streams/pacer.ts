@@ -1,0 +1,80 @@
+// FanoutPacer: live events reach the StreamHub in bursts, not every loop turn,
+// once fanning them out is what keeps the gateway thread busy.
+//
+// A broadcast costs one socket write per subscriber: uWS drains its topics
+// once per loop turn and corks every frame a socket has pending into one
+// write. When each turn's fan-out takes most of the thread, the appends that
+// produce events wait behind it, and every flush carries one or two events
+// per conversation: thousands of writes of one frame each. Holding events
+// back until the thread has had as long again for other work lets appends
+// proceed meanwhile and packs more frames into each write (bench/fanout:
+// docs/BENCHMARKS.md). Order is kept: events are only delayed, as if the
+// worker had sent them later, which the hub already handles.
+import type { StreamEvent } from '../../actors/events.js';
+
+export interface PacerClock {
+  now(): number;
+  /** Runs fn after ms, at the earliest in a later loop turn. */
+  setTimer(fn: () => void, ms: number): void;
+}
+
+export interface PacerOptions {
+  /** Most of the thread's time fan-out may take while it is the bottleneck. */
+  busyShare: number;
+  /** A flush cheaper than this does not delay the next one. */
+  minCostMs: number;
+  /** Longest an event is held back beyond the last flush's cost. */
+  maxHoldMs: number;
+}
+
+export const PACER_DEFAULTS: PacerOptions = { busyShare: 0.5, minCostMs: 2, maxHoldMs: 50 };
+
+export class FanoutPacer {
+  private pending: StreamEvent[] = [];
+  /** A flush is queued (microtask or timer). */
+  private scheduled = false;
+  /** A flush ran and its cost is not known yet: the sockets are written at the end of its turn. */
+  private measuring = false;
+  private nextFlushAt = 0;
+
+  constructor(
+    private readonly deliver: (ev: StreamEvent) => void,
+    private readonly clock: PacerClock,
+    private readonly opts: PacerOptions = PACER_DEFAULTS,
+  ) {}
+
+  push(ev: StreamEvent): void {
+    this.pending.push(ev);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.measuring || this.pending.length === 0) return;
+    this.scheduled = true;
+    const wait = this.nextFlushAt - this.clock.now();
+    // A microtask still joins the events of the same worker batch into one flush.
+    if (wait > 0) this.clock.setTimer(() => this.flush(), wait);
+    else queueMicrotask(() => this.flush());
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const events = this.pending;
+    this.pending = [];
+    const start = this.clock.now();
+    this.measuring = true;
+    try {
+      for (const ev of events) this.deliver(ev);
+    } finally {
+      this.clock.setTimer(() => this.measured(start), 0);
+    }
+  }
+
+  private measured(start: number): void {
+    this.measuring = false;
+    const cost = this.clock.now() - start;
+    const { busyShare, minCostMs, maxHoldMs } = this.opts;
+    this.nextFlushAt = cost < minCostMs ? 0 : start + Math.min(cost / busyShare, cost + maxHoldMs);
+    this.schedule();
+  }
+}

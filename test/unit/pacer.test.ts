@@ -1,0 +1,92 @@
+// FanoutPacer on a fake clock: cheap flushes go out at once, an expensive one
+// holds the next events back (as long again, capped), in order.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FanoutPacer, PACER_DEFAULTS } from '../../gateway/streams/pacer.js';
+import { type StreamEvent, headEvent } from '../../actors/events.js';
+
+const ev = (seq: number): StreamEvent => headEvent('c1', seq);
+
+class FakeClock {
+  t = 0;
+  private timers: { at: number; fn: () => void }[] = [];
+  now = (): number => this.t;
+  setTimer = (fn: () => void, ms: number): void => {
+    this.timers.push({ at: this.t + Math.max(1, ms), fn });
+  };
+  /** Runs due timers in time order (and the microtasks they queue) up to `to`. */
+  async advanceTo(to: number): Promise<void> {
+    for (;;) {
+      await settle();
+      this.timers.sort((a, b) => a.at - b.at);
+      const next = this.timers[0];
+      if (next === undefined || next.at > to) break;
+      this.timers.shift();
+      this.t = Math.max(this.t, next.at);
+      next.fn();
+    }
+    this.t = Math.max(this.t, to);
+    await settle();
+  }
+}
+const settle = () => new Promise<void>((r) => setImmediate(r));
+
+/** A pacer whose flushes take `costOf(events)` ms of the fake clock; records each flush's start and seqs. */
+function setup(costOf: (events: number) => number) {
+  const clock = new FakeClock();
+  const flushes: { at: number; seqs: number[] }[] = [];
+  let open: { at: number; seqs: number[] } | null = null;
+  const pacer = new FanoutPacer(
+    (e) => {
+      if (open === null) {
+        const flush = (open = { at: clock.t, seqs: [] });
+        flushes.push(flush);
+        // The flush's socket writes happen once it has returned, before the next loop turn.
+        queueMicrotask(() => {
+          clock.t += costOf(flush.seqs.length);
+          open = null;
+        });
+      }
+      open.seqs.push(e.seq);
+    },
+    { now: clock.now, setTimer: clock.setTimer },
+  );
+  return { clock, flushes, pacer };
+}
+
+test('cheap flushes are not delayed; the events of one turn go out together', async () => {
+  const { clock, flushes, pacer } = setup(() => 0);
+  pacer.push(ev(1));
+  pacer.push(ev(2));
+  await settle();
+  assert.deepEqual(flushes, [{ at: 0, seqs: [1, 2] }]);
+  await clock.advanceTo(10);
+  pacer.push(ev(3));
+  await settle();
+  assert.deepEqual(flushes[1], { at: 10, seqs: [3] });
+});
+
+test('after an expensive flush the next waits as long again, and carries everything that came meanwhile, in order', async () => {
+  const { clock, flushes, pacer } = setup((n) => 20 * n);
+  pacer.push(ev(1)); // flush at 0 costs 20 ms: the next is due at 0 + 20 / busyShare
+  await settle();
+  for (let seq = 2; seq <= 4; seq++) {
+    await clock.advanceTo(clock.t + 5); // 25, 30, 35
+    pacer.push(ev(seq));
+  }
+  await clock.advanceTo(39);
+  assert.equal(flushes.length, 1, 'held back until the thread has had as long again');
+  await clock.advanceTo(40);
+  assert.deepEqual(flushes[1], { at: 20 / PACER_DEFAULTS.busyShare, seqs: [2, 3, 4] });
+});
+
+test('the hold is capped: a very expensive flush delays the next by its cost plus maxHoldMs at most', async () => {
+  const { clock, flushes, pacer } = setup(() => 400);
+  pacer.push(ev(1));
+  await settle();
+  await clock.advanceTo(1);
+  pacer.push(ev(2));
+  await clock.advanceTo(10_000);
+  assert.equal(flushes[1].at, 400 + PACER_DEFAULTS.maxHoldMs);
+  assert.deepEqual(flushes.flatMap((f) => f.seqs), [1, 2]);
+});
