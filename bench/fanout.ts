@@ -35,7 +35,9 @@
 //   --conversations=10      conversations they are spread over
 //   --clients=2             subscriber processes
 //   --duration=10           seconds of the burst phase
-//   --in-flight=16          burst publisher's requests in flight (≤ 32, the HTTP agent's sockets)
+//   --in-flight=64          burst publisher's requests in flight (≤ 256, the HTTP agent's sockets;
+//                           as many as the append bench: fewer measure the durable
+//                           round trip under load, not the fan-out)
 //   --fixed-deliveries=100000   deliveries/s of the fixed-rate phase
 //   --fixed-duration=10     seconds of the fixed-rate phase
 //   --sample-every=100      latency sample every Nth delivery per connection
@@ -165,7 +167,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     conversations: int('conversations', 10),
     clients: int('clients', 2),
     duration: int('duration', 10),
-    inFlight: int('in-flight', 16, 1, AGENT_SOCKETS),
+    inFlight: int('in-flight', 64, 1, AGENT_SOCKETS),
     fixedDeliveries: int('fixed-deliveries', 100_000),
     fixedDuration: int('fixed-duration', 10),
     sampleEvery: int('sample-every', 100),
