@@ -1,6 +1,8 @@
-// bench/fanout: WebSocket fan-out of our server against two reference servers,
-// a `ws`-library broadcast server (bench/fanout-ws-server.ts) and a Socket.IO
-// server (bench/fanout-socketio-server.ts), in one run, with the same
+// bench/fanout: WebSocket fan-out of our server against three reference
+// servers, bare uWebSockets.js (bench/fanout-uws-server.ts: the sends alone, the
+// machine's ceiling), a `ws`-library broadcast server
+// (bench/fanout-ws-server.ts) and a Socket.IO server
+// (bench/fanout-socketio-server.ts), in one run, with the same
 // subscriber processes (bench/fanout-client.ts: raw sockets, a minimal
 // WebSocket client that counts frames without parsing them).
 //
@@ -43,7 +45,7 @@
 //   --sample-every=100      latency sample every Nth delivery per connection
 //   --connect-concurrency=100   handshakes in flight per client process
 //   --settle=3              seconds before each RSS reading
-//   --only=ours,ws,socketio servers to run
+//   --only=ours,uws,ws,socketio servers to run
 //   --server=dist/runtime/main.js   entry point of our server
 //   --out=bench/results/fanout-latest.md
 //   --tmp=<dir>             parent of the temp dir (default: os.tmpdir())
@@ -112,8 +114,8 @@ const TARGET_IDLE_BYTES = 4096;
 
 // ---------------------------------------------------------------- options
 
-type ServerName = 'ours' | 'ws' | 'socketio';
-const SERVER_NAMES: ServerName[] = ['ours', 'ws', 'socketio'];
+type ServerName = 'ours' | 'uws' | 'ws' | 'socketio';
+const SERVER_NAMES: ServerName[] = ['ours', 'uws', 'ws', 'socketio'];
 
 interface Options {
   subscribers: number;
@@ -279,6 +281,7 @@ const SERVERS: ServerSpec[] = [
       body: JSON.stringify({ message: { role: 'user', parts: [{ type: 'text', text }], token_count: 1 } }),
     }),
   },
+  referenceServer('uws', `bare uWS ${packageVersion('uWebSockets.js')}`, 'fanout-uws-server.js', 'raw', '/sub/{c}'),
   referenceServer('ws', `ws ${packageVersion('ws')}`, 'fanout-ws-server.js', 'raw', '/sub/{c}'),
   referenceServer('socketio', `Socket.IO ${packageVersion('socket.io')}`, 'fanout-socketio-server.js', 'socketio', '/socket.io/?EIO=4&transport=websocket'),
 ];
@@ -895,7 +898,7 @@ function renderMarkdown(r: Report): string {
   L.push('### Method', '');
   L.push(
     '- Each server runs as its own process on a free 127.0.0.1 port and is stopped by PID after its phases; ours with a fresh data directory, ' +
-      `\`FLEETLM_STREAM_MAX_CONNECTIONS\` ≥ subscribers. The reference servers: \`bench/fanout-ws-server.ts\` (one \`ws.send(text)\` per subscriber) and ` +
+      `\`FLEETLM_STREAM_MAX_CONNECTIONS\` ≥ subscribers. The reference servers: \`bench/fanout-uws-server.ts\` (\`app.publish(conv, body)\` to a uWS topic per conversation: no log, no durability), \`bench/fanout-ws-server.ts\` (one \`ws.send(text)\` per subscriber) and ` +
       '`bench/fanout-socketio-server.ts` (`io.to(conv).emit("m", object)`, WebSocket transport only).',
     `- Subscribers: ${o.clients} processes of \`bench/fanout-client.ts\`, the same for every server: raw \`net\` sockets, HTTP upgrade, frames delimited by ` +
       'their length bytes and counted without decoding (Engine.IO/Socket.IO handshake, room subscription with ack and ping/pong for Socket.IO). ' +

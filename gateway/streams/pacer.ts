@@ -8,7 +8,9 @@
 // per conversation: thousands of writes of one frame each. Holding events
 // back until the thread has had as long again for other work lets appends
 // proceed meanwhile and packs more frames into each write (bench/fanout:
-// docs/BENCHMARKS.md). Order is kept: events are only delayed, as if the
+// docs/BENCHMARKS.md). A long hold only pays while events pile up per
+// conversation (a burst): at a steady rate below saturation each socket gets
+// one frame per write however long we wait, so there the hold stays short. Order is kept: events are only delayed, as if the
 // worker had sent them later, which the hub already handles.
 import type { StreamEvent } from '../../actors/events.js';
 
@@ -23,11 +25,13 @@ export interface PacerOptions {
   busyShare: number;
   /** A flush cheaper than this does not delay the next one. */
   minCostMs: number;
-  /** Longest an event is held back beyond the last flush's cost. */
+  /** Longest an event is held back beyond the last flush's cost, when that flush carried ≥ 2 events per conversation. */
   maxHoldMs: number;
+  /** The same when it carried fewer: holding then buys no fewer writes, only latency. */
+  maxHoldUnbatchedMs: number;
 }
 
-export const PACER_DEFAULTS: PacerOptions = { busyShare: 0.5, minCostMs: 2, maxHoldMs: 50 };
+export const PACER_DEFAULTS: PacerOptions = { busyShare: 0.5, minCostMs: 2, maxHoldMs: 50, maxHoldUnbatchedMs: 10 };
 
 export class FanoutPacer {
   private pending: StreamEvent[] = [];
@@ -36,6 +40,8 @@ export class FanoutPacer {
   /** A flush ran and its cost is not known yet: the sockets are written at the end of its turn. */
   private measuring = false;
   private nextFlushAt = 0;
+  /** The last flush carried at least two events per conversation on average. */
+  private batched = false;
 
   constructor(
     private readonly deliver: (ev: StreamEvent) => void,
@@ -63,6 +69,7 @@ export class FanoutPacer {
     this.pending = [];
     const start = this.clock.now();
     this.measuring = true;
+    this.batched = events.length >= 2 * new Set(events.map((ev) => ev.id)).size;
     try {
       for (const ev of events) this.deliver(ev);
     } finally {
@@ -73,8 +80,9 @@ export class FanoutPacer {
   private measured(start: number): void {
     this.measuring = false;
     const cost = this.clock.now() - start;
-    const { busyShare, minCostMs, maxHoldMs } = this.opts;
-    this.nextFlushAt = cost < minCostMs ? 0 : start + Math.min(cost / busyShare, cost + maxHoldMs);
+    const { busyShare, minCostMs } = this.opts;
+    const maxHold = this.batched ? this.opts.maxHoldMs : this.opts.maxHoldUnbatchedMs;
+    this.nextFlushAt = cost < minCostMs ? 0 : start + Math.min(cost / busyShare, cost + maxHold);
     this.schedule();
   }
 }

@@ -1,11 +1,12 @@
 // FanoutPacer on a fake clock: cheap flushes go out at once, an expensive one
-// holds the next events back (as long again, capped), in order.
+// holds the next events back (as long again, capped: longer when the flush
+// carried several events per conversation), in order.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FanoutPacer, PACER_DEFAULTS } from '../../gateway/streams/pacer.js';
 import { type StreamEvent, headEvent } from '../../actors/events.js';
 
-const ev = (seq: number): StreamEvent => headEvent('c1', seq);
+const ev = (seq: number, id = 'c1'): StreamEvent => headEvent(id, seq);
 
 class FakeClock {
   t = 0;
@@ -67,26 +68,40 @@ test('cheap flushes are not delayed; the events of one turn go out together', as
 });
 
 test('after an expensive flush the next waits as long again, and carries everything that came meanwhile, in order', async () => {
-  const { clock, flushes, pacer } = setup((n) => 20 * n);
-  pacer.push(ev(1)); // flush at 0 costs 20 ms: the next is due at 0 + 20 / busyShare
+  const { clock, flushes, pacer } = setup((n) => 8 * n);
+  pacer.push(ev(1)); // flush at 0 costs 8 ms: the next is due at 0 + 8 / busyShare
   await settle();
   for (let seq = 2; seq <= 4; seq++) {
-    await clock.advanceTo(clock.t + 5); // 25, 30, 35
+    await clock.advanceTo(clock.t + 2); // 10, 12, 14
     pacer.push(ev(seq));
   }
-  await clock.advanceTo(39);
+  await clock.advanceTo(15);
   assert.equal(flushes.length, 1, 'held back until the thread has had as long again');
-  await clock.advanceTo(40);
-  assert.deepEqual(flushes[1], { at: 20 / PACER_DEFAULTS.busyShare, seqs: [2, 3, 4] });
+  await clock.advanceTo(16);
+  assert.deepEqual(flushes[1], { at: 8 / PACER_DEFAULTS.busyShare, seqs: [2, 3, 4] });
 });
 
-test('the hold is capped: a very expensive flush delays the next by its cost plus maxHoldMs at most', async () => {
+test('the hold is capped: after a very expensive flush of 2 events per conversation, the next waits its cost plus maxHoldMs at most', async () => {
   const { clock, flushes, pacer } = setup(() => 400);
   pacer.push(ev(1));
+  pacer.push(ev(2));
   await settle();
   await clock.advanceTo(1);
-  pacer.push(ev(2));
+  pacer.push(ev(3));
   await clock.advanceTo(10_000);
   assert.equal(flushes[1].at, 400 + PACER_DEFAULTS.maxHoldMs);
-  assert.deepEqual(flushes.flatMap((f) => f.seqs), [1, 2]);
+  assert.deepEqual(flushes.flatMap((f) => f.seqs), [1, 2, 3]);
+});
+
+test('a flush of one event per conversation caps the hold at maxHoldUnbatchedMs: holding would not save writes', async () => {
+  const { clock, flushes, pacer } = setup(() => 400);
+  pacer.push(ev(1, 'c1'));
+  pacer.push(ev(1, 'c2'));
+  await settle();
+  await clock.advanceTo(1);
+  pacer.push(ev(2, 'c1'));
+  await clock.advanceTo(10_000);
+  assert.ok(PACER_DEFAULTS.maxHoldUnbatchedMs < PACER_DEFAULTS.maxHoldMs);
+  assert.equal(flushes[1].at, 400 + PACER_DEFAULTS.maxHoldUnbatchedMs);
+  assert.deepEqual(flushes[1].seqs, [2]);
 });
