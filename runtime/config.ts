@@ -213,7 +213,9 @@ export function loadConfig(env: Env = process.env): Config {
     host: env.HOST ?? '0.0.0.0',
     nodeName: nodeName ?? `node-${crypto.randomBytes(4).toString('hex')}`,
     dataDir: dataDir ?? './data',
-    workers: int('WORKERS', Math.max(1, os.availableParallelism()), 1, 64),
+    // One core is left to the gateway thread: on 2 cores, 1 worker serves more appends
+    // with less CPU than 2 (docs/DESIGN.md, "Worker count").
+    workers: int('WORKERS', Math.max(1, os.availableParallelism() - 1), 1, 64),
     maxBodyBytes,
     tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
     streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),

@@ -29,7 +29,8 @@ export function tempDir(prefix: string): string {
 export async function startNode(opts: { dataDir?: string; env?: Record<string, string>; port?: number } = {}): Promise<NodeProc> {
   const dataDir = opts.dataDir ?? tempDir('fleetlm-node-');
   const proc = spawn(process.execPath, [mainJs], {
-    env: { ...process.env, PORT: String(opts.port ?? 0), HOST: '127.0.0.1', FLEETLM_RAFT_DATA_DIR: dataDir, ...opts.env },
+    // Two workers whatever the machine's default, so paths across workers stay exercised.
+    env: { ...process.env, PORT: String(opts.port ?? 0), HOST: '127.0.0.1', FLEETLM_RAFT_DATA_DIR: dataDir, FLEETLM_WORKERS: '2', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
