@@ -10,8 +10,9 @@
 // proceed meanwhile and packs more frames into each write (bench/fanout:
 // docs/BENCHMARKS.md). A long hold only pays while events pile up per
 // conversation (a burst): at a steady rate below saturation each socket gets
-// one frame per write however long we wait, so there the hold stays short. Order is kept: events are only delayed, as if the
-// worker had sent them later, which the hub already handles.
+// one frame per write however long we wait, so there the hold stays short.
+// Order is kept: events are only delayed, as if the worker had sent them
+// later, which the hub already handles.
 import type { StreamEvent } from '../../actors/events.js';
 
 export interface PacerClock {
@@ -40,8 +41,6 @@ export class FanoutPacer {
   /** A flush ran and its cost is not known yet: the sockets are written at the end of its turn. */
   private measuring = false;
   private nextFlushAt = 0;
-  /** The last flush carried at least two events per conversation on average. */
-  private batched = false;
 
   constructor(
     private readonly deliver: (ev: StreamEvent) => void,
@@ -69,19 +68,24 @@ export class FanoutPacer {
     this.pending = [];
     const start = this.clock.now();
     this.measuring = true;
-    this.batched = events.length >= 2 * new Set(events.map((ev) => ev.id)).size;
+    const conversations = new Set<string>();
     try {
-      for (const ev of events) this.deliver(ev);
+      for (const ev of events) {
+        conversations.add(ev.id);
+        this.deliver(ev);
+      }
     } finally {
-      this.clock.setTimer(() => this.measured(start), 0);
+      // At least two events per conversation on average: holding packs frames.
+      const batched = events.length >= 2 * conversations.size;
+      this.clock.setTimer(() => this.measured(start, batched), 0);
     }
   }
 
-  private measured(start: number): void {
+  private measured(start: number, batched: boolean): void {
     this.measuring = false;
     const cost = this.clock.now() - start;
     const { busyShare, minCostMs } = this.opts;
-    const maxHold = this.batched ? this.opts.maxHoldMs : this.opts.maxHoldUnbatchedMs;
+    const maxHold = batched ? this.opts.maxHoldMs : this.opts.maxHoldUnbatchedMs;
     this.nextFlushAt = cost < minCostMs ? 0 : start + Math.min(cost / busyShare, cost + maxHold);
     this.schedule();
   }
