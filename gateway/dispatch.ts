@@ -2,7 +2,7 @@
 // deadline and an in-flight cap; frames for each worker are batched and
 // posted once per event-loop turn. Every request is answered exactly once.
 import type { Runtime } from '../runtime/index.js';
-import type { MainCommand } from '../runtime/worker.js';
+import type { MainCommand } from '../runtime/shard.js';
 import { EVENT_PUBLISH_STATUS, EVENT_STATUS, FrameBuffer, LEADER_STATUS, RAFT_STATUS, ReqOp, parseEvent, readReplies } from '../runtime/wire.js';
 import type { StreamEvent } from '../actors/events.js';
 import { ReplyKind } from '../runtime/replies.js';

@@ -215,7 +215,8 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: dataDir ?? './data',
     // One core is left to the gateway thread: on 2 cores, 1 worker serves more appends
     // with less CPU than 2 (docs/DESIGN.md, "Worker count").
-    workers: int('WORKERS', Math.max(1, os.availableParallelism() - 1), 1, 64),
+    // 0: no worker thread, the one shard runs on the gateway thread.
+    workers: int('WORKERS', Math.max(1, os.availableParallelism() - 1), 0, 64),
     maxBodyBytes,
     tokenEstimator: (estimator ?? 'tiktoken:gpt-4o').trim(),
     streamMaxConnections: int('STREAM_MAX_CONNECTIONS', 512, 1, 1_000_000),

@@ -1,15 +1,17 @@
 // startRuntime(config): opens the data dir, starts the shard workers and
 // resolves once every group has a leader and has applied its term's first
 // entry. The data dir's manifest fixes the partition count forever, so a
-// different worker count later never moves or loses data.
+// different worker count later never moves or loses data. With
+// FLEETLM_WORKERS=0 one shard runs on the gateway thread instead.
 import { Worker } from 'node:worker_threads';
+import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './config.js';
 import { ConfigError, isClustered } from './config.js';
-import type { MainCommand, WorkerEvent, WorkerInit } from './worker.js';
+import { type MainCommand, type WorkerEvent, type WorkerInit, runShard } from './shard.js';
 import { workerOfPartition } from './placement.js';
 import { limits } from './limits.js';
 import { log } from './log.js';
@@ -38,7 +40,7 @@ export interface Runtime {
   readonly nodeId: string;
   readonly partitions: number;
   /** Current thread of each worker slot (replaced when the supervisor restarts one). */
-  readonly workers: Worker[];
+  readonly workers: ShardHost[];
   /** Called with each batch of reply frames from a worker. */
   onReplies: (buf: ArrayBuffer) => void;
   /** Called when a worker thread is gone: whatever it owed will never be answered. */
@@ -57,6 +59,48 @@ export interface Runtime {
   isWorkerReady(w: number): boolean;
   close(): Promise<void>;
 }
+
+/**
+ * A shard on the gateway thread (FLEETLM_WORKERS=0): the frames a worker
+ * would post go over in-thread at the next check phase, with no thread to
+ * wake and no copy. Meant for machines that run several nodes on few cores
+ * (docs/DESIGN.md, "Worker count"). Unlike a worker, an exception that
+ * escapes the shard takes the process down.
+ */
+class InlineShard extends EventEmitter {
+  /** -1 once terminated, as for a Worker. */
+  threadId = 0;
+  private readonly inbox = new EventEmitter();
+
+  constructor(init: WorkerInit) {
+    super();
+    runShard(init, {
+      postMessage: (e) =>
+        setImmediate(() => {
+          if (this.threadId === -1) return;
+          this.emit('message', e);
+          // A shard that gave up at open serves nothing more: its worker thread would end here.
+          if (e.type === 'damaged' || e.type === 'fatal') void this.terminate();
+        }),
+      on: (event, listener) => this.inbox.on(event, listener),
+    });
+  }
+
+  /** Transfer lists are moot in-thread: the sender never touches a posted buffer again. */
+  postMessage(m: MainCommand, _transfer?: ArrayBuffer[]): void {
+    setImmediate(() => this.threadId !== -1 && this.inbox.emit('message', m));
+  }
+
+  terminate(): Promise<number> {
+    if (this.threadId !== -1) {
+      this.threadId = -1;
+      setImmediate(() => this.emit('exit', 0));
+    }
+    return Promise.resolve(0);
+  }
+}
+
+export type ShardHost = Worker | InlineShard;
 
 /** Restart backoff of a worker slot: doubles per restart, reset after a quiet minute. */
 const RESTART_DELAY_MS = { first: 250, max: 10_000, resetAfter: 60_000 };
@@ -81,7 +125,7 @@ export function loadManifest(cfg: Config): Manifest {
     saveManifest(cfg, withIncarnation);
     return withIncarnation;
   }
-  const m: Manifest = { format: 1, groups: limits.groupCount, partitions: cfg.workers, nodeId: cfg.nodeName, incarnation: newIncarnation() };
+  const m: Manifest = { format: 1, groups: limits.groupCount, partitions: Math.max(1, cfg.workers), nodeId: cfg.nodeName, incarnation: newIncarnation() };
   saveManifest(cfg, m);
   return m;
 }
@@ -153,7 +197,8 @@ createRequire(import.meta.url)('rocksdb');
 /** `founding`: the cluster's founding record (null on a single node). */
 export async function startRuntime(cfg: Config, publishAllEvents = false, founding: Founding | null = null): Promise<Runtime> {
   const manifest = loadManifest(cfg);
-  const workerCount = Math.min(cfg.workers, manifest.partitions);
+  const inline = cfg.workers === 0;
+  const workerCount = inline ? 1 : Math.min(cfg.workers, manifest.partitions);
   // The Raft identity is the data dir's, so a random NODE_NAME on each boot of
   // a single node does not orphan the groups' votes; a cluster member must
   // keep its name (its peers know it by it).
@@ -161,7 +206,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
   if (isClustered(cfg) && nodeId !== cfg.nodeName) {
     throw new ConfigError('NODE_NAME', `the data dir ${cfg.dataDir} belongs to node ${nodeId}, not ${cfg.nodeName}`);
   }
-  const workers: Worker[] = [];
+  const workers: ShardHost[] = [];
   const ready: boolean[] = new Array(workerCount).fill(false);
   const restarts = Array.from({ length: workerCount }, () => ({ delayMs: RESTART_DELAY_MS.first, lastMs: 0, pending: false }));
   let closing = false;
@@ -200,7 +245,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
   };
 
   /** Supervisor: a worker that died or stopped a group is restarted from disk, with backoff. */
-  const restart = (i: number, w: Worker, why: string) => {
+  const restart = (i: number, w: ShardHost, why: string) => {
     const r = restarts[i];
     if (closing || r.pending || workers[i] !== w) return;
     r.pending = true;
@@ -222,10 +267,12 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
   const spawn = (i: number): Promise<void> => {
     // A small young generation keeps each worker's heap (and the node's RSS) down;
     // the workers allocate short-lived objects at a steady rate.
-    const w = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: initOf(i),
-      resourceLimits: { maxYoungGenerationSizeMb: 8 },
-    });
+    const w = inline
+      ? new InlineShard(initOf(i))
+      : new Worker(new URL('./worker.js', import.meta.url), {
+          workerData: initOf(i),
+          resourceLimits: { maxYoungGenerationSizeMb: 8 },
+        });
     workers[i] = w;
     return new Promise<void>((resolve, reject) => {
       w.on('message', (e: WorkerEvent) => {
@@ -267,7 +314,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
   }
   log('info', 'runtime_ready', 'all groups lead and applied', {
     node: nodeId,
-    workers: workerCount,
+    workers: inline ? 0 : workerCount,
     partitions: manifest.partitions,
     groups: limits.groupCount,
   });
@@ -275,7 +322,7 @@ export async function startRuntime(cfg: Config, publishAllEvents = false, foundi
 }
 
 /** Asks a worker to finish its writes and close storage, then ends the thread. */
-function closeWorker(w: Worker): Promise<void> {
+function closeWorker(w: ShardHost): Promise<void> {
   return new Promise<void>((resolve) => {
     if (w.threadId === -1) return resolve(); // already gone
     // A wedged worker gets a bounded chance to close cleanly.

@@ -67,7 +67,8 @@ names.forEach((name, i) => {
       PORT: String(basePort + i),
       HOST: '127.0.0.1',
       FLEETLM_RAFT_DATA_DIR: dataDir,
-      FLEETLM_WORKERS: process.env.FLEETLM_WORKERS ?? '1',
+      // Three nodes share this machine: each runs its shard on its gateway thread (docs/DESIGN.md, "Worker count").
+      FLEETLM_WORKERS: process.env.FLEETLM_WORKERS ?? '0',
     },
     stdio: ['ignore', logFile, logFile],
   });

@@ -50,34 +50,51 @@ test('boot - a bad value stops boot with one line naming the variable', async ()
   }
 });
 
-test('shutdown - SIGTERM answers every in-flight request, exits 0, keeps every ack', async () => {
-  const dataDir = tempDir('fleetlm-term-');
-  try {
-    const node = await startNode({ dataDir });
-    await api(node.url, 'PUT', '/v1/conversations/t', {});
-    const inflight = Array.from({ length: 300 }, (_, i) =>
-      api(node.url, 'POST', '/v1/conversations/t/messages', {
-        message: { role: 'user', parts: [{ type: 'text', text: `m${i}` }] },
-      }).catch((err: unknown) => ({ status: 0, json: null, text: String(err) })),
-    );
-    await new Promise((r) => setTimeout(r, 5));
-    const code = await node.stop();
-    const results = await Promise.all(inflight);
-    assert.equal(code, 0);
-    assert.ok(node.logs.some((l) => l.includes('"type":"stopped"')), 'stopped log line');
-    const acked = results.filter((r) => r.status === 201).map((r) => r.json.seq as number);
-    for (const r of results) assert.ok([201, 503, 0].includes(r.status), `unexpected ${r.status} ${r.text}`);
-    const again = await startNode({ dataDir });
-    const rec = (await api(again.url, 'GET', '/v1/conversations/t')).json;
-    assert.ok(rec.last_seq >= acked.length, `last_seq ${rec.last_seq} < ${acked.length} acks`);
-    const msgs = (await api(again.url, 'GET', '/v1/conversations/t/messages?limit=1000')).json.messages;
-    const seqs = new Set(msgs.map((m: any) => m.seq));
-    for (const s of acked) assert.ok(seqs.has(s), `acked seq ${s} missing after restart`);
-    await again.stop();
-  } finally {
-    fs.rmSync(dataDir, { recursive: true, force: true });
-  }
-});
+// FLEETLM_WORKERS=0: the shard runs on the gateway thread (runtime/index.ts, InlineShard).
+for (const workers of ['2', '0']) {
+  test(`shutdown - SIGTERM answers every in-flight request, exits 0, keeps every ack (FLEETLM_WORKERS=${workers})`, async () => {
+    const dataDir = tempDir('fleetlm-term-');
+    const env = { FLEETLM_WORKERS: workers };
+    try {
+      const node = await startNode({ dataDir, env });
+      assert.equal(node.logs.some((l) => l.includes('"type":"runtime_ready"') && l.includes(`"workers":${workers === '0' ? 0 : 2},`)), true, 'runtime_ready names the worker threads');
+      await api(node.url, 'PUT', '/v1/conversations/t', {});
+      const inflight = Array.from({ length: 300 }, (_, i) =>
+        api(node.url, 'POST', '/v1/conversations/t/messages', {
+          message: { role: 'user', parts: [{ type: 'text', text: `m${i}` }] },
+        }).catch((err: unknown) => ({ status: 0, json: null, text: String(err) })),
+      );
+      await new Promise((r) => setTimeout(r, 5));
+      const code = await node.stop();
+      const results = await Promise.all(inflight);
+      assert.equal(code, 0);
+      assert.ok(node.logs.some((l) => l.includes('"type":"stopped"')), 'stopped log line');
+      const acked = results.filter((r) => r.status === 201).map((r) => r.json.seq as number);
+      for (const r of results) assert.ok([201, 503, 0].includes(r.status), `unexpected ${r.status} ${r.text}`);
+      const again = await startNode({ dataDir, env });
+      const rec = (await api(again.url, 'GET', '/v1/conversations/t')).json;
+      assert.ok(rec.last_seq >= acked.length, `last_seq ${rec.last_seq} < ${acked.length} acks`);
+      const msgs = (await api(again.url, 'GET', '/v1/conversations/t/messages?limit=1000')).json.messages;
+      const seqs = new Set(msgs.map((m: any) => m.seq));
+      for (const s of acked) assert.ok(seqs.has(s), `acked seq ${s} missing after restart`);
+      // And after kill -9: every ack of the restarted node survives too.
+      const more: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const r = await api(again.url, 'POST', '/v1/conversations/t/messages', { message: { role: 'user', parts: [{ type: 'text', text: `k${i}` }] } });
+        assert.equal(r.status, 201, r.text);
+        more.push(r.json.seq);
+      }
+      await again.kill9();
+      const third = await startNode({ dataDir, env });
+      const after = (await api(third.url, 'GET', `/v1/conversations/t/messages?limit=1000`)).json.messages.map((m: any) => m.seq);
+      assert.deepEqual(after, Array.from({ length: after.length }, (_, i) => i + 1), 'seqs contiguous');
+      for (const s of more) assert.ok(after.includes(s), `acked seq ${s} missing after kill -9`);
+      await third.stop();
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+}
 
 test('auth - FLEETLM_API_KEY guards /v1 with a bearer token; ops endpoints stay open', async () => {
   const node = await startNode({ env: { FLEETLM_API_KEY: 'sekrit-key-123' } });

@@ -13,6 +13,9 @@ test('config - defaults', () => {
   assert.match(c.nodeName, /^node-[0-9a-f]{8}$/);
   assert.equal(c.walSegmentBytes, 32 * 1024 * 1024);
   assert.equal(loadConfig({ FLEETLM_WAL_SEGMENT_BYTES: '1048576', FLEETLM_MAX_BODY_BYTES: '262144' }).walSegmentBytes, 1048576);
+  // 0 = no worker thread (the shard runs on the gateway thread); negative is refused.
+  assert.equal(loadConfig({ FLEETLM_WORKERS: '0' }).workers, 0);
+  assert.throws(() => loadConfig({ FLEETLM_WORKERS: '-1' }), (e: unknown) => e instanceof ConfigError && e.message.includes('FLEETLM_WORKERS'));
 });
 
 test('config - archive, streams and NATS settings', () => {
