@@ -56,7 +56,8 @@ export const metrics = {
   }),
   raftMessagesReceived: new client.Counter({
     name: 'fleet_lm_raft_messages_received_total',
-    help: 'Raft messages received from peers',
+    help: 'Raft messages received from peers, by type (app, heartbeat, quiesce, ...)',
+    labelNames: ['type'],
     registers: [registry],
   }),
   raftMessagesDropped: new client.Counter({

@@ -48,7 +48,9 @@
 // It is read every PARTITION_POLL_MS; a missing file cuts nothing.
 import fs from 'node:fs';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { encodedFrom, encodedGroup, encodedTo } from './raft/codec.js';
+import { QUIESCE_TYPE, encodedFrom, encodedGroup, encodedTo } from './raft/codec.js';
+import { MessageType } from './raft/types.js';
+import type { Counter } from 'prom-client';
 import type { Dispatcher, WorkerReply } from '../gateway/dispatch.js';
 import { ReplyKind, errorReply } from './replies.js';
 import { NOT_LEADER, AppError, unavailable, type WireError } from '../actors/errors.js';
@@ -698,7 +700,7 @@ export class Cluster {
   private deliver(from: string, msg: Uint8Array): void {
     if (msg.byteLength < 5 || msg.byteLength < 5 + msg[3] || nodeOf(encodedTo(msg)) !== this.self) return this.drop('message for another node');
     if (nodeOf(encodedFrom(msg)) !== from) return this.drop(`message from ${from} for another node's replica`);
-    metrics.raftMessagesReceived.inc();
+    receivedOfType(msg[0]).inc();
     this.dispatcher.deliverRaft(encodedGroup(msg), msg);
   }
 
@@ -719,6 +721,32 @@ interface QueuedPublish {
   reply?: string;
   /** Called when the publish throws (connection closed): nothing was sent. */
   failed?: () => void;
+}
+
+/** The received-messages counter of a Raft message type (children made once: this runs per message). */
+const RAFT_TYPE_NAMES: ReadonlyMap<number, string> = new Map([
+  [MessageType.App, 'app'],
+  [MessageType.AppResp, 'app_resp'],
+  [MessageType.Vote, 'vote'],
+  [MessageType.VoteResp, 'vote_resp'],
+  [MessageType.PreVote, 'pre_vote'],
+  [MessageType.PreVoteResp, 'pre_vote_resp'],
+  [MessageType.Heartbeat, 'heartbeat'],
+  [MessageType.HeartbeatResp, 'heartbeat_resp'],
+  [MessageType.Snap, 'snapshot'],
+  [MessageType.ReadIndex, 'read_index'],
+  [MessageType.ReadIndexResp, 'read_index_resp'],
+  [MessageType.TimeoutNow, 'timeout_now'],
+  [QUIESCE_TYPE, 'quiesce'],
+]);
+const receivedByType = new Map<number, Counter.Internal>();
+function receivedOfType(type: number): Counter.Internal {
+  let c = receivedByType.get(type);
+  if (c === undefined) {
+    c = metrics.raftMessagesReceived.labels(RAFT_TYPE_NAMES.get(type) ?? 'unknown');
+    receivedByType.set(type, c);
+  }
+  return c;
 }
 
 function readPartitionFile(file: string): Set<string> {

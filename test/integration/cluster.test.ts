@@ -113,8 +113,14 @@ describe('cluster of three', () => {
   });
 
   test('idle groups quiesce: no Raft message flows while nothing changes, and a write wakes its group', async () => {
-    const received = async () =>
-      Promise.all([0, 1, 2].map(async (i) => Number(/^fleet_lm_raft_messages_received_total (\d+)/m.exec((await api(urlOf(i), 'GET', '/metrics')).text)![1])));
+    /** Per node: Raft messages received, by type. */
+    const byType = async (i: number) => {
+      const counts = new Map<string, number>();
+      for (const m of (await api(urlOf(i), 'GET', '/metrics')).text.matchAll(/^fleet_lm_raft_messages_received_total\{type="(\w+)"\} (\d+)/gm)) counts.set(m[1], Number(m[2]));
+      return counts;
+    };
+    const sum = (c: Map<string, number>) => [...c.values()].reduce((a, b) => a + b, 0);
+    const received = async () => Promise.all([0, 1, 2].map(async (i) => sum(await byType(i))));
     // The coordinator (n1) first moves leaders to where the placement prefers them.
     for (let i = 0; i < 200 && (await metricOf(urlOf(0), 'fleet_lm_cluster_leaders_to_move')) !== 0; i++) await sleep(100);
     await sleep(1500);
@@ -124,6 +130,10 @@ describe('cluster of three', () => {
     assert.equal((await api(urlOf(1), 'POST', '/v1/conversations/any-node/messages', text('wake up'))).status, 201);
     const after = await received();
     assert.ok(after.some((n, i) => n > before[i]), 'the write replicated without a message?');
+    // The woken group replicated the entry (app) and went quiet again (quiesce) on its followers.
+    await sleep(1000);
+    const types = await Promise.all([0, 1, 2].map(byType));
+    assert.ok(types.some((c) => (c.get('app') ?? 0) > 0) && types.some((c) => (c.get('quiesce') ?? 0) > 0), JSON.stringify(types.map((c) => [...c])));
   });
 
   test('exactly one of concurrent if_version appends through different nodes wins', async () => {
