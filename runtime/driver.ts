@@ -490,6 +490,8 @@ export class PartitionDriver {
     const idle = leaderIdle(st, g.applied, g.proposals.size + g.reads.size + g.readsWaiting.length);
     g.idleTicks = idle ? g.idleTicks + 1 : 0;
     if (g.idleTicks < QUIESCE_AFTER_TICKS) return false;
+    // A follower agrees to stop only once it has the commit index: whatever the core still holds would arrive after this.
+    assert(!g.core.hasUnsentMessages(), `group ${g.id}: quiescing with unsent messages`);
     g.quiesced = true;
     for (const to of g.voters) if (to !== g.self) this.links.send(quiesceMessage(st, to));
     return true;

@@ -403,6 +403,11 @@ export class RaftCore {
     pr.probeSent = true;
   }
 
+  /** Messages made since the last ready(), not handed out yet. */
+  hasUnsentMessages(): boolean {
+    return this.msgs.length > 0;
+  }
+
   hasReady(): boolean {
     if (this.outstanding !== null) return false;
     return (

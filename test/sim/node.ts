@@ -260,7 +260,10 @@ export class SimNode {
     if (!this.up || this.paused) return false;
     for (const r of this.replicas.values()) {
       if (r.quiesced) continue;
-      if (this.env.knobs.quiesce && r.voters.length > 1 && this.maybeQuiesce(r)) continue;
+      if (this.env.knobs.quiesce && r.voters.length > 1 && this.maybeQuiesce(r)) {
+        if (!this.up) break; // a driver assertion stopped it
+        continue;
+      }
       r.core.tick();
       if (r.core.hasReady()) this.markDirty(r);
     }
@@ -643,6 +646,12 @@ export class SimNode {
     const idle = leaderIdle(st, r.machine.applied, r.proposals.size + r.reads.size + r.readsWaiting.length);
     r.idleTicks = idle ? r.idleTicks + 1 : 0;
     if (r.idleTicks < QUIESCE_AFTER_TICKS) return false;
+    if (r.core.hasUnsentMessages()) {
+      // runtime/driver.ts asserts it: the group stops and the supervisor restarts the worker from disk.
+      this.kill();
+      this.env.stopped(this, `group ${r.group}: quiescing with unsent messages`);
+      return true;
+    }
     r.quiesced = true;
     this.env.stats.quiesces++;
     for (const to of r.voters) if (to !== r.self) this.sendTo(nodeOf(to), [{ msg: quiesceMessage(st, to), image: null }]);
