@@ -61,7 +61,7 @@ export interface Compactions {
 export const NO_COMPACTIONS: Compactions = Object.freeze({ replacement: [], seqs: [] });
 
 /** Every append and every compaction bumps the version; nothing else does. */
-export function versionAt(seq: number, c: Compactions): number {
+export function versionAt(seq: number, c: Pick<Compactions, 'seqs'>): number {
   let lo = 0;
   let hi = c.seqs.length;
   while (lo < hi) {

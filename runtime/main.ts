@@ -7,12 +7,13 @@ import { log, setLogLevel } from './log.js';
 import { createEstimator, type TokenEstimator } from '../actors/tokens.js';
 import { CpuPool, countPartsTokens } from './cpu-pool.js';
 import { Dispatcher } from '../gateway/dispatch.js';
-import { makeContext } from '../gateway/context.js';
+import { type ArchiveReader, makeContext } from '../gateway/context.js';
 import { loadNativeUws, startGateway } from '../gateway/server.js';
 import { AppError, type WireError, unavailable } from '../actors/errors.js';
 import { StreamHub, type EventsPage } from '../gateway/streams/hub.js';
 import { FanoutPacer } from '../gateway/streams/pacer.js';
-import type { StreamEvent } from '../actors/events.js';
+import { type StreamEvent, messageEvent } from '../actors/events.js';
+import { versionAt } from '../actors/conversation.js';
 import { ReplyKind } from './replies.js';
 import { ReqOp } from './wire.js';
 import { groupOf, workerOfGroup } from './placement.js';
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
   const publisher = cfg.nats === null ? null : await EventPublisher.connect(cfg.nats, cfg.nodeName);
   // So does an unreachable archive database or a failed migration.
   const archive = cfg.archive === null ? null : await openArchiveOrFail(cfg.archive.url, cfg.archive.poolSize, cfg.archive.migrateOnBoot);
+  const archived: ArchiveReader | null = archive === null ? null : (id, lo, hi) => readArchived(archive, id, lo, hi);
   let archiver: Archiver | null = null;
   const ctx = makeContext(
     cfg,
@@ -77,7 +79,7 @@ async function main(): Promise<void> {
     },
     () => runtime !== null && runtime.isReady() && (cluster === null || cluster.allLed()),
     () => (publisher === null ? 'disabled' : publisher.connected ? 'ok' : 'failing'),
-    () => (archive === null ? null : (id, lo, hi) => readArchived(archive, id, lo, hi)),
+    () => archived,
     () => (archive === null ? 'disabled' : archive.status()),
   );
   const gateway = await startGateway(uws, ctx, cfg.host, cfg.port, () => hub);
@@ -139,7 +141,7 @@ async function main(): Promise<void> {
     setTimer: (fn, ms) => setTimeout(fn, ms).unref(),
   });
   hub = new StreamHub({
-    readEvents: (id, from, limit) => readEvents(route, id, from, limit),
+    readEvents: (id, from, limit) => readEvents(route, archived, id, from, limit),
     setInterest: (id, on) => {
       const group = groupOf(id);
       if (cluster !== null && publisher !== null && !cluster.hasReplica(group)) {
@@ -237,8 +239,16 @@ async function openArchiveOrFail(url: string, poolSize: number, migrate: boolean
 }
 
 /** ReqOp.Events: a first line with where the log ends, then one message event per line. */
+/**
+ * Message events with seq > from (at most `limit`): the hot tier's from the
+ * owning worker, the part below it from the archive, so a stream resumed
+ * from an old cursor gets every message (SPEC §5: `gap` only when healing is
+ * impossible). Only a contiguous run of archived messages is used: the first
+ * one missing from the archive shows up as a gap on the next read.
+ */
 async function readEvents(
   route: (op: ReqOp, group: number, payload: Uint8Array) => Promise<WorkerReply>,
+  archived: ArchiveReader | null,
   id: string,
   from: number,
   limit: number,
@@ -250,14 +260,25 @@ async function readEvents(
     throw new AppError(w.code, w.message, w.detail);
   }
   const lines = text.split('\n');
-  const head = JSON.parse(lines[0]) as { last_seq: number; tombstoned: boolean };
-  const events: StreamEvent[] = [];
+  const head = JSON.parse(lines[0]) as { last_seq: number; tombstoned: boolean; trimmed_seq?: number; compaction_seqs?: number[] };
+  const hot: StreamEvent[] = [];
   for (let i = 1; i < lines.length; i++) {
     const json = lines[i];
     const seq = Number(json.slice(json.indexOf('"seq":') + 6, json.indexOf(',"version"')));
-    events.push({ id, seq, type: 'message', json });
+    hot.push({ id, seq, type: 'message', json });
   }
-  return { lastSeq: head.last_seq, tombstoned: head.tombstoned, events };
+  const page = { lastSeq: head.last_seq, tombstoned: head.tombstoned, events: hot };
+  if (archived === null || limit <= 0 || head.trimmed_seq === undefined || head.trimmed_seq <= from) return page;
+  const hi = Math.min(head.trimmed_seq, from + limit);
+  const compactions = { seqs: head.compaction_seqs ?? [] };
+  const cold: StreamEvent[] = [];
+  for (const rec of await archived(id, from + 1, hi)) {
+    const ev = messageEvent(id, rec, 0);
+    if (ev.seq !== from + 1 + cold.length) break;
+    cold.push(messageEvent(id, rec, versionAt(ev.seq, compactions)));
+  }
+  if (cold.length === 0) return page; // the hot tier's first event shows the hole: a gap
+  return { ...page, events: cold.length === hi - from ? cold.concat(hot) : cold };
 }
 
 main().catch((err: unknown) => {

@@ -389,14 +389,18 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       const v = await readView(store, actors, id, false);
       const compactions =
         v.actor !== undefined ? v.actor.conv.compactions : v.rec.context?.compacted ? await store.readCompactions(id) : null;
-      // Below the hot tier the log lives in the archive: the stream starts where the hot tier does.
-      const lo = Math.max(from + 1, v.rec.trimmed_seq + 1);
+      // Below the hot tier the log lives in the archive: the events start where the hot tier
+      // does, and the gateway reads the part below from the archive (main.ts readEvents),
+      // numbering its versions with the compaction seqs sent along.
+      const trimmed = v.rec.trimmed_seq;
+      const lo = Math.max(from + 1, trimmed + 1);
       const texts = limit > 0 && lo <= v.lastSeq ? await messagesBetween(store, actors, group, id, v, lo, from + limit) : [];
       const evs = texts.map((t, i) => {
         const seq = lo + i;
         return messageEvent(id, t, compactions === null ? seq : versionAt(seq, compactions)).json;
       });
-      return ok([`{"last_seq":${v.lastSeq},"tombstoned":${v.rec.tombstoned}}`, ...evs].join('\n'));
+      const cold = trimmed > from ? `,"trimmed_seq":${trimmed},"compaction_seqs":${JSON.stringify(compactions?.seqs ?? [])}` : '';
+      return ok([`{"last_seq":${v.lastSeq},"tombstoned":${v.rec.tombstoned}${cold}}`, ...evs].join('\n'));
     };
   }
 

@@ -95,14 +95,51 @@ describe('archive', () => {
     assert.match(m, /fleet_lm_archive_inserted_total [1-9]/);
     // tail_keep 20: everything but the newest 20 left the hot tier, nothing unarchived did.
     assert.match(m, /fleet_lm_archive_trimmed_total 280\n/);
-    // A stream resumed from below the hot tier is told about the part it cannot replay.
-    const ws = new WebSocket(`${node.url.replace('http', 'ws')}/v1/conversations/ar-1/stream?cursor=0`);
+    // A stream resumed from below the hot tier replays the archived part from Postgres, then
+    // the hot tier, then goes live: every message once, in order, no gap (SPEC §5).
+    let last = 300;
+    for (const cursor of [0, 150]) {
+      const ws = new WebSocket(`${node.url.replace('http', 'ws')}/v1/conversations/ar-1/stream?cursor=${cursor}`);
+      const events: any[] = [];
+      ws.on('message', (d) => events.push(JSON.parse(d.toString())));
+      await until(async () => events.length === last - cursor, `${last - cursor} messages from cursor ${cursor}`);
+      await appendMany(node, 'ar-1', ++last, 1);
+      await until(async () => events.length === last - cursor, 'the live message after the replay');
+      ws.close();
+      assert.deepEqual(events.map((e) => e.seq), Array.from({ length: last - cursor }, (_, i) => cursor + 1 + i));
+      const expected = (await api(node.url, 'GET', `/v1/conversations/ar-1/messages?from=${cursor}&limit=1000`)).json.messages;
+      assert.deepEqual(
+        events.map((e) => ({ type: e.type, version: e.version, message: e.message })),
+        expected.map(({ seq, ...message }: any) => ({ type: 'message', version: seq, message })),
+      );
+    }
+  });
+
+  test("a context stream resumed below the hot tier numbers archived messages' versions past their compactions", async () => {
+    const trimmed = async () => Number(/^fleet_lm_archive_trimmed_total (\d+)/m.exec((await api(node.url, 'GET', '/metrics')).text)![1]);
+    const before = await trimmed();
+    assert.equal((await api(node.url, 'PUT', '/v1/contexts/ax-1', { token_budget: 1_000_000, policy: { strategy: 'manual' } })).status, 200);
+    const compact = async () => {
+      const r = await api(node.url, 'POST', '/v1/contexts/ax-1/compact', { replacement: [{ role: 'system', parts: [{ type: 'text', text: 'summary' }] }] });
+      assert.equal(r.status, 200, r.text);
+    };
+    for (let i = 1; i <= 120; i++) {
+      const r = await api(node.url, 'POST', '/v1/contexts/ax-1/messages', msg(`ax-${i}`));
+      assert.equal(r.status, 201, r.text);
+      if (i === 40 || i === 80) await compact();
+    }
+    // The live window starts after the second compaction: seqs 1..80 leave the hot tier.
+    await until(async () => (await api(node.url, 'GET', '/v1/contexts/ax-1')).json.archived_seq === 120, 'archived_seq 120');
+    await until(async () => (await trimmed()) - before >= 80, 'the context trimmed (ar-1 may trim its newest too)');
+    const ws = new WebSocket(`${node.url.replace('http', 'ws')}/v1/contexts/ax-1/stream?cursor=0&include_messages=true`);
     const events: any[] = [];
     ws.on('message', (d) => events.push(JSON.parse(d.toString())));
-    await until(async () => events.length === 21, 'gap + 20 hot messages');
-    assert.deepEqual(events[0], { type: 'gap', expected: 1, actual: 281 });
-    assert.deepEqual(events.slice(1).map((e) => e.seq), Array.from({ length: 20 }, (_, i) => 281 + i));
+    await until(async () => events.filter((e) => e.type === 'message').length === 120, '120 message events');
     ws.close();
+    const messages = events.filter((e) => e.type === 'message');
+    assert.deepEqual(messages.map((e) => e.seq), Array.from({ length: 120 }, (_, i) => i + 1));
+    // A compaction takes a version: messages after the first have version seq + 1, after the second seq + 2.
+    assert.deepEqual(messages.map((e) => e.version - e.seq), Array.from({ length: 120 }, (_, i) => (i < 40 ? 0 : i < 80 ? 1 : 2)));
   });
 
   test('Postgres down: appends keep succeeding; the backlog drains after it returns, no gap, no duplicate', async () => {
