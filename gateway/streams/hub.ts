@@ -72,6 +72,7 @@ class Topic {
 
 const REPLAY_PAGE = 1000;
 const RETRY_MS = 250;
+const RETRY_LOG_EVERY = 40;
 
 export class StreamHub {
   private readonly topics = new Map<string, Topic>();
@@ -294,7 +295,7 @@ export class StreamHub {
 
   /** A read that retries while the topic is wanted; null once nobody is. */
   private async read(t: Topic, from: number, limit: number): Promise<EventsPage | null> {
-    for (;;) {
+    for (let failures = 0; ; failures++) {
       if (t.dropped) return null;
       try {
         return await this.deps.readEvents(t.id, from, limit);
@@ -303,7 +304,10 @@ export class StreamHub {
           this.endAll(t, 'conversation not found');
           return null;
         }
-        log('warn', 'stream_read_failed', 'stream read failed; retrying', { conversation_id: t.id, err: String(err) });
+        // A long outage (a leaderless group, the archive's database down) logs every ~10 s, not every retry.
+        if (failures % RETRY_LOG_EVERY === 0) {
+          log('warn', 'stream_read_failed', 'stream read failed; retrying', { conversation_id: t.id, failures: failures + 1, err: String(err) });
+        }
         await this.deps.sleep(RETRY_MS);
       }
     }
