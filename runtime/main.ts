@@ -238,10 +238,10 @@ async function openArchiveOrFail(url: string, poolSize: number, migrate: boolean
   return archive;
 }
 
-/** ReqOp.Events: a first line with where the log ends, then one message event per line. */
 /**
  * Message events with seq > from (at most `limit`): the hot tier's from the
- * owning worker, the part below it from the archive, so a stream resumed
+ * owning worker (ReqOp.Events: a first line with where the log ends, then one
+ * event per line), the part below it from the archive, so a stream resumed
  * from an old cursor gets every message (SPEC §5: `gap` only when healing is
  * impossible). Only a contiguous run of archived messages is used: the first
  * one missing from the archive shows up as a gap on the next read.
@@ -273,9 +273,9 @@ async function readEvents(
   const compactions = { seqs: head.compaction_seqs ?? [] };
   const cold: StreamEvent[] = [];
   for (const rec of await archived(id, from + 1, hi)) {
-    const ev = messageEvent(id, rec, 0);
-    if (ev.seq !== from + 1 + cold.length) break;
-    cold.push(messageEvent(id, rec, versionAt(ev.seq, compactions)));
+    const seq = from + 1 + cold.length;
+    if (!rec.startsWith(`{"seq":${seq},`)) break;
+    cold.push(messageEvent(id, rec, versionAt(seq, compactions)));
   }
   if (cold.length === 0) return page; // the hot tier's first event shows the hole: a gap
   return { ...page, events: cold.length === hi - from ? cold.concat(hot) : cold };

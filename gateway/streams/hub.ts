@@ -275,7 +275,7 @@ export class StreamHub {
     if (t.live.size > 0) this.deps.broadcast(t.id, ev, t.live);
   }
 
-  /** The log no longer has what comes right after the subscriber's position (archived): it is told so. */
+  /** Neither the log nor the archive has what comes right after the subscriber's position: it is told so. */
   private gapBefore(sub: Subscriber, page: EventsPage): void {
     const first = page.events[0];
     if (first !== undefined && first.seq > sub.position + 1) sub.send(gapEvent(sub.id, sub.position + 1, first.seq));
