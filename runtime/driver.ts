@@ -67,6 +67,12 @@ export interface RaftLinks {
    * that fell a little behind catches up from the log (0 on a single node).
    */
   retainEntries: number;
+  /**
+   * Sends what is queued for the main thread (replies, events, messages)
+   * now: an apply round calls it so that replies do not wait for the turn
+   * to issue its writes.
+   */
+  flush(): void;
 }
 
 /** A read served once the group has applied (durably) up to its read index. */
@@ -874,29 +880,17 @@ export class PartitionDriver {
     }
   }
 
+  /**
+   * Applies every queued committed entry, synchronously when the
+   * conversations they touch are in memory (the common case), so a turn
+   * answers its proposals before it spends time issuing its own writes.
+   * A round that must load conversations from disk continues after the load.
+   */
   private startApply(): void {
     if (this.applying) return;
-    this.applying = true;
-    this.applyLoop().then(
-      () => {
-        this.applying = false;
-      },
-      (err: unknown) => {
-        this.applying = false;
-        log('error', 'apply_failed', 'apply write failed', { partition: this.store.partition, err: String(err) });
-      },
-    );
-  }
-
-  /**
-   * Applies committed entries in memory and answers their proposals at once;
-   * the resulting state is queued for the next write (turn). Only
-   * loading conversations from disk makes this wait.
-   */
-  private async applyLoop(): Promise<void> {
     for (;;) {
-      // Take the queued entries first: entries committed while the prefetch
-      // is awaited wait for the next round, whose prefetch covers them.
+      // Take the queued entries first: entries committed while a load is
+      // awaited wait for the next round, whose load covers them.
       const work: [Group, Entry[]][] = [];
       for (const g of this.groups.values()) {
         if (g.applyQueue.length === 0 || g.stopped !== null) continue;
@@ -904,37 +898,61 @@ export class PartitionDriver {
         g.applyQueue = [];
       }
       if (work.length === 0) return;
-      await this.prefetch(work);
-      const pending: PendingWrite = { batch: new ApplyBatch(), touched: new Map(), applied: new Map() };
-      const replies: [number, Reply][] = [];
-      for (const [g, entries] of work) {
-        if (g.stopped !== null) continue;
-        const opsBefore = pending.batch.ops.length;
-        try {
-          g.applied = this.applyEntries(g, entries, pending, replies);
-          pending.applied.set(g, g.applied);
-          const compactTo = g.applied - this.links.retainEntries;
-          if (compactTo > g.storage.snapshotMeta().index) g.storage.compact(compactTo);
-        } catch (err) {
-          pending.batch.ops.length = opsBefore; // nothing of a failed group reaches disk
-          this.stopGroup(g, err);
-        }
+      const missing = this.missingConversations(work);
+      if (missing.size === 0) {
+        this.applyRound(work);
+        continue;
       }
-      for (const a of pending.touched.keys()) a.writesPending++;
-      this.stateWrites.push(pending);
-      this.scheduleTurn();
-      for (const [reqId, r] of replies) this.reply(reqId, r);
-      for (const [g] of work) this.serveReads(g);
-      // Only here, between prefetch-and-apply rounds: evicting while a
-      // prefetch is awaited could drop a conversation the round relies on.
-      this.actors.evict();
-      for (const g of this.retiring) void this.retire(g);
-      this.retiring.clear();
+      this.applying = true;
+      this.load(missing)
+        .then(() => {
+          this.applying = false;
+          this.applyRound(work);
+          this.startApply();
+        })
+        .catch((err: unknown) => {
+          this.applying = false;
+          log('error', 'apply_failed', 'apply failed', { partition: this.store.partition, err: String(err) });
+        });
+      return;
     }
   }
 
-  /** Loads every conversation the queued entries touch that is not in memory yet. */
-  private async prefetch(work: [Group, Entry[]][]): Promise<void> {
+  /**
+   * Applies committed entries in memory and answers their proposals at once;
+   * the resulting state is queued for the next write (turn).
+   */
+  private applyRound(work: [Group, Entry[]][]): void {
+    const pending: PendingWrite = { batch: new ApplyBatch(), touched: new Map(), applied: new Map() };
+    const replies: [number, Reply][] = [];
+    for (const [g, entries] of work) {
+      if (g.stopped !== null) continue;
+      const opsBefore = pending.batch.ops.length;
+      try {
+        g.applied = this.applyEntries(g, entries, pending, replies);
+        pending.applied.set(g, g.applied);
+        const compactTo = g.applied - this.links.retainEntries;
+        if (compactTo > g.storage.snapshotMeta().index) g.storage.compact(compactTo);
+      } catch (err) {
+        pending.batch.ops.length = opsBefore; // nothing of a failed group reaches disk
+        this.stopGroup(g, err);
+      }
+    }
+    for (const a of pending.touched.keys()) a.writesPending++;
+    this.stateWrites.push(pending);
+    this.scheduleTurn();
+    for (const [reqId, r] of replies) this.reply(reqId, r);
+    for (const [g] of work) this.serveReads(g);
+    this.links.flush();
+    // Only here, between rounds: evicting while a load is awaited could
+    // drop a conversation the round relies on.
+    this.actors.evict();
+    for (const g of this.retiring) void this.retire(g);
+    this.retiring.clear();
+  }
+
+  /** Conversations the entries touch that are not in memory → their group. */
+  private missingConversations(work: [Group, Entry[]][]): Map<string, number> {
     const missing = new Map<string, number>();
     for (const [g, entries] of work) {
       for (const e of entries) {
@@ -943,7 +961,10 @@ export class PartitionDriver {
         if (this.actors.get(id) === undefined) missing.set(id, g.id);
       }
     }
-    if (missing.size === 0) return;
+    return missing;
+  }
+
+  private async load(missing: Map<string, number>): Promise<void> {
     const loaded = await Promise.all([...missing].map(async ([id, gid]) => [id, await this.store.loadConversation(gid, id)] as const));
     for (const [id, conv] of loaded) if (this.actors.get(id) === undefined) this.actors.add(id, conv);
   }

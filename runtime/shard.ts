@@ -105,6 +105,7 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       scheduleFlush();
     },
     retainEntries: init.founding === null ? 0 : RETAIN_ENTRIES,
+    flush,
   };
 
   /** Conversations the main thread streams: only their changes become events. */

@@ -52,6 +52,7 @@ async function openDriver(dir: string, loadDelayMs: number) {
       send: (m) => assert.fail(`a single voter sent ${m.type}`),
       leaderChanged: () => {},
       retainEntries: 0,
+      flush: () => {},
     },
   );
   await d.open(new Map(Array.from({ length: 256 }, (_, g) => [g, 'n1'])), new Map(), path.join(dir, 'wal'));
