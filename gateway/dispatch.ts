@@ -1,6 +1,6 @@
 // Main-thread side of the worker protocol: reqId → pending map with a
 // deadline and an in-flight cap; frames for each worker are batched and
-// posted once per event-loop turn (sooner when a worker's frames pile up). Every request is answered exactly once.
+// posted once per event-loop turn. Every request is answered exactly once.
 import type { Runtime } from '../runtime/index.js';
 import type { MainCommand } from '../runtime/shard.js';
 import { EVENT_PUBLISH_STATUS, EVENT_STATUS, FrameBuffer, LEADER_STATUS, RAFT_STATUS, ReqOp, parseEvent, readReplies } from '../runtime/wire.js';
@@ -23,12 +23,6 @@ interface Pending {
 }
 
 const SWEEP_MS = 200;
-/**
- * A worker's frames go out before the turn ends once they reach this size:
- * under load the worker starts on the first requests while the gateway
- * parses the rest (+8% appends/s in a closed-loop burst, docs/BENCHMARKS.md).
- */
-const EARLY_FLUSH_BYTES = 4096;
 
 export class Dispatcher {
   private readonly pending = new Map<number, Pending>();
@@ -63,8 +57,7 @@ export class Dispatcher {
     const reqId = this.nextReqId;
     this.nextReqId = this.nextReqId >= 0xfffffffe ? 1 : this.nextReqId + 1;
     this.outboxes[w].request(reqId, op, group, payload);
-    if (this.outboxes[w].length >= EARLY_FLUSH_BYTES) this.flushWorker(w);
-    else this.scheduleFlush();
+    this.scheduleFlush();
     return new Promise((resolve, reject) => {
       this.pending.set(reqId, { resolve, reject, deadlineMs: Date.now() + limits.requestDeadlineMs, worker: w });
     });
@@ -131,14 +124,12 @@ export class Dispatcher {
 
   private flush(): void {
     this.flushScheduled = false;
-    for (let w = 0; w < this.outboxes.length; w++) this.flushWorker(w);
-  }
-
-  private flushWorker(w: number): void {
-    const box = this.outboxes[w];
-    if (box.length === 0) return;
-    const buf = box.take();
-    this.runtime.workers[w].postMessage({ type: 'requests', buf } satisfies MainCommand, [buf]);
+    for (let w = 0; w < this.outboxes.length; w++) {
+      const box = this.outboxes[w];
+      if (box.length === 0) continue;
+      const buf = box.take();
+      this.runtime.workers[w].postMessage({ type: 'requests', buf } satisfies MainCommand, [buf]);
+    }
   }
 
   private settle(reqId: number, kind: ReplyKind, body: Uint8Array): void {
