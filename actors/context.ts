@@ -84,6 +84,21 @@ export function segments(rec: WindowRecord, replacementCount: number): Segment[]
   return out;
 }
 
+/**
+ * used_tokens of a window read when the policy keeps the whole window, found
+ * without reading a message: manual always, last_n when the window is
+ * within its limit and the budget. null when a read must decide (skip_parts
+ * may drop and recount parts).
+ */
+export function usedTokensOfWholeWindow(rec: WindowRecord, replacementCount: number): number | null {
+  const ctx = rec.context!;
+  const tokens = windowTokens(rec);
+  if (ctx.policy.strategy === 'manual') return tokens;
+  if (ctx.policy.strategy === 'skip_parts') return null;
+  const items = replacementCount + Math.max(0, rec.last_seq - liveFrom(rec) + 1);
+  return tokens <= ctx.token_budget && items <= (ctx.policy.config.limit ?? Infinity) ? tokens : null;
+}
+
 export function needsCompaction(rec: WindowRecord, budget: number): boolean {
   const ctx = rec.context;
   return ctx !== null && windowTokens(rec) > ctx.trigger_ratio * budget;

@@ -36,7 +36,7 @@ export const gapEvent = (id: string, expected: number, actual: number): StreamEv
   json: `{"type":"gap","expected":${expected},"actual":${actual}}`,
 });
 
-/** After each append to a context; used_tokens = tokens of the window (before the policy). */
+/** After each change to a context; used_tokens = tokens of the window through its policy, as a window read gives it. */
 export const contextEvent = (id: string, version: number, usedTokens: number, needsCompaction: boolean): StreamEvent => ({
   id,
   seq: 0,

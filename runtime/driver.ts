@@ -25,8 +25,7 @@ import { apply, type Compactions, type IdemRecord, type ConversationRecord, type
 import { ActorCache, type ActorEntry } from './actor-cache.js';
 import { Op, commandId, decodeCommand, patchNow, type Command } from '../actors/commands.js';
 import type { ApplyResult } from '../actors/conversation.js';
-import { needsCompaction, windowTokens } from '../actors/context.js';
-import { type StreamEvent, compactionEvent, contextEvent, messageEvent, tombstoneEvent } from '../actors/events.js';
+import { type StreamEvent, compactionEvent, messageEvent, tombstoneEvent } from '../actors/events.js';
 import { AppError, notLeader, overloaded, unavailable } from '../actors/errors.js';
 import { type Reply, ReplyKind, applyReply, errorReply } from './replies.js';
 import type { Clock } from './clock.js';
@@ -48,6 +47,12 @@ export interface EventSink {
   /** `leading`: the applying replica leads the group (only a leader's events are published). */
   has(id: string, leading: boolean): boolean;
   emit(ev: StreamEvent, leading: boolean): void;
+  /**
+   * The `context` event of the context's current record. Its used_tokens is
+   * the policy's answer (SPEC §4), which may need a window read; the
+   * conversation's later events wait for it.
+   */
+  emitContext(store: PartitionStore, actors: ActorCache, group: number, actor: ActorEntry, leading: boolean): void;
 }
 /** How a partition's groups reach the rest of the cluster (a single node has no peers). */
 export interface RaftLinks {
@@ -993,7 +998,7 @@ export class PartitionDriver {
         const streamed = this.events.has(cmd.id, leading);
         const before = actor.conv.record;
         const result = apply(actor.conv, cmd, sink);
-        if (streamed) this.emitEvents(cmd, before, actor, result, sink, leading);
+        if (streamed) this.emitEvents(g.id, cmd, before, actor, result, sink, leading);
         this.actors.touch(cmd.id, actor);
         pending.touched.set(actor, actor.conv.record?.last_seq ?? 0);
         const p = g.proposals.get(e.index);
@@ -1011,21 +1016,21 @@ export class PartitionDriver {
   }
 
   /** The stream events of one applied command (SPEC §5), in the order clients see them. */
-  private emitEvents(cmd: Command, before: ConversationRecord | null, actor: ActorEntry, result: ApplyResult, sink: CachingSink, leading: boolean): void {
+  private emitEvents(group: number, cmd: Command, before: ConversationRecord | null, actor: ActorEntry, result: ApplyResult, sink: CachingSink, leading: boolean): void {
     const rec = actor.conv.record;
     if (rec === null) return;
     const emit = (ev: StreamEvent) => this.events.emit(ev, leading);
-    const ctx = () => contextEvent(rec.id, rec.version, windowTokens(rec), needsCompaction(rec, rec.context!.token_budget));
+    const ctx = () => this.events.emitContext(this.store, this.actors, group, actor, leading);
     switch (result.kind) {
       case 'appended':
         if (result.duplicate) return;
         emit(messageEvent(rec.id, sink.lastMessage, result.version));
-        if (rec.context !== null) emit(ctx());
+        if (rec.context !== null) ctx();
         return;
       case 'compacted': {
         const c = rec.context!.compacted!;
         emit(compactionEvent(rec.id, result.version, c.from_seq, c.to_seq));
-        emit(ctx());
+        ctx();
         return;
       }
       case 'deleted':
@@ -1033,7 +1038,7 @@ export class PartitionDriver {
         return;
       case 'record':
         // A new budget or ratio can change needs_compaction.
-        if (cmd.op === Op.PutContext) emit(ctx());
+        if (cmd.op === Op.PutContext) ctx();
         return;
     }
   }

@@ -5,7 +5,7 @@
 // has no worker threads (FLEETLM_WORKERS=0, runtime/index.ts).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { PartitionDriver, type ReadFn } from './driver.js';
+import { type EventSink, PartitionDriver, type ReadFn } from './driver.js';
 import { PartitionStore } from '../storage/partition-store.js';
 import type { ActorCache, ActorEntry } from './actor-cache.js';
 import { FrameBuffer, LEADER_STATUS, RAFT_STATUS, ReqOp, readRequests, type RequestFrame } from './wire.js';
@@ -13,8 +13,8 @@ import { decodeMessage, encodeMessageBytes } from './raft/codec.js';
 import type { Message } from './raft/types.js';
 import { type Reply, ReplyKind, errorReply, messagesBody } from './replies.js';
 import { contextJson, recordJson, storedRecordJson, versionAt, type ConversationRecord } from '../actors/conversation.js';
-import { headEvent, messageEvent, type StreamEvent } from '../actors/events.js';
-import { liveFrom, memoSignature, needsCompaction, readWindow, segments } from '../actors/context.js';
+import { contextEvent, headEvent, messageEvent, type StreamEvent } from '../actors/events.js';
+import { type WindowResult, liveFrom, memoSignature, needsCompaction, readWindow, segments, usedTokensOfWholeWindow, windowTokens } from '../actors/context.js';
 import { conflict, notFound, invalid } from '../actors/errors.js';
 import { systemClock } from './clock.js';
 import { mulberry32 } from './prng.js';
@@ -112,13 +112,59 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
   const interest = new Set<string>();
   /** Streamed conversations that got messages since the last head announcement → their newest seq. */
   const recentHeads = new Map<string, number>();
-  const events = {
+  /**
+   * Per conversation, events waiting behind a context event whose window
+   * read is still running (ev null), so that the conversation's events keep
+   * their order.
+   */
+  const held = new Map<string, { ev: StreamEvent | null; leading: boolean }[]>();
+  function send(ev: StreamEvent, leading: boolean): void {
+    // Heads of published conversations too: gateways without a replica stream them over NATS.
+    if (ev.type === 'message' && (interest.has(ev.id) || (init.publishAllEvents && leading))) recentHeads.set(ev.id, ev.seq);
+    out.event(ev, init.publishAllEvents && leading);
+    scheduleFlush();
+  }
+  function sendHeld(id: string): void {
+    const q = held.get(id)!;
+    while (q.length > 0 && q[0].ev !== null) {
+      const h = q.shift()!;
+      send(h.ev!, h.leading);
+    }
+    if (q.length === 0) held.delete(id);
+  }
+  const events: EventSink = {
     has: (id: string, leading: boolean) => (init.publishAllEvents && leading) || interest.has(id),
     emit(ev: StreamEvent, leading: boolean): void {
-      // Heads of published conversations too: gateways without a replica stream them over NATS.
-      if (ev.type === 'message' && (interest.has(ev.id) || (init.publishAllEvents && leading))) recentHeads.set(ev.id, ev.seq);
-      out.event(ev, init.publishAllEvents && leading);
-      scheduleFlush();
+      const q = held.get(ev.id);
+      if (q !== undefined) q.push({ ev, leading });
+      else send(ev, leading);
+    },
+    emitContext(store: PartitionStore, actors: ActorCache, group: number, actor: ActorEntry, leading: boolean): void {
+      const rec = actor.conv.record!;
+      const budget = rec.context!.token_budget;
+      const event = (used: number) => contextEvent(rec.id, rec.version, used, needsCompaction(rec, budget));
+      const whole = usedTokensOfWholeWindow(rec, actor.conv.compactions.replacement.length);
+      if (whole !== null) return events.emit(event(whole), leading);
+      const slot: { ev: StreamEvent | null; leading: boolean } = { ev: null, leading };
+      const q = held.get(rec.id);
+      if (q !== undefined) q.push(slot);
+      else held.set(rec.id, [slot]);
+      policyWindow(store, actors, group, actor, rec, actor.conv.compactions.replacement, budget)
+        .then(
+          (w) => w.usedTokens,
+          (err: unknown) => {
+            log('warn', 'context_event_window_failed', 'could not read the window for a context event; used_tokens is the window before the policy', {
+              conversation_id: rec.id,
+              version: rec.version,
+              err: String(err),
+            });
+            return windowTokens(rec);
+          },
+        )
+        .then((used) => {
+          slot.ev = event(used);
+          sendHeld(rec.id);
+        });
     },
   };
 
@@ -253,34 +299,47 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       const actor = await loadActor(store, actors, group, id);
       const rec = mustExist(actor.conv.record, id, true);
       if (ifVersion >= 0 && ifVersion !== rec.version) throw conflict(ifVersion, rec.version);
-      const ctx = rec.context!;
-      const budget = budgetOverride ?? ctx.token_budget;
+      const budget = budgetOverride ?? rec.context!.token_budget;
       const replacement = actor.conv.compactions.replacement;
-      const view: ReadView = { rec, lastSeq: rec.last_seq, actor };
-      let lowest = rec.last_seq + 1;
-      const w = await readWindow(
-        {
-          lastSeq: rec.last_seq,
-          liveFrom: liveFrom(rec),
-          replacement,
-          messages: (lo, hi) => {
-            lowest = Math.min(lowest, lo);
-            return messagesBetween(store, actors, group, id, view, lo, hi, true);
-          },
-        },
-        ctx.policy,
-        budget,
-        windowMemo.view(id, memoSignature(ctx.policy, rec)),
-        recounter.count,
-      );
-      // The window's messages stay in memory across appends (within the cache's byte bound).
-      actor.keepRecent = Math.min(WINDOW_KEEP_MAX, rec.last_seq + 1 - lowest);
+      const w = await policyWindow(store, actors, group, actor, rec, replacement, budget);
       // used_tokens early in the body: the gateway reads it for its metrics without parsing the rest.
       return ok(
         `{"version":${rec.version},"used_tokens":${w.usedTokens},"needs_compaction":${needsCompaction(rec, budget)},` +
           `"segments":${JSON.stringify(segments(rec, replacement.length))},"messages":[${w.texts.join(',')}]}`,
       );
     };
+  }
+
+  /** The window of a context as of `rec` through its policy (actors/context.ts readWindow). */
+  async function policyWindow(
+    store: PartitionStore,
+    actors: ActorCache,
+    group: number,
+    actor: ActorEntry,
+    rec: ConversationRecord,
+    replacement: readonly string[],
+    budget: number,
+  ): Promise<WindowResult> {
+    const view: ReadView = { rec, lastSeq: rec.last_seq, actor };
+    let lowest = rec.last_seq + 1;
+    const w = await readWindow(
+      {
+        lastSeq: rec.last_seq,
+        liveFrom: liveFrom(rec),
+        replacement,
+        messages: (lo, hi) => {
+          lowest = Math.min(lowest, lo);
+          return messagesBetween(store, actors, group, rec.id, view, lo, hi, true);
+        },
+      },
+      rec.context!.policy,
+      budget,
+      windowMemo.view(rec.id, memoSignature(rec.context!.policy, rec)),
+      recounter.count,
+    );
+    // The window's messages stay in memory across appends (within the cache's byte bound).
+    actor.keepRecent = Math.min(WINDOW_KEEP_MAX, rec.last_seq + 1 - lowest);
+    return w;
   }
 
   /**

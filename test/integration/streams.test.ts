@@ -42,6 +42,8 @@ function rawClient(path: string) {
     seqs: [] as number[],
     texts: [] as string[],
     others: [] as any[],
+    /** Every event, in arrival order. */
+    events: [] as any[],
     closed: null as null | { code: number; reason: string },
     opened: new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
@@ -51,6 +53,7 @@ function rawClient(path: string) {
   };
   ws.on('message', (d) => {
     const ev = JSON.parse(d.toString());
+    c.events.push(ev);
     if (ev.type === 'message') {
       c.seqs.push(ev.seq);
       c.texts.push(ev.message.parts[0].text);
@@ -218,6 +221,52 @@ describe('raw and SSE streams', () => {
     assert.equal(all.others[0].type, 'context');
     all.ws.close();
     quiet.ws.close();
+  });
+
+  test("context events: used_tokens is the policy's answer, as GET /context gives it, and events keep their order while a window is read", async () => {
+    const id = 'ctx-policy';
+    const put = (config: object) => api(node.url, 'PUT', `/v1/contexts/${id}`, config);
+    const add = async (parts: object[], tokens: number) => {
+      const r = await api(node.url, 'POST', `/v1/contexts/${id}/messages`, { message: { role: 'user', parts, token_count: tokens } });
+      assert.equal(r.status, 201, r.text);
+    };
+    const used = async () => (await api(node.url, 'GET', `/v1/contexts/${id}/context`)).json.used_tokens as number;
+    assert.equal((await put({ token_budget: 100, trigger_ratio: 1, policy: { strategy: 'last_n', config: { limit: 2 } } })).status, 200);
+    const quiet = rawClient(`/v1/contexts/${id}/stream?include_messages=false`);
+    const all = rawClient(`/v1/contexts/${id}/stream`);
+    await Promise.all([quiet.opened, all.opened]);
+    await sleep(100);
+    const text = [{ type: 'text', text: 'x' }];
+    // last_n: the newest 2 (30 + 30), then 80 alone (80 + 30 is over the budget).
+    const expected: number[] = [];
+    for (const tokens of [30, 30, 30, 80]) {
+      await add(text, tokens);
+      expected.push(await used());
+    }
+    assert.deepEqual(expected, [30, 60, 60, 80]);
+    // skip_parts: a new policy is a context event too; then a message whose
+    // reasoning part is dropped counts only its text, recounted ("hello world": 2).
+    assert.equal((await put({ token_budget: 1000, trigger_ratio: 1, policy: { strategy: 'skip_parts', config: {} } })).status, 200);
+    expected.push(await used());
+    const mixed = [{ type: 'reasoning', text: 'a long chain of thought '.repeat(20) }, { type: 'text', text: 'hello world' }];
+    await add(mixed, 500);
+    expected.push(await used());
+    assert.deepEqual(expected.slice(4), [170, 172]);
+    // Appends in flight together: every context event still follows its message.
+    await Promise.all(Array.from({ length: 10 }, () => add(mixed, 500)));
+    const final = await used();
+    assert.equal(final, 192);
+    await until(() => quiet.others.length === 16 && all.events.length === 31, 'every event');
+    assert.deepEqual(
+      quiet.others.map((e) => [e.type, e.version, e.used_tokens]),
+      // A new policy changes no version: its event repeats version 4.
+      [...[1, 2, 3, 4, 4, 5].map((v, i) => ['context', v, expected[i]]), ...Array.from({ length: 10 }, (_, i) => ['context', 6 + i, 174 + 2 * i])],
+    );
+    const order = all.events.map((e) => (e.type === 'message' ? `m${e.version}` : `c${e.version}`));
+    const want = ['m1', 'c1', 'm2', 'c2', 'm3', 'c3', 'm4', 'c4', 'c4', ...Array.from({ length: 11 }, (_, i) => [`m${5 + i}`, `c${5 + i}`]).flat()];
+    assert.deepEqual(order, want);
+    quiet.ws.close();
+    all.ws.close();
   });
 
   test('SSE: id is the seq, Last-Event-ID wins over cursor', async () => {

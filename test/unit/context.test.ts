@@ -11,6 +11,7 @@ import {
   readWindow,
   segments,
   tokensOf,
+  usedTokensOfWholeWindow,
   validateContextConfig,
   windowTokens,
 } from '../../actors/context.js';
@@ -94,6 +95,17 @@ test('context - window tokens and segments follow appends and compactions withou
   ]);
   // An empty replacement contributes no summary; nothing appended since, no live segment.
   assert.deepEqual(segments({ ...after, last_seq: 3, token_total: 30 }, 0), []);
+});
+
+test('context - used_tokens without a read only when the policy keeps the whole window', () => {
+  const rec = (policy: Policy, budget: number) => ({ last_seq: 3, token_total: 30, context: { token_budget: budget, trigger_ratio: 1, policy, compacted: null } });
+  // manual returns the window untouched, over the budget too.
+  assert.equal(usedTokensOfWholeWindow(rec({ strategy: 'manual', config: {} }, 10), 0), 30);
+  assert.equal(usedTokensOfWholeWindow(rec(lastN(), 30), 0), 30);
+  assert.equal(usedTokensOfWholeWindow(rec(lastN(), 29), 0), null, 'over the budget: the read decides');
+  assert.equal(usedTokensOfWholeWindow(rec(lastN(3), 100), 0), 30);
+  assert.equal(usedTokensOfWholeWindow(rec(lastN(3), 100), 1), null, 'replacement + 3 live items are over the limit');
+  assert.equal(usedTokensOfWholeWindow(rec({ strategy: 'skip_parts', config: {} }, 100), 0), null);
 });
 
 test('context - tokensOf reads the stored count, not a token_count inside metadata', () => {

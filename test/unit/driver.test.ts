@@ -45,7 +45,7 @@ async function openDriver(dir: string, loadDelayMs: number) {
     1 << 20,
     4 << 20,
     (g, reason) => stopped.push(`${g}: ${reason}`),
-    { has: (id) => streamed.has(id), emit: (ev) => events.push(ev) },
+    { has: (id) => streamed.has(id), emit: (ev) => events.push(ev), emitContext: () => assert.fail('no context here') },
     {
       voters: () => ['n1'],
       mayHost: () => false,
