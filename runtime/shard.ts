@@ -73,6 +73,12 @@ export interface ShardPort {
   on(event: 'message', listener: (m: MainCommand) => void): unknown;
 }
 
+/** A stream event waiting for an earlier one of its conversation; ev null: still being computed. */
+interface HeldEvent {
+  ev: StreamEvent | null;
+  leading: boolean;
+}
+
 /** Opens the shard's partitions and serves `port` until it is told to close. */
 export function runShard(init: WorkerInit, port: ShardPort): void {
   setLogLevel(init.logLevel);
@@ -114,10 +120,9 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
   const recentHeads = new Map<string, number>();
   /**
    * Per conversation, events waiting behind a context event whose window
-   * read is still running (ev null), so that the conversation's events keep
-   * their order.
+   * read is still running, so that the conversation's events keep their order.
    */
-  const held = new Map<string, { ev: StreamEvent | null; leading: boolean }[]>();
+  const held = new Map<string, HeldEvent[]>();
   function send(ev: StreamEvent, leading: boolean): void {
     // Heads of published conversations too: gateways without a replica stream them over NATS.
     if (ev.type === 'message' && (interest.has(ev.id) || (init.publishAllEvents && leading))) recentHeads.set(ev.id, ev.seq);
@@ -145,7 +150,7 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       const event = (used: number) => contextEvent(rec.id, rec.version, used, needsCompaction(rec, budget));
       const whole = usedTokensOfWholeWindow(rec, actor.conv.compactions.replacement.length);
       if (whole !== null) return events.emit(event(whole), leading);
-      const slot: { ev: StreamEvent | null; leading: boolean } = { ev: null, leading };
+      const slot: HeldEvent = { ev: null, leading };
       const q = held.get(rec.id);
       if (q !== undefined) q.push(slot);
       else held.set(rec.id, [slot]);
