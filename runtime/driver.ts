@@ -654,7 +654,10 @@ export class PartitionDriver {
       }
     }
     this.startApply();
-    const states = this.stateWrites.splice(0);
+    // A snapshot read that started in this turn (collect → sendSnapshot)
+    // reads RocksDB while this turn's writes run: the state applied above
+    // waits for the next turn, or the snapshot could see half of it.
+    const states = this.exclusiveRunning === null ? this.stateWrites.splice(0) : [];
     const ops: BatchOp[] = [];
     for (const w of states) for (const op of w.batch.ops) ops.push(op);
     const writes: Promise<void>[] = [];
