@@ -912,16 +912,20 @@ export class PartitionDriver {
         continue;
       }
       this.applying = true;
-      this.load(missing)
-        .then(() => {
+      this.load(missing).then(
+        () => {
           this.applying = false;
           this.applyRound(work);
           this.startApply();
-        })
-        .catch((err: unknown) => {
+        },
+        (err: unknown) => {
+          // Storage that cannot load what the entries touch cannot apply them:
+          // their groups stop, and what they owe is answered.
           this.applying = false;
-          log('error', 'apply_failed', 'apply failed', { partition: this.store.partition, err: String(err) });
-        });
+          for (const [g] of work) this.stopGroup(g, err);
+          this.startApply();
+        },
+      );
       return;
     }
   }

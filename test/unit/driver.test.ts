@@ -84,6 +84,33 @@ test('driver - entries committed while a conversation load is awaited are applie
   }
 });
 
+test('driver - a conversation that cannot be loaded stops its group, which answers what it owes; other groups go on', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
+  try {
+    const { d, store, replies, stopped } = await openDriver(dir, 0);
+    const load = store.loadConversation.bind(store);
+    store.loadConversation = async (g, id) => {
+      if (id === 'broken') throw new Error('simulated read failure');
+      return load(g, id);
+    };
+    let other = 'other-0';
+    for (let i = 1; groupOf(other) === groupOf('broken'); i++) other = `other-${i}`;
+    d.propose(1, groupOf('broken'), put('broken'));
+    await until(() => replies.has(1), 'an answer for the broken conversation');
+    assert.equal(replies.get(1)?.kind, ReplyKind.Error);
+    assert.match(replies.get(1)!.body, /unavailable/);
+    assert.equal(stopped.length, 1);
+    assert.match(stopped[0], new RegExp(`^${groupOf('broken')}: .*simulated read failure`));
+    d.propose(2, groupOf(other), put(other));
+    await until(() => replies.has(2), 'another group');
+    assert.equal(replies.get(2)?.kind, ReplyKind.Ok, replies.get(2)?.body);
+    await d.close();
+    await store.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('driver - state survives a clean close and reopen (WAL + checkpointed RocksDB)', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
   try {
