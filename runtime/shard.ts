@@ -154,7 +154,7 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       const q = held.get(rec.id);
       if (q !== undefined) q.push(slot);
       else held.set(rec.id, [slot]);
-      policyWindow(store, actors, group, actor, rec, actor.conv.compactions.replacement, budget)
+      policyWindow(store, actors, group, actor, rec, budget)
         .then(
           (w) => w.usedTokens,
           (err: unknown) => {
@@ -306,7 +306,7 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       if (ifVersion >= 0 && ifVersion !== rec.version) throw conflict(ifVersion, rec.version);
       const budget = budgetOverride ?? rec.context!.token_budget;
       const replacement = actor.conv.compactions.replacement;
-      const w = await policyWindow(store, actors, group, actor, rec, replacement, budget);
+      const w = await policyWindow(store, actors, group, actor, rec, budget);
       // used_tokens early in the body: the gateway reads it for its metrics without parsing the rest.
       return ok(
         `{"version":${rec.version},"used_tokens":${w.usedTokens},"needs_compaction":${needsCompaction(rec, budget)},` +
@@ -315,23 +315,19 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
     };
   }
 
-  /** The window of a context as of `rec` through its policy (actors/context.ts readWindow). */
-  async function policyWindow(
-    store: PartitionStore,
-    actors: ActorCache,
-    group: number,
-    actor: ActorEntry,
-    rec: ConversationRecord,
-    replacement: readonly string[],
-    budget: number,
-  ): Promise<WindowResult> {
+  /**
+   * The window of a context through its policy (actors/context.ts readWindow),
+   * as of `rec`, the actor's current record: the window is fixed before the
+   * first await, so later applies do not move it.
+   */
+  async function policyWindow(store: PartitionStore, actors: ActorCache, group: number, actor: ActorEntry, rec: ConversationRecord, budget: number): Promise<WindowResult> {
     const view: ReadView = { rec, lastSeq: rec.last_seq, actor };
     let lowest = rec.last_seq + 1;
     const w = await readWindow(
       {
         lastSeq: rec.last_seq,
         liveFrom: liveFrom(rec),
-        replacement,
+        replacement: actor.conv.compactions.replacement,
         messages: (lo, hi) => {
           lowest = Math.min(lowest, lo);
           return messagesBetween(store, actors, group, rec.id, view, lo, hi, true);
