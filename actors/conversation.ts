@@ -32,6 +32,12 @@ export interface ConversationRecord {
   trimmed_seq: number;
   /** Token budget, policy and latest compaction; null for a plain conversation. */
   context: ContextState | null;
+  /**
+   * Raft index of the entry that wrote this record (0: none yet). Recovery
+   * replays the log from the last checkpointed applied index and skips the
+   * entries a record already has (runtime/driver.ts applyEntries).
+   */
+  applied_index: number;
 }
 
 export interface IdemRecord {
@@ -153,6 +159,7 @@ function newRecord(id: string, nowMs: number, metadata: Record<string, unknown> 
     token_total: 0,
     trimmed_seq: 0,
     context,
+    applied_index: 0,
   };
 }
 
@@ -319,6 +326,7 @@ export function parseStoredRecord(json: string): ConversationRecord {
   r.token_total ??= 0;
   r.trimmed_seq ??= 0;
   r.context ??= null;
+  r.applied_index ??= 0;
   return r;
 }
 

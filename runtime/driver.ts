@@ -6,10 +6,12 @@
 //           log mirror → advance() → hand committed entries to apply.
 //   apply:  load the conversations the entries touch, apply() them in log
 //           order in memory, answer the proposals, and queue the resulting
-//           state (with the applied index, so recovery never applies twice)
-//           for the next turn's write.
-//   checkpoint: a synced RocksDB write makes the applied state durable; WAL
-//           segments holding only entries at or below it are then recycled.
+//           state (each record stamped with the index of the entry that
+//           wrote it) for the next turn's write.
+//   checkpoint: a synced RocksDB write records each group's applied index
+//           whose state is written, making it durable; WAL segments holding
+//           only entries at or below it are then recycled. Recovery replays
+//           the log above it and skips the entries a record already has.
 // At most one turn's writes are in flight per partition; whatever arrives
 // meanwhile rides the next turn. In a cluster a turn's messages go to peers
 // through `links`: a leader's appends and heartbeats at once, everything else
@@ -18,7 +20,7 @@ import type { Entry, HardState, Message, Ready } from './raft/types.js';
 import { EntryType, MessageType, Role } from './raft/types.js';
 import { RaftCore } from './raft/core.js';
 import { MemoryStorage } from './raft/log.js';
-import { ApplyBatch, type PartitionStore } from '../storage/partition-store.js';
+import { ApplyBatch, type PartitionStore, appliedPut } from '../storage/partition-store.js';
 import type { BatchOp } from '../storage/rocks.js';
 import { Wal } from '../storage/wal.js';
 import { apply, type Compactions, type IdemRecord, type ConversationRecord, type WriteSink } from '../actors/conversation.js';
@@ -88,8 +90,8 @@ interface PendingWrite {
   batch: ApplyBatch;
   /** Conversation → last seq it had when the batch was built. */
   touched: Map<ActorEntry, number>;
-  /** Group → applied index the batch records. */
-  applied: Map<Group, number>;
+  /** Group → applied index (term, voters) the batch's state reaches. */
+  applied: Map<Group, Applied>;
 }
 
 /** Election timeout in ticks (randomized to [1, 2) × this). */
@@ -125,8 +127,17 @@ class Group {
   applyQueue: Entry[] = [];
   /** Applied in memory: what reads see. */
   applied = 0;
+  appliedTerm = 0;
   /** Applied index whose state write has completed (not necessarily synced). */
-  appliedWritten = 0;
+  appliedWritten: Applied = { index: 0, term: 0 };
+  /** Applied index as last written to RocksDB (by a checkpoint, a conf change or a snapshot). */
+  appliedStored = 0;
+  /**
+   * Last log index recovered from the WAL at open: only entries up to it
+   * may already be in a record (applied before a crash, after the stored
+   * applied index).
+   */
+  replayThrough = 0;
   readSeq = 0;
   /** First index of the current leader term: ready once applied past it. */
   leaderSince = Number.POSITIVE_INFINITY;
@@ -264,8 +275,10 @@ export class PartitionDriver {
       maxApplyBytes: limits.applyBytesMax,
     });
     const g = new Group(gid, self, core, storage, voters);
-    g.applied = ap.index;
-    g.appliedWritten = ap.index;
+    g.applied = g.appliedStored = ap.index;
+    g.appliedTerm = ap.term;
+    g.appliedWritten = { index: ap.index, term: ap.term, voters: [...voters] };
+    g.replayThrough = entries.length > 0 ? entries[entries.length - 1].index : ap.index;
     this.groups.set(gid, g);
     // A single voter leads at once. In a fresh replicated group the replica
     // the placement prefers as leader campaigns first (the coordinator would
@@ -544,14 +557,29 @@ export class PartitionDriver {
     await this.wal.close();
   }
 
-  /** Makes applied state durable, then lets the WAL recycle what it covers. */
+  /**
+   * Records the applied index of each group's written state in one synced
+   * write, making that state durable, then lets the WAL recycle what it
+   * covers. Not while a snapshot is read or installed or a replica retires
+   * (exclusive): this write must not bring back the applied index of a
+   * group whose keys that just deleted or replaced.
+   */
   private async checkpoint(): Promise<void> {
-    if (this.checkpointing) return;
+    if (this.checkpointing || this.exclusiveRunning !== null) return;
     this.checkpointing = true;
     try {
       const covered = new Map<number, number>();
-      for (const g of this.groups.values()) covered.set(g.id, g.appliedWritten);
-      await this.store.checkpoint();
+      const ops: BatchOp[] = [];
+      const recorded: [Group, number][] = [];
+      for (const g of this.groups.values()) {
+        const a = g.appliedWritten;
+        covered.set(g.id, a.index);
+        if (a.index <= g.appliedStored) continue;
+        ops.push(appliedPut(g.id, a));
+        recorded.push([g, a.index]);
+      }
+      await this.store.checkpoint(ops);
+      for (const [g, index] of recorded) g.appliedStored = Math.max(g.appliedStored, index);
       // A group not hosted here (retired) needs none of its log.
       await this.wal.release((gid) => covered.get(gid) ?? Number.POSITIVE_INFINITY);
     } catch (err) {
@@ -744,7 +772,7 @@ export class PartitionDriver {
     let release!: () => void;
     this.exclusiveRunning = new Promise<void>((r) => (release = r));
     try {
-      while (this.writing || this.applying) await new Promise((r) => setTimeout(r, 1));
+      while (this.writing || this.applying || this.checkpointing) await new Promise((r) => setTimeout(r, 1));
       const states = this.stateWrites.splice(0);
       const ops = states.flatMap((w) => w.batch.ops);
       if (ops.length > 0) await this.store.db.write(ops, false);
@@ -760,7 +788,7 @@ export class PartitionDriver {
   private statesWritten(states: PendingWrite[]): void {
     for (const w of states) {
       for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
-      for (const [g, index] of w.applied) g.appliedWritten = index;
+      for (const [g, a] of w.applied) g.appliedWritten = a;
     }
   }
 
@@ -774,9 +802,15 @@ export class PartitionDriver {
     const key = `${g.id}/${to}`;
     if (this.snapshotsSending.has(key)) return;
     this.snapshotsSending.add(key);
-    this.exclusive(() => readGroupSnapshot(this.store, g.id))
+    let applied!: Applied;
+    this.exclusive(() => {
+      // Every applied state is written now: the snapshot is the state as of the applied index.
+      assert(g.appliedWritten.index === g.applied, `group ${g.id}: snapshot with state written to ${g.appliedWritten.index}, applied ${g.applied}`);
+      applied = g.appliedWritten;
+      return readGroupSnapshot(this.store, g.id, applied);
+    })
       .then(
-        ({ applied, data }) => {
+        (data) => {
           if (g.stopped !== null || g.leader !== g.self) return;
           const meta = { index: applied.index, term: applied.term, conf: { voters: [...g.voters] } };
           this.links.send({
@@ -826,7 +860,9 @@ export class PartitionDriver {
         assert(applied.index === meta.index && applied.term === meta.term, `group ${g.id}: snapshot data at ${applied.index}/${applied.term}, meta ${meta.index}/${meta.term}`);
         this.actors.dropWhere((id) => groupOf(id) === g.id);
         g.applyQueue = [];
-        g.applied = g.appliedWritten = meta.index;
+        g.applied = g.appliedStored = meta.index;
+        g.appliedTerm = meta.term;
+        g.appliedWritten = applied;
         g.storage.applySnapshot(meta);
         g.voters = [...meta.conf.voters];
         this.wal.appendEntries(g.id, [{ term: meta.term, index: meta.index, type: EntryType.Normal, data: new Uint8Array(0) }]);
@@ -941,8 +977,8 @@ export class PartitionDriver {
       if (g.stopped !== null) continue;
       const opsBefore = pending.batch.ops.length;
       try {
-        g.applied = this.applyEntries(g, entries, pending, replies);
-        pending.applied.set(g, g.applied);
+        this.applyEntries(g, entries, pending, replies);
+        pending.applied.set(g, { index: g.applied, term: g.appliedTerm, voters: g.voters });
         const compactTo = g.applied - this.links.retainEntries;
         if (compactTo > g.storage.snapshotMeta().index) g.storage.compact(compactTo);
       } catch (err) {
@@ -981,17 +1017,19 @@ export class PartitionDriver {
     for (const [id, conv] of loaded) if (this.actors.get(id) === undefined) this.actors.add(id, conv);
   }
 
-  private applyEntries(g: Group, entries: Entry[], pending: PendingWrite, replies: [number, Reply][]): number {
+  private applyEntries(g: Group, entries: Entry[], pending: PendingWrite, replies: [number, Reply][]): void {
     assert(entries[0].index === g.applied + 1, `group ${g.id}: applying ${entries[0].index} after ${g.applied}`);
     const batch = pending.batch;
     batch.group = g.id;
     const sink = new CachingSink(batch, this.actors);
     let last = g.applied;
     let lastTerm = 0;
+    let confChanged = false;
     for (const e of entries) {
       assert(e.index === last + 1, `group ${g.id}: applying ${e.index} after ${last}`);
       if (e.type === EntryType.ConfChange) {
         g.voters = decodeConfState(e.data).voters;
+        confChanged = true;
         log('info', 'conf_applied', 'group membership changed', { group: g.id, index: e.index, voters: g.voters });
         this.links.leaderChanged(g.id, g.leader, g.core.currentTerm(), g.voters, true);
         if (g.joining && removedBy(g.self, e.index)) this.retiring.add(g);
@@ -1000,7 +1038,17 @@ export class PartitionDriver {
         assert(groupOf(cmd.id) === g.id, `group ${g.id}: entry ${e.index} is for ${cmd.id} of group ${groupOf(cmd.id)}`);
         const actor = this.actors.get(cmd.id);
         assert(actor !== undefined, `group ${g.id}: conversation ${cmd.id} not loaded before apply`);
+        const has = actor.conv.record?.applied_index ?? 0;
+        if (has >= e.index) {
+          // Replayed after a restart: its state write landed, the checkpoint
+          // recording its applied index did not. Nothing to do again.
+          assert(e.index <= g.replayThrough, `group ${g.id}: entry ${e.index} beyond the recovered log (${g.replayThrough}) is already in ${cmd.id} (written by ${has})`);
+          last = e.index;
+          lastTerm = e.term;
+          continue;
+        }
         sink.actor = actor;
+        sink.index = e.index;
         const leading = g.leader === g.self;
         const streamed = this.events.has(cmd.id, leading);
         const before = actor.conv.record;
@@ -1018,8 +1066,11 @@ export class PartitionDriver {
       last = e.index;
       lastTerm = e.term;
     }
-    batch.setApplied(g.id, last, lastTerm, g.voters);
-    return last;
+    g.applied = last;
+    g.appliedTerm = lastTerm;
+    // The voters as of an index are stored with it at once; otherwise the
+    // next checkpoint records the applied index (replay covers the gap).
+    if (confChanged) batch.setApplied(g.id, last, lastTerm, g.voters);
   }
 
   /** The stream events of one applied command (SPEC §5), in the order clients see them. */
@@ -1090,6 +1141,8 @@ function safeStatus(core: RaftCore): unknown {
  */
 class CachingSink implements WriteSink {
   actor: ActorEntry | null = null;
+  /** Index of the entry being applied: stamped on the records it writes. */
+  index = 0;
   /** Record text of the last message written (for its stream event). */
   lastMessage = '';
   constructor(
@@ -1097,6 +1150,7 @@ class CachingSink implements WriteSink {
     private readonly actors: ActorCache,
   ) {}
   putRecord(rec: ConversationRecord): void {
+    rec.applied_index = this.index;
     this.batch.putRecord(rec);
   }
   putMessage(id: string, seq: number, recordJson: string): void {

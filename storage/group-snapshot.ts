@@ -6,7 +6,7 @@
 import { groupOf } from '../runtime/placement.js';
 import { PREFIX, groupKey, prefixEnd, recordIdOf } from './keys.js';
 import type { BatchOp } from './rocks.js';
-import type { Applied, PartitionStore } from './partition-store.js';
+import { type Applied, type PartitionStore, appliedPut } from './partition-store.js';
 
 /** Key ranges holding only this group's keys. */
 function groupRanges(group: number): Buffer[] {
@@ -36,12 +36,15 @@ export async function groupKeys(store: PartitionStore, group: number): Promise<[
 }
 
 /**
- * The group's state. The caller guarantees that no write to the partition
- * happens meanwhile, so the separate scans see one point in time.
+ * The group's state as of `applied`, the index its written state reaches
+ * (the stored applied index lags it until the next checkpoint). The caller
+ * guarantees that no write to the partition happens meanwhile, so the
+ * separate scans see one point in time.
  */
-export async function readGroupSnapshot(store: PartitionStore, group: number): Promise<{ applied: Applied; data: Uint8Array }> {
-  const applied = await store.loadApplied(group);
-  const rows = await groupKeys(store, group);
+export async function readGroupSnapshot(store: PartitionStore, group: number, applied: Applied): Promise<Uint8Array> {
+  const appliedRow = appliedPut(group, applied);
+  const rows: [Buffer, Buffer][] = [[appliedRow.key, appliedRow.value]];
+  for (const kv of await groupKeys(store, group)) if (!kv[0].equals(appliedRow.key)) rows.push(kv);
   let size = 0;
   for (const [k, v] of rows) size += 8 + k.length + v.length;
   const data = Buffer.allocUnsafe(size);
@@ -54,7 +57,7 @@ export async function readGroupSnapshot(store: PartitionStore, group: number): P
     v.copy(data, pos + 4);
     pos += 4 + v.length;
   }
-  return { applied, data };
+  return data;
 }
 
 /**

@@ -16,10 +16,15 @@ export interface Applied {
   index: number;
   term: number;
   /** The group's voters as of `index` (absent: its founding voters). */
-  voters?: string[];
+  voters?: readonly string[];
 }
 
 const json = (v: unknown) => seal(Buffer.from(JSON.stringify(v)));
+
+/** The write recording a group's applied index (with its term and voters). */
+export function appliedPut(group: number, a: Applied): Extract<BatchOp, { type: 'put' }> {
+  return { type: 'put', key: groupKey(PREFIX.applied, group), value: json({ index: a.index, term: a.term, voters: a.voters }) };
+}
 
 /** Collects the writes of apply() for one partition in one RocksDB batch. */
 export class ApplyBatch implements WriteSink {
@@ -48,9 +53,13 @@ export class ApplyBatch implements WriteSink {
   putCompactions(id: string, c: Compactions): void {
     this.ops.push({ type: 'put', key: idKey(PREFIX.compactions, id), value: json(c) });
   }
-  /** Same batch as the state it covers, so recovery never applies an entry twice. */
+  /**
+   * Same batch as the state it covers. Written when the voters change and at
+   * checkpoints (runtime/driver.ts), not every round: recovery replays from
+   * it, skipping what records already have (ConversationRecord.applied_index).
+   */
   setApplied(group: number, index: number, term: number, voters: readonly string[]): void {
-    this.ops.push({ type: 'put', key: groupKey(PREFIX.applied, group), value: json({ index, term, voters }) });
+    this.ops.push(appliedPut(group, { index, term, voters }));
   }
 }
 
@@ -109,11 +118,11 @@ export class PartitionStore {
     }
   }
 
-  /** A synced write: everything written before it is durable once it resolves. */
-  checkpoint(): Promise<void> {
+  /** A synced write of `ops`: everything written before it is durable once it resolves. */
+  checkpoint(ops: BatchOp[] = []): Promise<void> {
     const v = Buffer.allocUnsafe(8);
     v.writeBigUInt64BE(BigInt(++this.checkpoints));
-    return this.db.write([{ type: 'put', key: Buffer.from([PREFIX.checkpoint]), value: v }], true);
+    return this.db.write([...ops, { type: 'put', key: Buffer.from([PREFIX.checkpoint]), value: v }], true);
   }
 
   async loadConversation(group: number, id: string): Promise<Conversation> {

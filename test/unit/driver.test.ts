@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { StreamEvent } from '../../actors/events.js';
 import { PartitionDriver } from '../../runtime/driver.js';
-import { PartitionStore } from '../../storage/partition-store.js';
+import { PartitionStore, appliedPut } from '../../storage/partition-store.js';
 import { Op, encodeCommand } from '../../actors/commands.js';
 import { systemClock } from '../../runtime/clock.js';
 import { mulberry32 } from '../../runtime/prng.js';
@@ -59,6 +59,19 @@ async function openDriver(dir: string, loadDelayMs: number) {
   await until(() => d.isReady(), 'groups to lead');
   return { d, store, replies, stopped, events };
 }
+
+const appendTo = (id: string, n: number) =>
+  encodeCommand({
+    op: Op.Append,
+    id,
+    nowMs: 0,
+    ifVersion: -1,
+    tokenCount: 1,
+    idemKey: '',
+    digest: '',
+    messageMembers: `"role":"user","parts":[{"type":"text","text":"m${n}"}],"metadata":{}`,
+    flags: 0,
+  });
 
 const put = (id: string) => encodeCommand({ op: Op.Put, id, nowMs: 0, metadataJson: null });
 
@@ -148,6 +161,38 @@ test('driver - state survives a clean close and reopen (WAL + checkpointed Rocks
     h.d.propose(100, groupOf('c'), append(100));
     await until(() => h.replies.has(100), 'append after reopen');
     assert.equal(JSON.parse(h.replies.get(100)!.body).seq, 50);
+    await h.d.close();
+    await h.store.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('driver - after a crash between a state write and its checkpoint, replay skips the entries the records already have', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
+  try {
+    let h = await openDriver(dir, 0);
+    const gid = groupOf('c');
+    h.d.propose(1, gid, put('c'));
+    await until(() => h.replies.size === 1, 'put');
+    for (let i = 2; i <= 40; i++) h.d.propose(i, gid, appendTo('c', i));
+    await until(() => h.replies.size === 40, 'appends');
+    await h.d.close();
+    const applied = await h.store.loadApplied(gid);
+    const rec = await h.store.readRecord('c');
+    assert.equal(rec?.applied_index, applied.index, 'the record carries the index of the entry that wrote it');
+    // What a crash leaves when the state writes of 39 appends landed but no
+    // checkpoint recorded their applied index: the one from before them.
+    await h.store.db.write([appliedPut(gid, { ...applied, index: applied.index - 39 })], true);
+    await h.store.close();
+    h = await openDriver(dir, 0);
+    assert.equal((await h.store.readRecord('c'))?.last_seq, 39);
+    h.d.propose(100, gid, appendTo('c', 100));
+    await until(() => h.replies.has(100), 'append after the replay');
+    assert.equal(JSON.parse(h.replies.get(100)!.body).seq, 40, 'replayed appends were not applied twice');
+    const texts = (await h.store.readMessages(gid, 'c', 1, 100)).map((b) => JSON.parse(b.toString()).parts[0].text);
+    assert.deepEqual(texts, [...Array.from({ length: 39 }, (_, i) => `m${i + 2}`), 'm100']);
+    assert.deepEqual(h.stopped, []);
     await h.d.close();
     await h.store.close();
   } finally {

@@ -50,6 +50,7 @@ test('partition store - applied state, records, messages and idempotency keys su
       updated_at: 'y',
       token_total: 7,
       trimmed_seq: 0,
+      applied_index: 12,
       context: {
         token_budget: 100,
         trigger_ratio: 0.5,
