@@ -982,7 +982,7 @@ export class PartitionDriver {
         const compactTo = g.applied - this.links.retainEntries;
         if (compactTo > g.storage.snapshotMeta().index) g.storage.compact(compactTo);
       } catch (err) {
-        pending.batch.ops.length = opsBefore; // nothing of a failed group reaches disk
+        pending.batch.truncate(opsBefore); // nothing of a failed group reaches disk
         this.stopGroup(g, err);
       }
     }

@@ -4,7 +4,7 @@
 import type { Compactions, Conversation, ConversationRecord, IdemRecord, WriteSink } from '../actors/conversation.js';
 import { NO_COMPACTIONS, parseStoredRecord, storedRecordJson } from '../actors/conversation.js';
 import { PREFIX, convPrefix, groupKey, idKey, idemKey, messageKey, prefixEnd, recordIdOf, recordKey } from './keys.js';
-import { type BatchOp, RocksPartition, seal, unseal } from './rocks.js';
+import { type BatchOp, RocksPartition, seal, sealText, unseal } from './rocks.js';
 
 export interface ReplicaRecord {
   replica: string | null;
@@ -19,7 +19,7 @@ export interface Applied {
   voters?: readonly string[];
 }
 
-const json = (v: unknown) => seal(Buffer.from(JSON.stringify(v)));
+const json = (v: unknown) => sealText(JSON.stringify(v));
 
 /** The write recording a group's applied index (with its term and voters). */
 export function appliedPut(group: number, a: Applied): Extract<BatchOp, { type: 'put' }> {
@@ -30,12 +30,25 @@ export function appliedPut(group: number, a: Applied): Extract<BatchOp, { type: 
 export class ApplyBatch implements WriteSink {
   readonly ops: BatchOp[] = [];
   group = 0;
+  /** Conversation id → position of its record's put: a later version replaces it (hot conversations). */
+  private readonly recordAt = new Map<string, number>();
 
   putRecord(rec: ConversationRecord): void {
-    this.ops.push({ type: 'put', key: recordKey(rec.id), value: seal(Buffer.from(storedRecordJson(rec))) });
+    const op: BatchOp = { type: 'put', key: recordKey(rec.id), value: sealText(storedRecordJson(rec)) };
+    const at = this.recordAt.get(rec.id);
+    if (at !== undefined) this.ops[at] = op;
+    else {
+      this.recordAt.set(rec.id, this.ops.length);
+      this.ops.push(op);
+    }
   }
   putMessage(id: string, seq: number, recordJsonText: string): void {
-    this.ops.push({ type: 'put', key: messageKey(this.group, id, seq), value: seal(Buffer.from(recordJsonText)) });
+    this.ops.push({ type: 'put', key: messageKey(this.group, id, seq), value: sealText(recordJsonText) });
+  }
+  /** Drops every op from position `length` on (a group that failed mid-round writes nothing). */
+  truncate(length: number): void {
+    this.ops.length = length;
+    for (const [id, at] of this.recordAt) if (at >= length) this.recordAt.delete(id);
   }
   putIdem(id: string, key: string, rec: IdemRecord): void {
     this.ops.push({ type: 'put', key: idemKey(this.group, id, key), value: json(rec) });

@@ -36,6 +36,14 @@ export function seal(payload: Buffer): Buffer {
   return out;
 }
 
+/** seal(Buffer.from(text)) without the intermediate buffer (hot: two per append). */
+export function sealText(text: string): Buffer {
+  const out = Buffer.allocUnsafe(4 + Buffer.byteLength(text));
+  out.write(text, 4);
+  out.writeUInt32BE(crc32c(out, 4), 0);
+  return out;
+}
+
 export function unseal(key: Buffer, value: Buffer): Buffer {
   if (value.length < 4) throw new ChecksumError(key);
   const body = value.subarray(4);

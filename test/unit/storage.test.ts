@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { crc32c } from '../../storage/crc32c.js';
-import { ChecksumError, seal, unseal } from '../../storage/rocks.js';
+import { ChecksumError, seal, sealText, unseal } from '../../storage/rocks.js';
 import { ApplyBatch, PartitionStore } from '../../storage/partition-store.js';
 import { messageKey, prefixEnd, recordKey } from '../../storage/keys.js';
 import type { ConversationRecord } from '../../actors/conversation.js';
@@ -23,6 +23,25 @@ test('checksums - a flipped bit anywhere is detected', () => {
     assert.throws(() => unseal(Buffer.from('k'), bad), ChecksumError);
   }
   assert.equal(unseal(Buffer.from('k'), sealed).toString(), '{"seq":1,"role":"user"}');
+});
+
+test('checksums - sealText(t) is seal(Buffer.from(t)), multi-byte UTF-8 included', () => {
+  for (const t of ['', '{"seq":1}', 'héllo 世界 🎉', 'x'.repeat(5000)]) assert.deepEqual(sealText(t), seal(Buffer.from(t)));
+});
+
+test('apply batch - a conversation record written twice in one batch is one op, the last version; truncate forgets dropped ones', () => {
+  const rec = (id: string, version: number) => ({ id, version }) as ConversationRecord;
+  const b = new ApplyBatch();
+  b.putRecord(rec('a', 1));
+  b.putMessage('a', 1, '{"seq":1}');
+  b.putRecord(rec('b', 1));
+  b.putRecord(rec('a', 2));
+  const values = () => b.ops.map((op) => (op.type === 'put' ? JSON.parse(unseal(op.key, op.value).toString()) : null));
+  assert.deepEqual(values(), [{ id: 'a', version: 2 }, { seq: 1 }, { id: 'b', version: 1 }]);
+  b.truncate(2);
+  b.putRecord(rec('b', 2));
+  b.putRecord(rec('a', 3));
+  assert.deepEqual(values(), [{ id: 'a', version: 3 }, { seq: 1 }, { id: 'b', version: 2 }]);
 });
 
 test('keys - message keys sort by conversation then seq, records by id bytes', () => {
