@@ -119,7 +119,17 @@ export function replacementJson(members: string, tokenCount: number, insertedAt:
   return `{${members},"token_count":${tokenCount},"inserted_at":"${insertedAt}"}`;
 }
 
-const iso = (ms: number) => new Date(ms).toISOString();
+// Appends of one burst share their millisecond: formatting it once saves a
+// Date and a toISOString per append on the worker.
+let isoMs = Number.NaN;
+let isoText = '';
+function iso(ms: number): string {
+  if (ms !== isoMs) {
+    isoText = new Date(ms).toISOString();
+    isoMs = ms;
+  }
+  return isoText;
+}
 
 export function apply(conv: Conversation, cmd: Command, sink: WriteSink): ApplyResult {
   try {
