@@ -84,7 +84,12 @@ const SPEC_HELP = 'expected tiktoken:<model> (e.g. tiktoken:gpt-4o), tiktoken:<e
 
 type TiktokenModule = typeof import('@dqbd/tiktoken');
 type Tiktoken = import('@dqbd/tiktoken').Tiktoken;
-type GptTokenizerEncoding = typeof import('gpt-tokenizer/encoding/o200k_base');
+type GptEncoding = import('gpt-tokenizer/GptEncoding').GptEncoding;
+/** What gpt-tokenizer's countNative does per regex match, for the ASCII path (the field is private in its typings). */
+interface BpeCore {
+  getBpeRankFromString(piece: string): number | undefined;
+  bytePairEncode(piece: string): ArrayLike<number>;
+}
 
 let tiktokenModule: TiktokenModule | null = null;
 function tiktoken(): TiktokenModule {
@@ -180,16 +185,33 @@ export function referenceCount(encoding: TiktokenEncodingName, text: string): nu
   return referenceEncoder(encoding).encode(text, [], []).length;
 }
 
-const fastCache = new Map<string, GptTokenizerEncoding>();
-/** gpt-tokenizer's API for `encoding` (cl100k_base / o200k_base only). */
-export function fastEncoder(encoding: TiktokenEncodingName): GptTokenizerEncoding {
+const fastCache = new Map<string, GptEncoding>();
+/**
+ * gpt-tokenizer's encoder for `encoding` (cl100k_base / o200k_base only),
+ * built here rather than through its `encoding/<name>` module so that its
+ * BPE core is reachable (bpeCore); one instance per thread either way.
+ */
+export function fastEncoder(encoding: TiktokenEncodingName): GptEncoding {
   if (!FAST_ENCODINGS.has(encoding)) throw new Error(`no fast path for ${encoding}`);
   let enc = fastCache.get(encoding);
   if (enc === undefined) {
-    enc = require(`gpt-tokenizer/cjs/encoding/${encoding}`) as GptTokenizerEncoding;
+    const { GptEncoding } = require('gpt-tokenizer/cjs/GptEncoding') as typeof import('gpt-tokenizer/GptEncoding');
+    const ranks = (require(`gpt-tokenizer/cjs/bpeRanks/${encoding}`) as { default: unknown }).default;
+    enc = GptEncoding.getEncodingApi(encoding as Parameters<typeof GptEncoding.getEncodingApi>[0], () => ranks as never);
     fastCache.set(encoding, enc);
   }
   return enc;
+}
+
+/** Whether o200k_base counts all-ASCII texts with countAsciiO200k (the BPE core is reachable). */
+export function asciiPathLive(): boolean {
+  return bpeCore(fastEncoder('o200k_base')) !== null;
+}
+
+/** The encoder's BPE core, or null if this gpt-tokenizer version hides it (then texts go through countTokens). */
+function bpeCore(enc: GptEncoding): BpeCore | null {
+  const core = (enc as unknown as { bytePairEncodingCoreProcessor?: BpeCore }).bytePairEncodingCoreProcessor;
+  return typeof core?.getBpeRankFromString === 'function' && typeof core.bytePairEncode === 'function' ? core : null;
 }
 
 /** gpt-tokenizer options equivalent to tiktoken's encode(text, [], []). */
@@ -199,6 +221,92 @@ export const FAST_ENCODE_OPTIONS = Object.freeze({
 });
 
 // ---------------------------------------------------------------------------
+// o200k_base pre-tokenizer for all-ASCII text. gpt-tokenizer splits with its
+// Unicode regex through matchAll (a RegExp clone and a match object per
+// piece), a large part of the ≈ 10 µs a 300-byte message cost on the
+// gateway thread. For ASCII the regex reduces to the scan below; each piece
+// then goes to gpt-tokenizer's BPE core exactly as its countNative hands it
+// a regex match (pieces equal to the regex's: test/unit/tokens.test.ts).
+
+/** Character classes of the o200k_base split regex, for ASCII. */
+const enum Ascii {
+  Upper,
+  Lower,
+  Digit,
+  /** \r \n */
+  Newline,
+  /** \s other than \r \n: space, \t, \v, \f */
+  Space,
+  /** everything else: [^\s\p{L}\p{N}] */
+  Other,
+}
+
+const ASCII_CLASS = new Uint8Array(128).fill(Ascii.Other);
+for (let c = 65; c <= 90; c++) ASCII_CLASS[c] = Ascii.Upper;
+for (let c = 97; c <= 122; c++) ASCII_CLASS[c] = Ascii.Lower;
+for (let c = 48; c <= 57; c++) ASCII_CLASS[c] = Ascii.Digit;
+ASCII_CLASS[10] = ASCII_CLASS[13] = Ascii.Newline;
+for (const c of [9, 11, 12, 32]) ASCII_CLASS[c] = Ascii.Space;
+
+/** Length of a contraction ('s 't 're 've 'm 'll 'd, any case) at `i`, or 0. */
+function contractionAt(text: string, i: number): number {
+  if (text.charCodeAt(i) !== 39) return 0;
+  const a = text.charCodeAt(i + 1) | 0x20;
+  if (a === 0x73 || a === 0x64 || a === 0x6d || a === 0x74) return 2; // s d m t
+  const b = text.charCodeAt(i + 2) | 0x20;
+  if ((a === 0x6c && b === 0x6c) || (a === 0x76 && b === 0x65) || (a === 0x72 && b === 0x65)) return 3; // ll ve re
+  return 0;
+}
+
+/**
+ * Sum of `countPiece` over the pieces o200k_base's split regex cuts an
+ * all-ASCII `text` into, alternative by alternative:
+ *   [^\r\n\p{L}\p{N}]?\p{Lu}*\p{Ll}+'(s|t|re|ve|m|ll|d)?  |  …\p{Lu}+\p{Ll}*…
+ *   \p{N}{1,3}  |   ?[^\s\p{L}\p{N}]+[\r\n/]*  |  \s*[\r\n]+  |  \s+(?!\S)  |  \s+
+ */
+export function countAsciiO200k(text: string, countPiece: (piece: string) => number): number {
+  const len = text.length;
+  const cls = (i: number) => (i < len ? ASCII_CLASS[text.charCodeAt(i)] : -1);
+  let total = 0;
+  let i = 0;
+  while (i < len) {
+    const c = cls(i);
+    let end: number;
+    const letterAt = c <= Ascii.Lower ? i : (c === Ascii.Space || c === Ascii.Other) && cls(i + 1) <= Ascii.Lower && i + 1 < len ? i + 1 : -1;
+    if (letterAt >= 0) {
+      end = letterAt;
+      while (cls(end) === Ascii.Upper) end++;
+      while (cls(end) === Ascii.Lower) end++;
+      end += contractionAt(text, end);
+    } else if (c === Ascii.Digit) {
+      end = i + 1;
+      while (end < i + 3 && cls(end) === Ascii.Digit) end++;
+    } else if (c === Ascii.Other || (text.charCodeAt(i) === 32 && cls(i + 1) === Ascii.Other)) {
+      end = c === Ascii.Other ? i + 1 : i + 2;
+      while (cls(end) === Ascii.Other) end++;
+      while (cls(end) === Ascii.Newline || text.charCodeAt(end) === 47) end++;
+    } else {
+      // A whitespace run: up to its last newline if it has one; else all of
+      // it at the end of the text, all but its last char before more text
+      // (that char starts the next piece), or the single char.
+      let runEnd = i;
+      let lastNewline = -1;
+      for (let k = cls(runEnd); k === Ascii.Space || k === Ascii.Newline; k = cls(++runEnd)) if (k === Ascii.Newline) lastNewline = runEnd;
+      if (lastNewline >= 0) end = lastNewline + 1;
+      else if (runEnd === len || runEnd - i === 1) end = runEnd;
+      else end = runEnd - 1;
+    }
+    total += countPiece(text.slice(i, end));
+    i = end;
+  }
+  return total;
+}
+
+/** Whether every UTF-16 unit of `text` is ASCII. */
+function isAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
 
 export interface CreateEstimatorOptions {
   /** Use the gpt-tokenizer fast path where proven equal (default true). */
@@ -239,6 +347,10 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
   }
   const fast = fastEncoder(encoding);
   const options = FAST_ENCODE_OPTIONS;
+  const core = encoding === 'o200k_base' ? bpeCore(fast) : null;
+  const countPiece = (piece: string) => (core!.getBpeRankFromString(piece) !== undefined ? 1 : core!.bytePairEncode(piece).length);
+  const countFast =
+    core !== null ? (text: string) => (isAscii(text) ? countAsciiO200k(text, countPiece) : fast.countTokens(text, options)) : (text: string) => fast.countTokens(text, options);
   const lazy = opts.lazyReference ?? false;
   let ref: Tiktoken | null = lazy ? null : referenceEncoder(encoding);
   return {
@@ -247,12 +359,12 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
     backend: 'gpt-tokenizer+tiktoken',
     countInline: (text: string) => {
       if (text.length === 0) return 0;
-      if (fastPathEligible(text)) return fast.countTokens(text, options);
+      if (fastPathEligible(text)) return countFast(text);
       return ref === null ? undefined : ref.encode(text, [], []).length;
     },
     countText: (text: string) => {
       if (text.length === 0) return 0;
-      if (fastPathEligible(text)) return fast.countTokens(text, options);
+      if (fastPathEligible(text)) return countFast(text);
       ref ??= referenceEncoder(encoding);
       return ref.encode(text, [], []).length;
     },

@@ -10,6 +10,8 @@ import {
   DIVERGENT_SOURCE,
   FAST_ENCODE_OPTIONS,
   FAST_PATH_UNICODE,
+  asciiPathLive,
+  countAsciiO200k,
   countMessageTokens,
   createEstimator,
   fastEncoder,
@@ -32,6 +34,27 @@ const DIVERGENT = new RegExp(DIVERGENT_SOURCE, 'u');
 const corpus = loadCorpus();
 
 const show = (s: string) => (s.length > 60 ? JSON.stringify(s.slice(0, 60)) + `…(${s.length})` : JSON.stringify(s));
+
+test('o200k_base ASCII pre-tokenizer: the same pieces as gpt-tokenizer\'s split regex, on 30,000 random strings', () => {
+  const { O200K_TOKEN_SPLIT_REGEX } = require('gpt-tokenizer/cjs/encodingParams/constants') as { O200K_TOKEN_SPLIT_REGEX: RegExp };
+  // Weighted toward what the regex treats specially: case runs, contractions,
+  // digits, whitespace kinds, newlines, '/', control chars.
+  const alphabet = [..."aAzZqQ09 5'sStTdDmMlLvVeErR\t\n\r\u000b\f/.,!-_\"(\u0000\u001f\u007f", '  ', '\n\n', "'ll", "'VE", ' a', '12345'];
+  const random = prng(42);
+  const pieces = (text: string) => {
+    const out: string[] = [];
+    countAsciiO200k(text, (p) => (out.push(p), 1));
+    return out;
+  };
+  for (let n = 0; n < 30_000; n++) {
+    let text = '';
+    const len = Math.floor(random() * 24);
+    for (let k = 0; k < len; k++) text += random() < 0.9 ? alphabet[Math.floor(random() * alphabet.length)] : String.fromCharCode(Math.floor(random() * 128));
+    const expected = [...text.matchAll(O200K_TOKEN_SPLIT_REGEX)].map((m) => m[0]);
+    assert.deepEqual(pieces(text), expected, `pieces of ${JSON.stringify(text)}`);
+  }
+  assert.deepEqual(pieces(ENGLISH_280), [...ENGLISH_280.matchAll(O200K_TOKEN_SPLIT_REGEX)].map((m) => m[0]));
+});
 
 test('corpus is non-trivial and its committed files are small', () => {
   assert.ok(corpus.length > 5000, `corpus has ${corpus.length} items`);
@@ -125,6 +148,7 @@ test('the fast path is live on this runtime (else counts are still right, only s
   assert.equal(createEstimator('tiktoken:gpt-4o').backend, 'gpt-tokenizer+tiktoken');
   assert.equal(createEstimator('tiktoken:gpt-4o', { fastPath: false }).backend, 'tiktoken');
   assert.equal(createEstimator('tiktoken:p50k_base').backend, 'tiktoken');
+  assert.equal(asciiPathLive(), true, "gpt-tokenizer's BPE core is reachable: all-ASCII o200k_base texts skip its split regex");
   assert.equal(fastPathEligible(ENGLISH_280), true);
   assert.equal(fastPathEligible('plain ascii with a BOM \ufeff inside'), false);
   assert.equal(fastPathEligible('x'.repeat(100) + '\u0085'), false);
