@@ -79,6 +79,7 @@ import {
   type Tracked,
   writeResults,
   runBench,
+  SERVER_NODE_FLAGS,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -491,7 +492,7 @@ async function startOurs(ctx: Ctx, dataDir: string, port: number, logFile: strin
     // as `npm start` and the deploy files run it
     MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
   };
-  return spawnTracked('server', process.execPath, [ctx.opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
+  return spawnTracked('server', process.execPath, [...SERVER_NODE_FLAGS, ctx.opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
 }
 
 async function postOne(port: number, conv: number): Promise<number> {

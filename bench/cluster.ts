@@ -57,6 +57,7 @@ import {
   writeResults,
   type Tracked,
   type WrkParsed,
+  SERVER_NODE_FLAGS,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -122,7 +123,7 @@ class Cluster {
 
   async start(n: Node): Promise<number> {
     const t0 = performance.now();
-    n.proc = spawnTracked(n.name, process.execPath, [...this.nodeArgs, path.join(ROOT, 'dist', 'runtime', 'main.js')], {
+    n.proc = spawnTracked(n.name, process.execPath, [...SERVER_NODE_FLAGS, ...this.nodeArgs, path.join(ROOT, 'dist', 'runtime', 'main.js')], {
       env: {
         ...process.env,
         NODE_NAME: n.name,

@@ -67,6 +67,7 @@ import {
   benchArgs,
   writeResults,
   runBench,
+  SERVER_NODE_FLAGS,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -625,7 +626,7 @@ async function startServer(opts: Options, dataDir: string, port: number, logFile
     // as `npm start` and the deploy files run it
     MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
   };
-  return spawnTracked('server', process.execPath, [opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
+  return spawnTracked('server', process.execPath, [...SERVER_NODE_FLAGS, opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
 }
 
 // ---------------------------------------------------------------- report

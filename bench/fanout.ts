@@ -82,6 +82,7 @@ import {
   writeResults,
   runBench,
   AGENT_SOCKETS,
+  SERVER_NODE_FLAGS,
 } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -256,7 +257,7 @@ const SERVERS: ServerSpec[] = [
     readyPath: '/health/ready',
     subscribePath: `/v1/conversations/${ourConversation('{c}')}/stream`,
     command: (o, port, dir) => ({
-      args: [o.server],
+      args: [...SERVER_NODE_FLAGS, o.server],
       env: {
         ...process.env,
         PORT: String(port),

@@ -838,3 +838,10 @@ export function runBench(main: () => Promise<number>): void {
       process.exit(code);
     });
 }
+
+/**
+ * Node flags our server runs with in production (`npm start`, deploy/): a
+ * young generation capped at 4 MiB per semi-space keeps RSS after 1M
+ * appends under 300 MB (docs/DESIGN.md, "Memory").
+ */
+export const SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];

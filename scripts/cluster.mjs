@@ -58,7 +58,7 @@ names.forEach((name, i) => {
   const dataDir = path.join(root, 'data', 'cluster', name);
   fs.mkdirSync(dataDir, { recursive: true });
   const logFile = fs.openSync(path.join(dataDir, 'node.log'), 'a');
-  const child = spawn(process.execPath, [path.join(root, 'dist', 'runtime', 'main.js')], {
+  const child = spawn(process.execPath, ['--max-semi-space-size=4', path.join(root, 'dist', 'runtime', 'main.js')], {
     env: {
       ...process.env,
       NODE_NAME: name,
