@@ -804,8 +804,9 @@ export class PartitionDriver {
     this.snapshotsSending.add(key);
     let applied!: Applied;
     this.exclusive(() => {
-      // Every applied state is written now: the snapshot is the state as of the applied index.
-      assert(g.appliedWritten.index === g.applied, `group ${g.id}: snapshot with state written to ${g.appliedWritten.index}, applied ${g.applied}`);
+      // The state on disk, as of the index it reaches. Not g.applied: when
+      // this started inside a turn's collect step, that turn's apply round
+      // ran after the flush and its state waits for the next turn.
       applied = g.appliedWritten;
       return readGroupSnapshot(this.store, g.id, applied);
     })
