@@ -152,18 +152,33 @@ export function fastPathSupported(): boolean {
 /** Above this share of non-ASCII UTF-16 units the reference is faster (bench/tokens.ts). */
 export const FAST_MAX_NON_ASCII = 0.1;
 
+/** Which counter a text may take, decided in one pass over it. */
+const enum FastRoute {
+  /** The reference (@dqbd/tiktoken). */
+  Reference,
+  /** gpt-tokenizer: mostly ASCII and free of DIVERGENT code points. */
+  Library,
+  /** gpt-tokenizer, all ASCII: o200k_base may skip its split regex (countAsciiO200k). */
+  Ascii,
+}
+
+function fastRoute(text: string): FastRoute {
+  const limit = Math.floor(text.length * FAST_MAX_NON_ASCII);
+  let nonAscii = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) > 0x7f && ++nonAscii > limit) return FastRoute.Reference;
+  }
+  if (nonAscii === 0) return FastRoute.Ascii;
+  return DIVERGENT.test(text) ? FastRoute.Reference : FastRoute.Library;
+}
+
 /**
  * True when `text` may be counted by gpt-tokenizer: mostly ASCII and free of
  * DIVERGENT code points. (Correctness only needs the DIVERGENT part; the
  * ASCII share is a speed choice.)
  */
 export function fastPathEligible(text: string): boolean {
-  const limit = Math.floor(text.length * FAST_MAX_NON_ASCII);
-  let nonAscii = 0;
-  for (let i = 0; i < text.length; i++) {
-    if (text.charCodeAt(i) > 0x7f && ++nonAscii > limit) return false;
-  }
-  return nonAscii === 0 || !DIVERGENT.test(text);
+  return fastRoute(text) !== FastRoute.Reference;
 }
 
 // ---------------------------------------------------------------------------
@@ -302,12 +317,6 @@ export function countAsciiO200k(text: string, countPiece: (piece: string) => num
   return total;
 }
 
-/** Whether every UTF-16 unit of `text` is ASCII. */
-function isAscii(text: string): boolean {
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return false;
-  return true;
-}
-
 export interface CreateEstimatorOptions {
   /** Use the gpt-tokenizer fast path where proven equal (default true). */
   fastPath?: boolean;
@@ -348,9 +357,9 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
   const fast = fastEncoder(encoding);
   const options = FAST_ENCODE_OPTIONS;
   const core = encoding === 'o200k_base' ? bpeCore(fast) : null;
-  const countPiece = (piece: string) => (core!.getBpeRankFromString(piece) !== undefined ? 1 : core!.bytePairEncode(piece).length);
-  const countFast =
-    core !== null ? (text: string) => (isAscii(text) ? countAsciiO200k(text, countPiece) : fast.countTokens(text, options)) : (text: string) => fast.countTokens(text, options);
+  const countPiece = core && ((piece: string) => (core.getBpeRankFromString(piece) !== undefined ? 1 : core.bytePairEncode(piece).length));
+  const countFast = (text: string, route: FastRoute) =>
+    route === FastRoute.Ascii && countPiece !== null ? countAsciiO200k(text, countPiece) : fast.countTokens(text, options);
   const lazy = opts.lazyReference ?? false;
   let ref: Tiktoken | null = lazy ? null : referenceEncoder(encoding);
   return {
@@ -359,12 +368,14 @@ export function createEstimator(spec: string, opts: CreateEstimatorOptions = {})
     backend: 'gpt-tokenizer+tiktoken',
     countInline: (text: string) => {
       if (text.length === 0) return 0;
-      if (fastPathEligible(text)) return countFast(text);
+      const route = fastRoute(text);
+      if (route !== FastRoute.Reference) return countFast(text, route);
       return ref === null ? undefined : ref.encode(text, [], []).length;
     },
     countText: (text: string) => {
       if (text.length === 0) return 0;
-      if (fastPathEligible(text)) return countFast(text);
+      const route = fastRoute(text);
+      if (route !== FastRoute.Reference) return countFast(text, route);
       ref ??= referenceEncoder(encoding);
       return ref.encode(text, [], []).length;
     },
