@@ -802,16 +802,15 @@ export class PartitionDriver {
     const key = `${g.id}/${to}`;
     if (this.snapshotsSending.has(key)) return;
     this.snapshotsSending.add(key);
-    let applied!: Applied;
-    this.exclusive(() => {
+    this.exclusive(async () => {
       // The state on disk, as of the index it reaches. Not g.applied: when
       // this started inside a turn's collect step, that turn's apply round
       // ran after the flush and its state waits for the next turn.
-      applied = g.appliedWritten;
-      return readGroupSnapshot(this.store, g.id, applied);
+      const applied = g.appliedWritten;
+      return { applied, data: await readGroupSnapshot(this.store, g.id, applied) };
     })
       .then(
-        (data) => {
+        ({ applied, data }) => {
           if (g.stopped !== null || g.leader !== g.self) return;
           const meta = { index: applied.index, term: applied.term, conf: { voters: [...g.voters] } };
           this.links.send({
@@ -1028,6 +1027,8 @@ export class PartitionDriver {
     let confChanged = false;
     for (const e of entries) {
       assert(e.index === last + 1, `group ${g.id}: applying ${e.index} after ${last}`);
+      last = e.index;
+      lastTerm = e.term;
       if (e.type === EntryType.ConfChange) {
         g.voters = decodeConfState(e.data).voters;
         confChanged = true;
@@ -1044,8 +1045,6 @@ export class PartitionDriver {
           // Replayed after a restart: its state write landed, the checkpoint
           // recording its applied index did not. Nothing to do again.
           assert(e.index <= g.replayThrough, `group ${g.id}: entry ${e.index} beyond the recovered log (${g.replayThrough}) is already in ${cmd.id} (written by ${has})`);
-          last = e.index;
-          lastTerm = e.term;
           continue;
         }
         sink.actor = actor;
@@ -1064,8 +1063,6 @@ export class PartitionDriver {
           replies.push([p.reqId, r]);
         }
       }
-      last = e.index;
-      lastTerm = e.term;
     }
     g.applied = last;
     g.appliedTerm = lastTerm;

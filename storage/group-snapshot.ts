@@ -25,13 +25,19 @@ async function idKeysOf(store: PartitionStore, group: number): Promise<[Buffer, 
   return out;
 }
 
-/** Every key of the group's state machine (what a snapshot carries), with values. */
-export async function groupKeys(store: PartitionStore, group: number): Promise<[Buffer, Buffer][]> {
+/** The group's state rows other than its applied index. */
+async function stateRows(store: PartitionStore, group: number): Promise<[Buffer, Buffer][]> {
   const rows: [Buffer, Buffer][] = [];
-  const applied = await store.db.get(groupKey(PREFIX.applied, group));
-  if (applied !== null) rows.push([groupKey(PREFIX.applied, group), applied]);
   for (const r of groupRanges(group)) rows.push(...(await store.db.scan({ gte: r, lt: prefixEnd(r) })));
   rows.push(...(await idKeysOf(store, group)));
+  return rows;
+}
+
+/** Every key of the group's state machine as stored, the applied index included, with values. */
+export async function groupKeys(store: PartitionStore, group: number): Promise<[Buffer, Buffer][]> {
+  const rows = await stateRows(store, group);
+  const applied = await store.db.get(groupKey(PREFIX.applied, group));
+  if (applied !== null) rows.unshift([groupKey(PREFIX.applied, group), applied]);
   return rows;
 }
 
@@ -43,8 +49,7 @@ export async function groupKeys(store: PartitionStore, group: number): Promise<[
  */
 export async function readGroupSnapshot(store: PartitionStore, group: number, applied: Applied): Promise<Uint8Array> {
   const appliedRow = appliedPut(group, applied);
-  const rows: [Buffer, Buffer][] = [[appliedRow.key, appliedRow.value]];
-  for (const kv of await groupKeys(store, group)) if (!kv[0].equals(appliedRow.key)) rows.push(kv);
+  const rows: [Buffer, Buffer][] = [[appliedRow.key, appliedRow.value], ...(await stateRows(store, group))];
   let size = 0;
   for (const [k, v] of rows) size += 8 + k.length + v.length;
   const data = Buffer.allocUnsafe(size);

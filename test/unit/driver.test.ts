@@ -130,18 +130,7 @@ test('driver - state survives a clean close and reopen (WAL + checkpointed Rocks
     let h = await openDriver(dir, 0);
     h.d.propose(1, groupOf('c'), put('c'));
     await until(() => h.replies.size === 1, 'put');
-    const append = (n: number) =>
-      encodeCommand({
-        op: Op.Append,
-        id: 'c',
-        nowMs: 0,
-        ifVersion: -1,
-        tokenCount: 1,
-        idemKey: '',
-        digest: '',
-        messageMembers: `"role":"user","parts":[{"type":"text","text":"m${n}"}],"metadata":{}`,
-        flags: 0,
-      });
+    const append = (n: number) => appendTo('c', n);
     for (let i = 2; i <= 50; i++) h.d.propose(i, groupOf('c'), append(i));
     await until(() => h.replies.size === 50, 'appends');
     assert.deepEqual(
