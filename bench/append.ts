@@ -86,7 +86,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 
 // ---------------------------------------------------------------- options
 
-type Target = 'ours' | 'redis' | 'pg';
+type Target = 'ours' | 'uws' | 'redis' | 'pg';
 
 interface Options {
   duration: number;
@@ -136,9 +136,9 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   };
   const bool = (k: string) => ['1', 'true', 'yes', 'on'].includes((kv.get(k) ?? '').toLowerCase());
   const only = new Set<Target>();
-  for (const t of (kv.get('only') ?? 'ours,redis,pg').split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const t of (kv.get('only') ?? 'ours,uws,redis,pg').split(',').map((s) => s.trim()).filter(Boolean)) {
     const norm = t === 'postgres' || t === 'postgresql' ? 'pg' : t === 'fleetlm' ? 'ours' : t;
-    if (norm !== 'ours' && norm !== 'redis' && norm !== 'pg') throw new Error(`--only: unknown target ${t} (ours, redis, pg)`);
+    if (norm !== 'ours' && norm !== 'uws' && norm !== 'redis' && norm !== 'pg') throw new Error(`--only: unknown target ${t} (ours, uws, redis, pg)`);
     only.add(norm);
   }
   const duration = num('duration', 20);
@@ -260,7 +260,7 @@ function pgBinDir(): string | null {
 
 function ensureTools(opts: Options): void {
   const missing: string[] = [];
-  if (opts.only.has('ours') && !which('wrk')) missing.push('wrk');
+  if ((opts.only.has('ours') || opts.only.has('uws')) && !which('wrk')) missing.push('wrk');
   if (opts.only.has('redis') && (!which('redis-server') || !which('redis-benchmark') || !which('redis-cli'))) missing.push('redis');
   if (opts.only.has('pg') && !pgBinDir()) missing.push('postgresql');
   if (!missing.length) return;
@@ -495,6 +495,43 @@ async function startOurs(ctx: Ctx, dataDir: string, port: number, logFile: strin
   return spawnTracked('server', process.execPath, [...SERVER_NODE_FLAGS, ctx.opts.server], { env, cwd: ROOT, logFile, stopSignal: 'SIGTERM' });
 }
 
+/** The measured closed-loop phase: wrk against `srv` for the phase duration, recorded in the report. */
+async function closedLoopWrk(ctx: Ctx, srv: Tracked, port: number, t: { target: Target; name: string; durability: string }): Promise<LoadResult> {
+  const { opts } = ctx;
+  log(`${t.target}: wrk -t1 -c${opts.connections} for ${opts.duration} s`);
+  const cpu = new CpuMeter(srv.pid);
+  const mem = new MemSampler(srv.pid);
+  const { m, w } = await runWrk(ctx, port, opts.duration);
+  const c = cpu.read();
+  mem.stop();
+  const errors = w.other2xx + w.non2xx + w.socketErrors;
+  const result: LoadResult = {
+    ...t,
+    generator: `wrk -t1 -c${opts.connections} (Lua)`,
+    durationS: w.durationS,
+    ok: w.status201,
+    errors,
+    errorDetail: [
+      w.other2xx ? `${w.other2xx} 2xx other than 201` : '',
+      w.non2xx ? `${w.non2xx} non-2xx` : '',
+      w.socketErrors ? w.socketDetail : '',
+      ...[...new Set(w.samples.map((x) => x.slice(0, 160)))].slice(0, 2).map((x) => `e.g. ${x}`),
+    ]
+      .filter(Boolean)
+      .join('; '),
+    throughput: w.status201 / w.durationS,
+    meanMs: w.meanMs,
+    p50Ms: w.p50Ms,
+    p99Ms: w.p99Ms,
+    p999Ms: w.p999Ms,
+    maxMs: w.maxMs,
+    ...usageFields(c, genCpu(m), { value: mem.peakRss, kind: 'peak RSS' }),
+  };
+  ctx.report.closed.push(result);
+  log(`${t.target}: ${fmtInt(result.throughput)}/s p50 ${fmtMs(w.p50Ms)} p99 ${fmtMs(w.p99Ms)} errors ${errors}`);
+  return result;
+}
+
 async function postOne(port: number, conv: number): Promise<number> {
   const r = await httpRequest(port, 'POST', `/v1/conversations/bench-${conv}/messages`, appendBody(), 10_000);
   return r.status;
@@ -540,39 +577,7 @@ async function benchOurs(ctx: Ctx): Promise<void> {
       extra.storedMessages += w.status201;
     }
 
-    log(`ours: wrk -t1 -c${opts.connections} for ${opts.duration} s`);
-    const cpu = new CpuMeter(srv.pid);
-    const mem = new MemSampler(srv.pid);
-    const { m, w } = await runWrk(ctx, port, opts.duration);
-    const c = cpu.read();
-    mem.stop();
-    extra.storedMessages += w.status201;
-    const errors = w.other2xx + w.non2xx + w.socketErrors;
-    report.closed.push({
-      target: 'ours',
-      name,
-      durability,
-      generator: `wrk -t1 -c${opts.connections} (Lua)`,
-      durationS: w.durationS,
-      ok: w.status201,
-      errors,
-      errorDetail: [
-        w.other2xx ? `${w.other2xx} 2xx other than 201` : '',
-        w.non2xx ? `${w.non2xx} non-2xx` : '',
-        w.socketErrors ? w.socketDetail : '',
-        ...[...new Set(w.samples.map((x) => x.slice(0, 160)))].slice(0, 2).map((x) => `e.g. ${x}`),
-      ]
-        .filter(Boolean)
-        .join('; '),
-      throughput: w.status201 / w.durationS,
-      meanMs: w.meanMs,
-      p50Ms: w.p50Ms,
-      p99Ms: w.p99Ms,
-      p999Ms: w.p999Ms,
-      maxMs: w.maxMs,
-      ...usageFields(c, genCpu(m), { value: mem.peakRss, kind: 'peak RSS' }),
-    });
-    log(`ours: ${fmtInt(w.status201 / w.durationS)}/s p50 ${fmtMs(w.p50Ms)} p99 ${fmtMs(w.p99Ms)} errors ${errors}`);
+    extra.storedMessages += (await closedLoopWrk(ctx, srv, port, { target: 'ours', name, durability })).ok;
 
     if (!opts.skipFixed) {
       phase = 'fixed-rate';
@@ -645,6 +650,34 @@ async function benchOurs(ctx: Ctx): Promise<void> {
   } finally {
     closeHttpAgent();
     await stopTracked(srv, 60_000);
+  }
+}
+
+// ---------------------------------------------------------------- bare uWS
+
+/**
+ * The stack's ceiling: bench/ceiling-server.ts (bare uWebSockets.js, parse +
+ * number + one group-committed file write and fdatasync per loop turn, no
+ * Raft, RocksDB, worker thread or token count) under the same wrk load.
+ */
+async function benchCeiling(ctx: Ctx): Promise<void> {
+  const dir = mkTmp(ctx, 'uws');
+  const port = await freePort();
+  const script = path.join(ROOT, 'dist', 'bench', 'ceiling-server.js');
+  const srv = spawnTracked('uws', process.execPath, [...SERVER_NODE_FLAGS, script, String(port), 'durable', path.join(dir, 'log')], {
+    cwd: ROOT,
+    logFile: path.join(dir, 'server.log'),
+  });
+  try {
+    await waitHttpReady(port, '/health/ready', 30_000, srv);
+    if (ctx.opts.warmup > 0) await runWrk(ctx, port, ctx.opts.warmup);
+    await closedLoopWrk(ctx, srv, port, {
+      target: 'uws',
+      name: 'bare uWS.js ceiling (bench/ceiling-server.ts)',
+      durability: 'one file, write + fdatasync per loop turn before the acks',
+    });
+  } finally {
+    await stopTracked(srv, 10_000);
   }
 }
 
@@ -1021,7 +1054,7 @@ function renderMarkdown(r: Report): string {
     const a = ours(list);
     if (!a) return;
     const rows: string[] = [];
-    for (const [t, label] of [['redis', 'ours / Redis'], ['pg', 'ours / PostgreSQL']] as const) {
+    for (const [t, label] of [['uws', 'ours / bare uWS ceiling'], ['redis', 'ours / Redis'], ['pg', 'ours / PostgreSQL']] as const) {
       const b = other(list, t);
       if (!b) continue;
       rows.push(
@@ -1073,7 +1106,7 @@ function renderMarkdown(r: Report): string {
     L.push('Measured just before each target\'s phases: CPU used by the rest of the machine, and 4 KiB write+fdatasync on the data filesystem.', '');
     L.push('| before | machine CPU busy | load average (1/5/15 min) | fdatasync/s | fdatasync p50 | fdatasync p99 |');
     L.push('|---|---:|---:|---:|---:|---:|');
-    const names: Record<Target, string> = { ours: 'fleetlm', redis: 'Redis', pg: 'PostgreSQL' };
+    const names: Record<Target, string> = { ours: 'fleetlm', uws: 'bare uWS', redis: 'Redis', pg: 'PostgreSQL' };
     for (const c of r.conditions) {
       L.push(
         `| ${names[c.target]} | ${fmtPct(c.busyBeforePct)} | ${c.loadavg.map((x) => x.toFixed(2)).join(' / ')} | ${fmtInt(c.fsyncPerS)} | ${fmtMs(c.fsyncP50Ms)} | ${fmtMs(c.fsyncP99Ms)} |`,
@@ -1101,6 +1134,8 @@ function renderMarkdown(r: Report): string {
     '- Every server is started by the bench on a free 127.0.0.1 port with a fresh data directory and stopped by PID at the end.',
     '- fleetlm: `wrk -t1` with `bench/lua/append.lua` (requests pre-built, one random conversation per request); ' +
       'only 201 counts as success, every other status or socket error is an error. Latency percentiles come from wrk.',
+    '- bare uWS ceiling: `bench/ceiling-server.ts` under the same wrk load: what any server on uWebSockets.js in one Node thread reaches here when it only ' +
+      'parses the body, numbers it per conversation and group-commits it to one file (write + fdatasync per loop turn) before answering 201.',
     '- Redis: `redis-benchmark -c N -r 1000 XADD conv:__rand_int__ * role user parts <json>`, run for ≈ the phase duration ' +
       '(count calibrated by the warm-up); errors = XADDs sent − stream entries added. Percentiles from redis-benchmark.',
     '- PostgreSQL: `pgbench -M prepared` with one transaction per append: ' +
@@ -1155,6 +1190,7 @@ async function main(): Promise<number> {
 
   const steps: Array<[Target, (c: Ctx) => Promise<void>]> = [
     ['ours', benchOurs],
+    ['uws', benchCeiling],
     ['redis', benchRedis],
     ['pg', benchPg],
   ];
