@@ -10,8 +10,9 @@
 // Phases: `wal` (release() every 50 batches, checkpoint 100 batches behind, so
 // segments are recycled as in steady state), `rocks` (one WriteBatch per batch:
 // a put per entry and one for the hard state, sync), and `append` (reference:
-// the same bytes appended to a plain file + fdatasync, i.e. what a WAL that
-// grows its file pays).
+// the same bytes appended to a plain file + fdatasync through fs.promises,
+// i.e. what a WAL that grows its file pays, and what two round trips through
+// the libuv pool cost in CPU against the WAL's synchronous write).
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -45,6 +46,8 @@ interface Result {
   p50: number;
   p99: number;
   max: number;
+  /** this process's CPU (user + system, all its threads) per batch, µs */
+  cpuUs: number;
   extra: string;
 }
 
@@ -75,17 +78,19 @@ function median(xs: number[]): number {
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-function summarize(name: string, lat: number[], seconds: number, extra: string): Result {
-  const s = Float64Array.from(lat).sort();
-  return { name, batches: lat.length, seconds, p50: percentileSorted(s, 50), p99: percentileSorted(s, 99), max: s[s.length - 1], extra };
+function summarize(name: string, r: { lat: number[]; seconds: number; cpuUs: number }, extra: string): Result {
+  const s = Float64Array.from(r.lat).sort();
+  const cpuUs = r.cpuUs / r.lat.length;
+  return { name, batches: r.lat.length, seconds: r.seconds, p50: percentileSorted(s, 50), p99: percentileSorted(s, 99), max: s[s.length - 1], cpuUs, extra };
 }
 
-async function loop(step: (i: number) => Promise<void>): Promise<{ lat: number[]; seconds: number }> {
+async function loop(step: (i: number) => Promise<void>): Promise<{ lat: number[]; seconds: number; cpuUs: number }> {
   // 300 ms warm-up, not measured.
   const w0 = performance.now();
   let i = 0;
   while (performance.now() - w0 < 300) await step(i++);
   const lat: number[] = [];
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + DURATION_S * 1000;
   let now = t0;
@@ -95,7 +100,8 @@ async function loop(step: (i: number) => Promise<void>): Promise<{ lat: number[]
     lat.push(t - now);
     now = t;
   }
-  return { lat, seconds: (now - t0) / 1000 };
+  const cpu = process.cpuUsage(cpu0);
+  return { lat, seconds: (now - t0) / 1000, cpuUs: cpu.user + cpu.system };
 }
 
 async function benchWal(dir: string): Promise<Result> {
@@ -123,7 +129,7 @@ async function benchWal(dir: string): Promise<Result> {
     `${(st.bytesWritten / st.syncs / 1024).toFixed(1)} KiB/write, ${fmtInt(st.bytesWritten / r.seconds / 2 ** 20)} MiB/s; ` +
     `segments ${st.segments}, spares ${st.spares}, created ${st.sparesCreated}, recycled ${st.segmentsRecycled}, ` +
     `deleted ${st.segmentsDeleted}, spare stalls ${st.spareStalls}`;
-  return summarize('wal (preallocated segments)', r.lat, r.seconds, extra);
+  return summarize('wal (preallocated segments)', r, extra);
 }
 
 function logKey(group: number, index: number): Buffer {
@@ -155,7 +161,7 @@ async function benchRocks(dir: string): Promise<Result> {
     await db.write(ops, true);
   });
   await db.close();
-  return summarize('rocksdb {sync:true}', r.lat, r.seconds, `${(bytes / (r.lat.length + 1) / 1024).toFixed(1)} KiB of keys+values/batch`);
+  return summarize('rocksdb {sync:true}', r, `${(bytes / (r.lat.length + 1) / 1024).toFixed(1)} KiB of keys+values/batch`);
 }
 
 async function benchAppend(dir: string): Promise<Result> {
@@ -168,7 +174,7 @@ async function benchAppend(dir: string): Promise<Result> {
     await fh.datasync();
   });
   await fh.close();
-  return summarize('plain append + fdatasync', r.lat, r.seconds, `${(buf.length / 1024).toFixed(1)} KiB/write (reference)`);
+  return summarize('plain append + fdatasync (fs.promises)', r, `${(buf.length / 1024).toFixed(1)} KiB/write (reference)`);
 }
 
 async function main(): Promise<void> {
@@ -200,24 +206,24 @@ async function main(): Promise<void> {
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
-  console.log('| target | batches/s | entries/s | p50 | p99 | max | load1 | disk MiB/s (machine) | notes |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---|');
+  console.log('| target | batches/s | entries/s | p50 | p99 | max | CPU µs/batch | load1 | disk MiB/s (machine) | notes |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const r of results) {
     const bps = r.batches / r.seconds;
     console.log(
-      `| ${r.name} | ${fmtInt(bps)} | ${fmtInt(bps * ENTRIES)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.max)} | ` +
+      `| ${r.name} | ${fmtInt(bps)} | ${fmtInt(bps * ENTRIES)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.max)} | ${r.cpuUs.toFixed(0)} | ` +
         `${r.load?.toFixed(1)} | ${r.diskMiBs?.toFixed(0)} | ${r.extra} |`,
     );
   }
   if (ROUNDS > 1) {
     console.log(`\nMedian over ${ROUNDS} rounds:\n`);
-    console.log('| target | batches/s | entries/s | p50 | p99 |');
-    console.log('|---|---:|---:|---:|---:|');
+    console.log('| target | batches/s | entries/s | p50 | p99 | CPU µs/batch |');
+    console.log('|---|---:|---:|---:|---:|---:|');
     for (const name of [...new Set(results.map((r) => r.name))]) {
       const rs = results.filter((r) => r.name === name);
       const bps = median(rs.map((r) => r.batches / r.seconds));
       console.log(
-        `| ${name} | ${fmtInt(bps)} | ${fmtInt(bps * ENTRIES)} | ${fmtMs(median(rs.map((r) => r.p50)))} | ${fmtMs(median(rs.map((r) => r.p99)))} |`,
+        `| ${name} | ${fmtInt(bps)} | ${fmtInt(bps * ENTRIES)} | ${fmtMs(median(rs.map((r) => r.p50)))} | ${fmtMs(median(rs.map((r) => r.p99)))} | ${median(rs.map((r) => r.cpuUs)).toFixed(0)} |`,
       );
     }
   }

@@ -690,8 +690,12 @@ export class PartitionDriver {
     for (const w of states) for (const op of w.batch.ops) ops.push(op);
     const writes: Promise<void>[] = [];
     this.unwrittenBytes = 0; // every proposal so far is in this turn's WAL batch
-    if (this.wal.pendingBytes > 0) writes.push(this.wal.write());
+    // The RocksDB batch goes to the libuv pool and this turn's messages and
+    // replies to the gateway before the WAL write, which blocks this thread
+    // for its fdatasync (storage/wal.ts).
     if (ops.length > 0) writes.push(this.store.db.write(ops, false));
+    this.links.flush();
+    if (this.wal.pendingBytes > 0) writes.push(this.wal.write());
     const deferred = this.afterWrite;
     this.afterWrite = [];
     if (writes.length === 0) {
