@@ -15,6 +15,10 @@
 //             the survivors until each has one 201; the slowest is the kill's
 //             failover time (conversations whose groups the victim led wait
 //             for an election). Then restart the victim and wait for ready.
+//   ceiling:  bench/cluster-ceiling-server.ts on 3 processes + a nats-server:
+//             the least a majority-durable append needs on this stack (bare
+//             uWS + NATS, fdatasync on 2 of 3, no Raft or state machine),
+//             same load as the burst (--skip-ceiling to leave it out).
 //   peer:     a 3-server NATS JetStream cluster with an R3 file stream over
 //             `conv.>` (a subject per conversation), the same message body,
 //             3 × bench/js-publisher.js with 21 publishes in flight, one per
@@ -72,12 +76,13 @@ interface Options {
   workers: number;
   conversations: number;
   skipJetstream: boolean;
+  skipCeiling: boolean;
   nodeArgs: string[];
   out: string;
   tmp: string;
 }
 
-const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'skip-jetstream', 'node-args', 'out', 'tmp'];
+const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'skip-jetstream', 'skip-ceiling', 'node-args', 'out', 'tmp'];
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   const kv = benchArgs(argv, env, OPTION_NAMES, 'bench/cluster.ts');
@@ -96,6 +101,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     workers: num('workers', 1),
     conversations: num('conversations', 1000),
     skipJetstream: get('skip-jetstream', 'false') !== 'false',
+    skipCeiling: get('skip-ceiling', 'false') !== 'false',
     nodeArgs: get('node-args', '').split(' ').filter((a) => a !== ''),
     out: path.resolve(ROOT, get('out', 'bench/results/cluster-latest.md')),
     tmp: get('tmp', os.tmpdir()),
@@ -272,6 +278,43 @@ async function benchJetStream(opts: Options, tmp: string, natsBin: string): Prom
   };
 }
 
+/**
+ * The stack's ceiling for this load: bench/cluster-ceiling-server.ts on 3
+ * processes + one nats-server (bare uWS + NATS, each append sent to both
+ * peers, fdatasync'd locally, answered once a peer has fdatasync'd it; no
+ * Raft, state machine or forwarding), under the same 3 × wrk -c21.
+ */
+async function benchCeiling(opts: Options, tmp: string, natsBin: string): Promise<{ rate: number; perNode: WrkParsed[]; serverCpuPct: number; genCpuPct: number }> {
+  const natsPort = await freePort();
+  const nats = spawnTracked('ceiling-nats', natsBin, ['-a', '127.0.0.1', '-p', String(natsPort)], { logFile: path.join(tmp, 'ceiling-nats.log') });
+  const procs: Tracked[] = [nats];
+  try {
+    await sleep(300);
+    const ports = await Promise.all(NAMES.map(() => freePort()));
+    for (const [i, name] of NAMES.entries()) {
+      const peers = NAMES.filter((n) => n !== name).join(',');
+      const args = [path.join(ROOT, 'dist', 'bench', 'cluster-ceiling-server.js'), String(ports[i]), `nats://127.0.0.1:${natsPort}`, name, peers, path.join(tmp, `ceiling-${name}.log`)];
+      const t = spawnTracked(`ceiling-${name}`, process.execPath, [...SERVER_NODE_FLAGS, ...args], { logFile: path.join(tmp, `ceiling-${name}.out`) });
+      procs.push(t);
+      await waitHttpReady(ports[i], '/health/ready', 30_000, t);
+    }
+    await Promise.all(ports.map((p) => wrkOn(p, 21, opts.warmup, opts.conversations, tmp)));
+    const cpu = () => procs.reduce((s, t) => s + treeCpuSeconds(t.pid), 0);
+    const cpu0 = cpu();
+    const t0 = performance.now();
+    const runs = await Promise.all(ports.map((p) => wrkOn(p, 21, opts.duration, opts.conversations, tmp)));
+    const wallS = (performance.now() - t0) / 1000;
+    return {
+      rate: runs.reduce((s, r) => s + r.w.status201 / r.w.durationS, 0),
+      perNode: runs.map((r) => r.w),
+      serverCpuPct: ((cpu() - cpu0) / wallS) * 100,
+      genCpuPct: (runs.reduce((s, r) => s + r.cpuS, 0) / wallS) * 100,
+    };
+  } finally {
+    await Promise.all(procs.map((t) => stopTracked(t)));
+  }
+}
+
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2), process.env);
   installCleanupHandlers();
@@ -335,6 +378,11 @@ async function main(): Promise<number> {
     log(`peer: JetStream R3, ${opts.duration} s`);
     js = await benchJetStream(opts, tmp, natsBin);
   }
+  let ceiling: Awaited<ReturnType<typeof benchCeiling>> | null = null;
+  if (!opts.skipCeiling) {
+    log(`reference: bare uWS + NATS replication ceiling, ${opts.duration} s`);
+    ceiling = await benchCeiling(opts, tmp, natsBin);
+  }
 
   const slowest = kills.map((k) => k.slowestMs).sort((a, b) => a - b);
   const lat = (v: number | string) => fmtMs(Number(v));
@@ -354,12 +402,19 @@ async function main(): Promise<number> {
     fixedServerCpuPct: fixedCpuPct,
     failover: { kills, p50Ms: percentileSorted(slowest, 50), p99Ms: percentileSorted(slowest, 99), maxMs: slowest.at(-1) },
     jetstream: js,
+    ceiling: ceiling && { ...ceiling, perNode: ceiling.perNode.map((w, i) => ({ node: NAMES[i], appendsPerS: w.status201 / w.durationS, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.non2xx + w.socketErrors })) },
   };
   const jsRow =
     js === null
       ? []
       : [
           `| peer: NATS JetStream R3 (3 × 21 in flight, ${opts.duration} s) | ${fmtInt(js.rate)} | ${js.perServer.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${js.perServer.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(js.perServer.reduce((s, p) => s + p.acked, 0))} acknowledged (no fsync), ${js.perServer.reduce((s, p) => s + p.errors, 0)} errors; servers CPU ${Math.round(js.serverCpuPct)}%, publishers ${Math.round(js.genCpuPct)}% |`,
+        ];
+  const ceilingRow =
+    ceiling === null
+      ? []
+      : [
+          `| reference: bare uWS + NATS ceiling (bench/cluster-ceiling-server.ts, 3 × wrk -c21, ${opts.duration} s) | ${fmtInt(ceiling.rate)} | ${ceiling.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${ceiling.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | fdatasync on 2 of 3 before the ack, no Raft, state machine or forwarding; ${ceiling.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(ceiling.serverCpuPct)}%, wrk ${Math.round(ceiling.genCpuPct)}% |`,
         ];
   const md = [
     '## Cluster: 3 nodes on one machine',
@@ -371,9 +426,10 @@ async function main(): Promise<number> {
     '|---|---:|---:|---:|---|',
     `| burst (3 × wrk -c21, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
     ...jsRow,
+    ...ceilingRow,
     `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained); nodes + NATS CPU ${fixedCpuPct.toFixed(0)}% |`,
     '',
-    `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}`,
+    `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}${ceiling === null ? '' : ` Ours / the bare ceiling: ${(burstRate / ceiling.rate).toFixed(2)}×.`}`,
     '',
     `Failover after kill -9 (${opts.kills} kills, 60 conversations appended through the survivors until each answers 201): slowest conversation back after p50 ${fmtMs(report.failover.p50Ms)}, p99 ${fmtMs(report.failover.p99Ms)}, max ${fmtMs(report.failover.maxMs)}; the killed node was ready again after ${kills.map((k) => fmtMs(k.restartMs)).join(', ')}.`,
     '',
