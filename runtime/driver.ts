@@ -187,6 +187,10 @@ export class PartitionDriver {
   private checkpointTimer: NodeJS.Timeout | null = null;
   private wal!: Wal;
   private readonly stateWrites: PendingWrite[] = [];
+  /** PendingWrites queued so far, and how many of them are in RocksDB (they are written in order). */
+  private stateQueued = 0;
+  private stateWrittenCount = 0;
+  private stateWaiters: { upTo: number; resolve: () => void; reject: (err: unknown) => void }[] = [];
   /** Messages of this turn that may leave only once its writes are durable. */
   private afterWrite: Message[] = [];
   /** Set while a snapshot is read or installed: no turn runs, so the partition's state holds still. */
@@ -700,6 +704,7 @@ export class PartitionDriver {
     this.afterWrite = [];
     if (writes.length === 0) {
       for (const m of deferred) this.links.send(m);
+      this.statesWritten(states); // state that wrote nothing (a no-op entry) is as good as written
       this.advanceAll(readies);
       return;
     }
@@ -719,6 +724,7 @@ export class PartitionDriver {
         this.writing = false;
         // Storage that failed a write cannot be trusted: stop every group of the partition.
         for (const g of this.groups.values()) this.stopGroup(g, err);
+        for (const w of this.stateWaiters.splice(0)) w.reject(err);
       },
     );
   }
@@ -794,6 +800,28 @@ export class PartitionDriver {
       for (const [a, seq] of w.touched) this.actors.persisted(a, seq);
       for (const [g, a] of w.applied) g.appliedWritten = a;
     }
+    this.stateWrittenCount += states.length;
+    if (this.stateWaiters.length === 0) return;
+    const waiting = this.stateWaiters;
+    this.stateWaiters = [];
+    for (const w of waiting) {
+      if (w.upTo <= this.stateWrittenCount) w.resolve();
+      else this.stateWaiters.push(w);
+    }
+  }
+
+  /**
+   * Resolves once all state applied before the call is in RocksDB. Replies
+   * leave at apply, before the state's write: a read that scans RocksDB
+   * (the listing) waits here to see every change already acknowledged.
+   */
+  stateWritten(): Promise<void> {
+    const upTo = this.stateQueued;
+    if (upTo <= this.stateWrittenCount) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.stateWaiters.push({ upTo, resolve, reject });
+      this.scheduleTurn();
+    });
   }
 
   /**
@@ -992,6 +1020,7 @@ export class PartitionDriver {
     }
     for (const a of pending.touched.keys()) a.writesPending++;
     this.stateWrites.push(pending);
+    this.stateQueued++;
     this.scheduleTurn();
     for (const [reqId, r] of replies) this.reply(reqId, r);
     for (const [g] of work) this.serveReads(g);
