@@ -333,8 +333,13 @@ async function main(): Promise<number> {
   await Promise.all(cluster.nodes.map((n) => cluster.start(n)));
   log(`cluster ready on ports ${ports.join(', ')}`);
   await pool(16, opts.conversations, async (i) => {
-    const r = await httpRequest(ports[i % 3], 'PUT', `/v1/conversations/bench-${i}`, '{}', 10_000);
-    if (r.status !== 200) throw new Error(`PUT bench-${i}: ${r.status}`);
+    // Ready nodes may still be electing some groups' leaders: 503 says retry.
+    for (let attempt = 1; ; attempt++) {
+      const r = await httpRequest(ports[i % 3], 'PUT', `/v1/conversations/bench-${i}`, '{}', 10_000);
+      if (r.status === 200) return;
+      if (r.status !== 503 || attempt >= 20) throw new Error(`PUT bench-${i}: ${r.status}`);
+      await sleep(250);
+    }
   });
 
   // Burst: 63 in flight, a third through each node.
