@@ -493,15 +493,16 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
       const q = readParams(f) as unknown as ListQuery;
       // The groups led before the scan: a group led throughout is listed whole.
       const led = q.led ? [...drivers.values()].flatMap((x) => [...x.groups.keys()].filter((g) => x.leads(g))) : [];
+      // Replies leave at apply: the scan waits for every acknowledged change to reach RocksDB.
       Promise.all([...drivers.values()].map((x) => x.stateWritten()))
         .then(() => listRecords([...drivers.values()].map((x) => x.store), q, q.led ? (rec) => leadsConversation(rec.id) : undefined))
         .then(
-        (recs) => {
-          const records = '[' + recs.map(recordJson).join(',') + ']';
-          reply(f.reqId, ok(q.led ? `{"led":${JSON.stringify(led)},"records":${records}}` : records));
-        },
-        (err: unknown) => reply(f.reqId, errorReply(err)),
-      );
+          (recs) => {
+            const records = '[' + recs.map(recordJson).join(',') + ']';
+            reply(f.reqId, ok(q.led ? `{"led":${JSON.stringify(led)},"records":${records}}` : records));
+          },
+          (err: unknown) => reply(f.reqId, errorReply(err)),
+        );
       return;
     }
     if (f.op === ReqOp.ArchiveBatch) {
