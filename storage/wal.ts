@@ -748,8 +748,8 @@ export class Wal {
       const start = this.activeOff;
       this.activeOff = start + recLen;
       // Synchronous on purpose: through the libuv pool, a write and an
-      // fdatasync cost two thread round trips, ≈150 µs of CPU per batch on
-      // this project's VMs against ≈50 µs blocking (docs/BENCHMARKS.md,
+      // fdatasync cost two thread round trips, 145–178 µs of CPU per batch
+      // on this project's VMs against 74–77 µs blocking (docs/BENCHMARKS.md,
       // "Synchronous WAL writes"); the caller issues its other I/O first.
       if (prefixLen > 0) {
         const bufs = [this.prefix.buf.subarray(0, prefixLen), batch.buf.subarray(0, total)];
