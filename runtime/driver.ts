@@ -321,6 +321,16 @@ export class PartitionDriver {
     return g !== undefined && g.stopped === null && g.leader === g.self;
   }
 
+  /**
+   * This node leads the group and has applied every entry of earlier terms
+   * (an entry of its own term too): its stored state holds all that any
+   * leader acknowledged, so a listing may answer for the group.
+   */
+  leadsCaughtUp(gid: number): boolean {
+    const g = this.groups.get(gid);
+    return g !== undefined && g.stopped === null && g.leader === g.self && g.applied >= g.leaderSince;
+  }
+
   /** Every group has a leader, and the groups this node leads have applied an entry of their term. */
   isReady(): boolean {
     for (const g of this.groups.values()) {

@@ -491,11 +491,19 @@ export function runShard(init: WorkerInit, port: ShardPort): void {
     const d = driverOf(f.group);
     if (f.op === ReqOp.List) {
       const q = readParams(f) as unknown as ListQuery;
-      // The groups led before the scan: a group led throughout is listed whole.
-      const led = q.led ? [...drivers.values()].flatMap((x) => [...x.groups.keys()].filter((g) => x.leads(g))) : [];
+      let led: number[] = [];
       // Replies leave at apply: the scan waits for every acknowledged change to reach RocksDB.
       Promise.all([...drivers.values()].map((x) => x.stateWritten()))
-        .then(() => listRecords([...drivers.values()].map((x) => x.store), q, q.led ? (rec) => leadsConversation(rec.id) : undefined))
+        .then(() => {
+          if (!q.led) return listRecords([...drivers.values()].map((x) => x.store), q);
+          // The groups this node answers for, fixed before the scan: their
+          // records and nothing else, so a group it names is listed whole.
+          // A leader still applying earlier terms' entries names none of its
+          // groups; the gatherer asks again until their leaders have.
+          led = [...drivers.values()].flatMap((x) => [...x.groups.keys()].filter((g) => x.leadsCaughtUp(g)));
+          const answering = new Set(led);
+          return listRecords([...drivers.values()].map((x) => x.store), q, (rec) => answering.has(groupOf(rec.id)));
+        })
         .then(
           (recs) => {
             const records = '[' + recs.map(recordJson).join(',') + ']';

@@ -112,6 +112,22 @@ describe('cluster of three', () => {
     }
   });
 
+  test('a listing through any node sees a change acknowledged through another one at once', async () => {
+    const missed: string[] = [];
+    await Promise.all(
+      Array.from({ length: 6 }, async (_, w) => {
+        for (let k = 0; k < 10; k++) {
+          const id = `ryw-${w}-${k}`;
+          assert.equal((await api(urlOf(w % 3), 'PUT', `/v1/conversations/${id}`, { metadata: { ryw: id } })).status, 200);
+          const r = await api(urlOf((w + 1) % 3), 'GET', `/v1/conversations?metadata.ryw=${id}`);
+          assert.equal(r.status, 200, r.text);
+          if (r.json.conversations.length !== 1) missed.push(id);
+        }
+      }),
+    );
+    assert.deepEqual(missed, []);
+  });
+
   test('idle groups quiesce: no Raft message flows while nothing changes, and a write wakes its group', async () => {
     /** Per node: Raft messages received, by type. */
     const byType = async (i: number) => {
