@@ -13,11 +13,9 @@
 //
 //   node dist/bench/ceiling-server.js <port> <http|durable> <data file> [threads]
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { Worker, isMainThread, threadId } from 'node:worker_threads';
-import type * as UWS from 'uWebSockets.js';
+import { answer, serveAppends, type PendingAppend } from './ceiling-app.js';
 
-const uws = createRequire(import.meta.url)('uWebSockets.js') as typeof UWS;
 const port = Number(process.argv[2]);
 const mode = process.argv[3];
 const file = process.argv[4];
@@ -29,21 +27,8 @@ if (!Number.isInteger(port) || (mode !== 'http' && mode !== 'durable') || !file 
 if (isMainThread) for (let i = 1; i < threads; i++) new Worker(new URL(import.meta.url), { argv: process.argv.slice(2) });
 const fd = mode === 'durable' ? fs.openSync(`${file}.${threadId}`, 'a') : -1;
 
-const seqs = new Map<string, number>();
-interface Pending {
-  res: UWS.HttpResponse;
-  /** the request body, as written to the file */
-  line: string;
-  reply: string;
-  aborted: boolean;
-}
-let turn: Pending[] = [];
+let turn: PendingAppend[] = [];
 let writing = false;
-
-function answer(p: Pending): void {
-  if (p.aborted) return;
-  p.res.cork(() => p.res.writeStatus('201 Created').writeHeader('content-type', 'application/json').end(p.reply));
-}
 
 // One write + fdatasync per batch; requests that arrive meanwhile form the next batch.
 function flush(): void {
@@ -63,40 +48,8 @@ function flush(): void {
   });
 }
 
-const app = uws.App();
-app.get('/health/ready', (res) => void res.end('{"status":"ok"}'));
-app.post('/v1/conversations/:id/messages', (res, req) => {
-  const id = req.getParameter(0) ?? '';
-  const chunks: Buffer[] = [];
-  const p: Pending = { res, line: '', reply: '', aborted: false };
-  res.onAborted(() => {
-    p.aborted = true;
-  });
-  res.onData((chunk, isLast) => {
-    chunks.push(Buffer.from(chunk.slice(0))); // uWS reuses the chunk's memory
-    if (!isLast) return;
-    p.line = Buffer.concat(chunks).toString('utf8');
-    let msg: unknown;
-    try {
-      msg = (JSON.parse(p.line) as { message?: unknown }).message;
-    } catch {
-      msg = undefined;
-    }
-    if (typeof msg !== 'object' || msg === null || !Array.isArray((msg as { parts?: unknown }).parts)) {
-      res.cork(() => res.writeStatus('400 Bad Request').end('{"error":{"code":"invalid_message"}}'));
-      return;
-    }
-    const seq = (seqs.get(id) ?? 0) + 1;
-    seqs.set(id, seq);
-    p.reply = `{"seq":${seq},"version":${seq},"token_count":0}`;
-    if (fd < 0) return answer(p);
-    turn.push(p);
-    if (turn.length === 1) setImmediate(flush);
-  });
-});
-app.listen('127.0.0.1', port, (token) => {
-  if (!token) {
-    console.error(`cannot listen on ${port}`);
-    process.exit(1);
-  }
+serveAppends(port, (p) => {
+  if (fd < 0) return answer(p);
+  turn.push(p);
+  if (turn.length === 1) setImmediate(flush);
 });

@@ -13,11 +13,9 @@
 //
 // GET /health/ready answers 200 once listening and connected.
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { connect } from '@nats-io/transport-node';
-import type * as UWS from 'uWebSockets.js';
+import { answer, serveAppends, type PendingAppend } from './ceiling-app.js';
 
-const uws = createRequire(import.meta.url)('uWebSockets.js') as typeof UWS;
 const [portArg, natsUrl, self, peersArg, file] = process.argv.slice(2);
 const port = Number(portArg);
 const peers = (peersArg ?? '').split(',').filter(Boolean);
@@ -38,20 +36,13 @@ const KIND_ACK = 2;
 const enc = new TextEncoder();
 const selfBytes = enc.encode(self);
 
-interface Pending {
-  res: UWS.HttpResponse;
-  line: string;
-  reply: string;
-  aborted: boolean;
-}
 interface InFlight {
-  items: Pending[];
+  items: PendingAppend[];
   written: boolean;
   acks: number;
 }
 
-const seqs = new Map<string, number>();
-let appends: Pending[] = [];
+let appends: PendingAppend[] = [];
 /** Peer → bytes it sent this turn, and the batch ids to acknowledge once they are durable here. */
 const received = new Map<string, { bytes: Uint8Array[]; ids: number[] }>();
 const inFlight = new Map<number, InFlight>();
@@ -78,9 +69,7 @@ function header(kind: number, id: number, bodyBytes: number): Uint8Array {
 function answerIfDone(id: number, f: InFlight): void {
   if (!f.written || f.acks < 1) return; // majority of 3: this node + one peer
   inFlight.delete(id);
-  for (const p of f.items) {
-    if (!p.aborted) p.res.cork(() => p.res.writeStatus('201 Created').writeHeader('content-type', 'application/json').end(p.reply));
-  }
+  for (const p of f.items) answer(p);
 }
 
 function writeDurably(chunks: Uint8Array[]): void {
@@ -153,39 +142,7 @@ nc.subscribe(`ceil.${self}`, {
   },
 });
 
-const app = uws.App();
-app.get('/health/ready', (res) => void res.end('{"status":"ok"}'));
-app.post('/v1/conversations/:id/messages', (res, req) => {
-  const id = req.getParameter(0) ?? '';
-  const chunks: Buffer[] = [];
-  const p: Pending = { res, line: '', reply: '', aborted: false };
-  res.onAborted(() => {
-    p.aborted = true;
-  });
-  res.onData((chunk, isLast) => {
-    chunks.push(Buffer.from(chunk.slice(0))); // uWS reuses the chunk's memory
-    if (!isLast) return;
-    p.line = Buffer.concat(chunks).toString('utf8');
-    let msg: unknown;
-    try {
-      msg = (JSON.parse(p.line) as { message?: unknown }).message;
-    } catch {
-      msg = undefined;
-    }
-    if (typeof msg !== 'object' || msg === null || !Array.isArray((msg as { parts?: unknown }).parts)) {
-      res.cork(() => res.writeStatus('400 Bad Request').end('{"error":{"code":"invalid_message"}}'));
-      return;
-    }
-    const seq = (seqs.get(id) ?? 0) + 1;
-    seqs.set(id, seq);
-    p.reply = `{"seq":${seq},"version":${seq},"token_count":0}`;
-    appends.push(p);
-    scheduleTurn();
-  });
-});
-app.listen('127.0.0.1', port, (token) => {
-  if (!token) {
-    console.error(`cannot listen on ${port}`);
-    process.exit(1);
-  }
+serveAppends(port, (p) => {
+  appends.push(p);
+  scheduleTurn();
 });
