@@ -2,7 +2,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { api, startNode, type NodeProc } from './harness.js';
+import { api, listingMisses, startNode, type NodeProc } from './harness.js';
 
 let node: NodeProc;
 const msg = (text: string, extra: Record<string, unknown> = {}) => ({
@@ -197,30 +197,9 @@ describe('conversations', () => {
   });
 
   test('listing sees every acknowledged change at once (read-your-writes under load)', async () => {
-    // Replies leave at apply, before the state's RocksDB write; the listing
-    // scans RocksDB, so it must wait for that write (runtime/driver.ts stateWritten).
-    const missed: string[] = [];
-    let loading = true;
-    await api(node.url, 'PUT', '/v1/conversations/ryw-load', {});
-    // Appends in the background keep the worker's turns and writes busy.
-    const load = Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (loading) await api(node.url, 'POST', '/v1/conversations/ryw-load/messages', msg('x'.repeat(2000)));
-      }),
-    );
-    await Promise.all(
-      Array.from({ length: 8 }, async (_, w) => {
-        for (let i = 0; i < 25; i++) {
-          const id = `ryw-${w}-${i}`;
-          assert.equal((await api(node.url, 'PUT', `/v1/conversations/${id}`, { metadata: { ryw: id } })).status, 200);
-          const found = await api(node.url, 'GET', `/v1/conversations?metadata.ryw=${id}`);
-          if (found.json.conversations.length !== 1) missed.push(id);
-        }
-      }),
-    );
-    loading = false;
-    await load;
-    assert.deepEqual(missed, []);
+    // The listing scans RocksDB, so it must wait for the state's write (runtime/driver.ts stateWritten).
+    const url = () => node.url;
+    assert.deepEqual(await listingMisses({ putUrl: url, listUrl: url, loadUrl: node.url, writers: 8, perWriter: 25 }), []);
   });
 });
 

@@ -123,3 +123,40 @@ export async function api(
   }
   return { status: r.status, json, text, headers: r.headers };
 }
+
+/**
+ * Read-your-writes of the listing under load: `writers` loops each create
+ * `perWriter` conversations through `putUrl(w)` and list each one through
+ * `listUrl(w)` right after its 200, while 16 loops append 2 KB messages
+ * through `loadUrl` (replies leave at apply, before the state's RocksDB
+ * write; the load keeps those writes busy). Returns the ids a listing missed.
+ */
+export async function listingMisses(o: { putUrl: (w: number) => string; listUrl: (w: number) => string; loadUrl: string; writers: number; perWriter: number }): Promise<string[]> {
+  const missed: string[] = [];
+  let loading = true;
+  await api(o.loadUrl, 'PUT', '/v1/conversations/ryw-load', {});
+  const body = { message: { role: 'user', parts: [{ type: 'text', text: 'x'.repeat(2000) }] } };
+  const load = Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (loading) await api(o.loadUrl, 'POST', '/v1/conversations/ryw-load/messages', body);
+    }),
+  );
+  try {
+    await Promise.all(
+      Array.from({ length: o.writers }, async (_, w) => {
+        for (let i = 0; i < o.perWriter; i++) {
+          const id = `ryw-${w}-${i}`;
+          const put = await api(o.putUrl(w), 'PUT', `/v1/conversations/${id}`, { metadata: { ryw: id } });
+          if (put.status !== 200) throw new Error(`PUT ${id}: ${put.status} ${put.text}`);
+          const found = await api(o.listUrl(w), 'GET', `/v1/conversations?metadata.ryw=${id}`);
+          if (found.status !== 200) throw new Error(`listing ${id}: ${found.status} ${found.text}`);
+          if (found.json.conversations.length !== 1) missed.push(id);
+        }
+      }),
+    );
+  } finally {
+    loading = false;
+    await load;
+  }
+  return missed;
+}
