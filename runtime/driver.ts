@@ -732,9 +732,7 @@ export class PartitionDriver {
       },
       (err: unknown) => {
         this.writing = false;
-        // Storage that failed a write cannot be trusted: stop every group of the partition.
-        for (const g of this.groups.values()) this.stopGroup(g, err);
-        for (const w of this.stateWaiters.splice(0)) w.reject(err);
+        this.storageFailed(err);
       },
     );
   }
@@ -795,7 +793,14 @@ export class PartitionDriver {
       while (this.writing || this.applying || this.checkpointing) await new Promise((r) => setTimeout(r, 1));
       const states = this.stateWrites.splice(0);
       const ops = states.flatMap((w) => w.batch.ops);
-      if (ops.length > 0) await this.store.db.write(ops, false);
+      if (ops.length > 0) {
+        try {
+          await this.store.db.write(ops, false);
+        } catch (err) {
+          this.storageFailed(err);
+          throw err;
+        }
+      }
       this.statesWritten(states);
       return await fn();
     } finally {
@@ -803,6 +808,12 @@ export class PartitionDriver {
       release();
       this.scheduleTurn();
     }
+  }
+
+  /** Storage that failed a write cannot be trusted: every group of the partition stops, and nobody waits for its state. */
+  private storageFailed(err: unknown): void {
+    for (const g of this.groups.values()) this.stopGroup(g, err);
+    for (const w of this.stateWaiters.splice(0)) w.reject(err);
   }
 
   private statesWritten(states: PendingWrite[]): void {
