@@ -73,7 +73,7 @@ import {
   treeMem,
   waitHttpReady,
   which,
-  parseWrk,
+  wrkResult,
   type WrkParsed,
   type Measured,
   type Tracked,
@@ -346,10 +346,7 @@ async function runWrk(
     nice: ctx.opts.genNice,
     interruptWhen: limit > 0 ? /^BENCH limit_reached$/m : undefined,
   });
-  if (m.code !== 0) throw new Error(`wrk exited ${m.code}: ${m.stderr.slice(-2000)}\n${m.stdout.slice(-2000)}`);
-  const w = parseWrk(m.stdout);
-  if (!Number.isFinite(w.status201)) throw new Error(`could not parse wrk output:\n${m.stdout}\n${m.stderr}`);
-  return { m, w };
+  return { m, w: wrkResult(m) };
 }
 
 // ---------------------------------------------------------------- openloop

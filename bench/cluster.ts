@@ -6,7 +6,7 @@
 //   node dist/bench/cluster.js --duration=5 --kills=3
 //
 // Phases:
-//   burst:    3 × wrk -t1 -c21 (63 in flight), one per node, 300-byte appends
+//   burst:    3 × wrk -t1 -c21 (63 in flight; --connections), one per node, 300-byte appends
 //             over 1,000 conversations (bench/lua/append.lua); an append is
 //             acknowledged once fsync'd on a majority of its group's replicas.
 //   fixed:    3 × bench/openloop.js at rate/3 each, latency from the scheduled
@@ -21,7 +21,7 @@
 //             same load as the burst (--skip-ceiling to leave it out).
 //   peer:     a 3-server NATS JetStream cluster with an R3 file stream over
 //             `conv.>` (a subject per conversation), the same message body,
-//             3 × bench/js-publisher.js with 21 publishes in flight, one per
+//             3 × bench/js-publisher.js with 21 publishes in flight (--connections), one per
 //             server. JetStream acknowledges without fsync (its default; the
 //             Debian nats-server 2.9 cannot sync every write).
 // Every process is started on free loopback ports in a temp dir and stopped by
@@ -29,7 +29,8 @@
 //
 // Options (argv --name=value or env BENCH_NAME): --duration=15 --warmup=3
 // --rate=5000 --fixed-duration=15 --kills=20 --workers=1 (per node)
-// --conversations=1000 --out=bench/results/cluster-latest.md --tmp=<dir>
+// --conversations=1000 --connections=21 (in flight per node, every phase)
+// --out=bench/results/cluster-latest.md --tmp=<dir>
 // --node-args='--cpu-prof --cpu-prof-dir=prof' (extra node flags for the
 // cluster's processes, e.g. to profile them)
 import fs from 'node:fs';
@@ -46,7 +47,7 @@ import {
   installCleanupHandlers,
   log,
   machineInfo,
-  parseWrk,
+  wrkResult,
   percentileSorted,
   pool,
   runMeasured,
@@ -75,6 +76,7 @@ interface Options {
   kills: number;
   workers: number;
   conversations: number;
+  connections: number;
   skipJetstream: boolean;
   skipCeiling: boolean;
   nodeArgs: string[];
@@ -82,7 +84,7 @@ interface Options {
   tmp: string;
 }
 
-const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'skip-jetstream', 'skip-ceiling', 'node-args', 'out', 'tmp'];
+const OPTION_NAMES = ['duration', 'warmup', 'rate', 'fixed-duration', 'kills', 'workers', 'conversations', 'connections', 'skip-jetstream', 'skip-ceiling', 'node-args', 'out', 'tmp'];
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   const kv = benchArgs(argv, env, OPTION_NAMES, 'bench/cluster.ts');
@@ -100,6 +102,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     kills: num('kills', 20),
     workers: num('workers', 1),
     conversations: num('conversations', 1000),
+    connections: num('connections', 21),
     skipJetstream: get('skip-jetstream', 'false') !== 'false',
     skipCeiling: get('skip-ceiling', 'false') !== 'false',
     nodeArgs: get('node-args', '').split(' ').filter((a) => a !== ''),
@@ -165,8 +168,7 @@ async function wrkOn(port: number, connections: number, seconds: number, convers
     ['-t1', `-c${connections}`, `-d${Math.ceil(seconds)}s`, '--latency', '--timeout', '10s', '-s', path.join(ROOT, 'bench', 'lua', 'append.lua'), `http://127.0.0.1:${port}`, '--', String(conversations), DEFAULT_TEXT, '0', 'bench-'],
     { timeoutMs: (seconds + 60) * 1000, tmpDir: tmp },
   );
-  if (m.code !== 0) throw new Error(`wrk exited ${m.code}: ${m.stderr.slice(-1000)}`);
-  return { w: parseWrk(m.stdout), cpuS: m.userS + m.sysS };
+  return { w: wrkResult(m), cpuS: m.userS + m.sysS };
 }
 
 interface OpenLoopOut {
@@ -178,11 +180,11 @@ interface OpenLoopOut {
   latencyMs: { p50: number | string; p99: number | string; max: number | string };
 }
 
-async function openLoopOn(port: number, rate: number, seconds: number, conversations: number, tmp: string): Promise<OpenLoopOut> {
+async function openLoopOn(port: number, rate: number, seconds: number, conversations: number, connections: number, tmp: string): Promise<OpenLoopOut> {
   const m = await runMeasured(
     'openloop',
     process.execPath,
-    [path.join(ROOT, 'dist', 'bench', 'openloop.js'), `--port=${port}`, '--proto=http', `--rate=${rate}`, `--duration=${seconds}`, '--connections=21', `--conversations=${conversations}`],
+    [path.join(ROOT, 'dist', 'bench', 'openloop.js'), `--port=${port}`, '--proto=http', `--rate=${rate}`, `--duration=${seconds}`, `--connections=${connections}`, `--conversations=${conversations}`],
     { timeoutMs: (seconds + 60) * 1000, tmpDir: tmp },
   );
   if (m.code !== 0) throw new Error(`openloop exited ${m.code}: ${m.stderr.slice(-1000)}`);
@@ -258,7 +260,7 @@ async function benchJetStream(opts: Options, tmp: string, natsBin: string): Prom
     runMeasured(
       'js-publisher',
       process.execPath,
-      [path.join(ROOT, 'dist', 'bench', 'js-publisher.js'), `--server=nats://127.0.0.1:${client[i]}`, `--seconds=${seconds}`, '--concurrency=21', `--conversations=${opts.conversations}`],
+      [path.join(ROOT, 'dist', 'bench', 'js-publisher.js'), `--server=nats://127.0.0.1:${client[i]}`, `--seconds=${seconds}`, `--concurrency=${opts.connections}`, `--conversations=${opts.conversations}`],
       { timeoutMs: (seconds + 60) * 1000, tmpDir: tmp },
     );
   await Promise.all(NAMES.map((_, i) => publish(i, opts.warmup)));
@@ -282,7 +284,7 @@ async function benchJetStream(opts: Options, tmp: string, natsBin: string): Prom
  * The stack's ceiling for this load: bench/cluster-ceiling-server.ts on 3
  * processes + one nats-server (bare uWS + NATS, each append sent to both
  * peers, fdatasync'd locally, answered once a peer has fdatasync'd it; no
- * Raft, state machine or forwarding), under the same 3 × wrk -c21.
+ * Raft, state machine or forwarding), under the same load as the burst.
  */
 async function benchCeiling(opts: Options, tmp: string, natsBin: string): Promise<{ rate: number; perNode: WrkParsed[]; serverCpuPct: number; genCpuPct: number }> {
   const natsPort = await freePort();
@@ -298,11 +300,11 @@ async function benchCeiling(opts: Options, tmp: string, natsBin: string): Promis
       procs.push(t);
       await waitHttpReady(ports[i], '/health/ready', 30_000, t);
     }
-    await Promise.all(ports.map((p) => wrkOn(p, 21, opts.warmup, opts.conversations, tmp)));
+    await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.warmup, opts.conversations, tmp)));
     const cpu = () => procs.reduce((s, t) => s + treeCpuSeconds(t.pid), 0);
     const cpu0 = cpu();
     const t0 = performance.now();
-    const runs = await Promise.all(ports.map((p) => wrkOn(p, 21, opts.duration, opts.conversations, tmp)));
+    const runs = await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.duration, opts.conversations, tmp)));
     const wallS = (performance.now() - t0) / 1000;
     return {
       rate: runs.reduce((s, r) => s + r.w.status201 / r.w.durationS, 0),
@@ -342,13 +344,13 @@ async function main(): Promise<number> {
     }
   });
 
-  // Burst: 63 in flight, a third through each node.
+  // Burst: 3 × --connections in flight, a third through each node.
   log(`warm-up ${opts.warmup} s`);
-  await Promise.all(ports.map((p) => wrkOn(p, 21, opts.warmup, opts.conversations, tmp)));
+  await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.warmup, opts.conversations, tmp)));
   log(`burst ${opts.duration} s`);
   const cpu0 = cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
   const t0 = performance.now();
-  const burst = await Promise.all(ports.map((p) => wrkOn(p, 21, opts.duration, opts.conversations, tmp)));
+  const burst = await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.duration, opts.conversations, tmp)));
   const wallS = (performance.now() - t0) / 1000;
   const serverCpuPct = ((cluster.cpuSeconds() + treeCpuSeconds(nats.pid) - cpu0) / wallS) * 100;
   const acked = burst.reduce((s, b) => s + b.w.status201, 0);
@@ -359,7 +361,7 @@ async function main(): Promise<number> {
   log(`fixed ${opts.rate}/s for ${opts.fixedDuration} s`);
   const fixedCpu0 = cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
   const fixedT0 = performance.now();
-  const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, tmp)));
+  const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, opts.connections, tmp)));
   const fixedCpuPct = ((cluster.cpuSeconds() + treeCpuSeconds(nats.pid) - fixedCpu0) / ((performance.now() - fixedT0) / 1000)) * 100;
 
   log(`failover: ${opts.kills} kills`);
@@ -413,13 +415,13 @@ async function main(): Promise<number> {
     js === null
       ? []
       : [
-          `| peer: NATS JetStream R3 (3 × 21 in flight, ${opts.duration} s) | ${fmtInt(js.rate)} | ${js.perServer.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${js.perServer.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(js.perServer.reduce((s, p) => s + p.acked, 0))} acknowledged (no fsync), ${js.perServer.reduce((s, p) => s + p.errors, 0)} errors; servers CPU ${Math.round(js.serverCpuPct)}%, publishers ${Math.round(js.genCpuPct)}% |`,
+          `| peer: NATS JetStream R3 (3 × ${opts.connections} in flight, ${opts.duration} s) | ${fmtInt(js.rate)} | ${js.perServer.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${js.perServer.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(js.perServer.reduce((s, p) => s + p.acked, 0))} acknowledged (no fsync), ${js.perServer.reduce((s, p) => s + p.errors, 0)} errors; servers CPU ${Math.round(js.serverCpuPct)}%, publishers ${Math.round(js.genCpuPct)}% |`,
         ];
   const ceilingRow =
     ceiling === null
       ? []
       : [
-          `| reference: bare uWS + NATS ceiling (bench/cluster-ceiling-server.ts, 3 × wrk -c21, ${opts.duration} s) | ${fmtInt(ceiling.rate)} | ${ceiling.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${ceiling.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | fdatasync on 2 of 3 before the ack, no Raft, state machine or forwarding; ${ceiling.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(ceiling.serverCpuPct)}%, wrk ${Math.round(ceiling.genCpuPct)}% |`,
+          `| reference: bare uWS + NATS ceiling (bench/cluster-ceiling-server.ts, 3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(ceiling.rate)} | ${ceiling.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${ceiling.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | fdatasync on 2 of 3 before the ack, no Raft, state machine or forwarding; ${ceiling.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(ceiling.serverCpuPct)}%, wrk ${Math.round(ceiling.genCpuPct)}% |`,
         ];
   const md = [
     '## Cluster: 3 nodes on one machine',
@@ -429,7 +431,7 @@ async function main(): Promise<number> {
     '',
     '| phase | appends/s | p50 | p99 | notes |',
     '|---|---:|---:|---:|---|',
-    `| burst (3 × wrk -c21, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
+    `| burst (3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
     ...jsRow,
     ...ceilingRow,
     `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained); nodes + NATS CPU ${fixedCpuPct.toFixed(0)}% |`,

@@ -748,6 +748,14 @@ function parseWrkUnit(v: string): number {
   return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
 }
 
+/** A wrk run's results (bench/lua/append.lua's BENCH lines); throws when wrk failed or printed none. */
+export function wrkResult(m: Measured): WrkParsed {
+  if (m.code !== 0) throw new Error(`wrk exited ${m.code}: ${m.stderr.slice(-2000)}\n${m.stdout.slice(-2000)}`);
+  const w = parseWrk(m.stdout);
+  if (!Number.isFinite(w.status201)) throw new Error(`could not parse wrk output:\n${m.stdout}\n${m.stderr}`);
+  return w;
+}
+
 export function parseWrk(out: string): WrkParsed {
   const b = new Map<string, string>();
   const samples: string[] = [];
