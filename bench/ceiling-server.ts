@@ -14,7 +14,7 @@
 //   node dist/bench/ceiling-server.js <port> <http|durable> <data file> [threads]
 import fs from 'node:fs';
 import { Worker, isMainThread, threadId } from 'node:worker_threads';
-import { answer, serveAppends, type PendingAppend } from './ceiling-app.js';
+import { answer, number, serveAppends, type PendingAppend } from './ceiling-app.js';
 
 const port = Number(process.argv[2]);
 const mode = process.argv[3];
@@ -49,6 +49,7 @@ function flush(): void {
 }
 
 serveAppends(port, (p) => {
+  p.reply = number(p.id);
   if (fd < 0) return answer(p);
   turn.push(p);
   if (turn.length === 1) setImmediate(flush);

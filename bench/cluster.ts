@@ -18,7 +18,10 @@
 //   ceiling:  bench/cluster-ceiling-server.ts on 3 processes + a nats-server:
 //             the least a majority-durable append needs on this stack (bare
 //             uWS + NATS, fdatasync on 2 of 3, no Raft or state machine),
-//             same load as the burst (--skip-ceiling to leave it out).
+//             same load as the burst, twice: each node leading what reaches
+//             it (direct), and each conversation led by one node, the others
+//             forwarding to it as ours do (forward). --skip-ceiling leaves
+//             both out.
 //   peer:     a 3-server NATS JetStream cluster with an R3 file stream over
 //             `conv.>` (a subject per conversation), the same message body,
 //             3 × bench/js-publisher.js with 21 publishes in flight (--connections), one per
@@ -284,9 +287,10 @@ async function benchJetStream(opts: Options, tmp: string, natsBin: string): Prom
  * The stack's ceiling for this load: bench/cluster-ceiling-server.ts on 3
  * processes + one nats-server (bare uWS + NATS, each append sent to both
  * peers, fdatasync'd locally, answered once a peer has fdatasync'd it; no
- * Raft, state machine or forwarding), under the same load as the burst.
+ * Raft or state machine; `forward`: appends go to their conversation's
+ * leader node first), under the same load as the burst.
  */
-async function benchCeiling(opts: Options, tmp: string, natsBin: string): Promise<{ rate: number; perNode: WrkParsed[]; serverCpuPct: number; genCpuPct: number }> {
+async function benchCeiling(opts: Options, tmp: string, natsBin: string, mode: 'direct' | 'forward'): Promise<{ rate: number; perNode: WrkParsed[]; serverCpuPct: number; genCpuPct: number }> {
   const natsPort = await freePort();
   const nats = spawnTracked('ceiling-nats', natsBin, ['-a', '127.0.0.1', '-p', String(natsPort)], { logFile: path.join(tmp, 'ceiling-nats.log') });
   const procs: Tracked[] = [nats];
@@ -295,7 +299,7 @@ async function benchCeiling(opts: Options, tmp: string, natsBin: string): Promis
     const ports = await Promise.all(NAMES.map(() => freePort()));
     for (const [i, name] of NAMES.entries()) {
       const peers = NAMES.filter((n) => n !== name).join(',');
-      const args = [path.join(ROOT, 'dist', 'bench', 'cluster-ceiling-server.js'), String(ports[i]), `nats://127.0.0.1:${natsPort}`, name, peers, path.join(tmp, `ceiling-${name}.log`)];
+      const args = [path.join(ROOT, 'dist', 'bench', 'cluster-ceiling-server.js'), String(ports[i]), `nats://127.0.0.1:${natsPort}`, name, peers, path.join(tmp, `ceiling-${name}.log`), mode];
       const t = spawnTracked(`ceiling-${name}`, process.execPath, [...SERVER_NODE_FLAGS, ...args], { logFile: path.join(tmp, `ceiling-${name}.out`) });
       procs.push(t);
       await waitHttpReady(ports[i], '/health/ready', 30_000, t);
@@ -385,10 +389,12 @@ async function main(): Promise<number> {
     log(`peer: JetStream R3, ${opts.duration} s`);
     js = await benchJetStream(opts, tmp, natsBin);
   }
-  let ceiling: Awaited<ReturnType<typeof benchCeiling>> | null = null;
+  const ceilings: { mode: 'direct' | 'forward'; r: Awaited<ReturnType<typeof benchCeiling>> }[] = [];
   if (!opts.skipCeiling) {
-    log(`reference: bare uWS + NATS replication ceiling, ${opts.duration} s`);
-    ceiling = await benchCeiling(opts, tmp, natsBin);
+    for (const mode of ['direct', 'forward'] as const) {
+      log(`reference: bare uWS + NATS replication ceiling (${mode}), ${opts.duration} s`);
+      ceilings.push({ mode, r: await benchCeiling(opts, tmp, natsBin, mode) });
+    }
   }
 
   const slowest = kills.map((k) => k.slowestMs).sort((a, b) => a - b);
@@ -409,7 +415,7 @@ async function main(): Promise<number> {
     fixedServerCpuPct: fixedCpuPct,
     failover: { kills, p50Ms: percentileSorted(slowest, 50), p99Ms: percentileSorted(slowest, 99), maxMs: slowest.at(-1) },
     jetstream: js,
-    ceiling: ceiling && { ...ceiling, perNode: ceiling.perNode.map((w, i) => ({ node: NAMES[i], appendsPerS: w.status201 / w.durationS, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.non2xx + w.socketErrors })) },
+    ceilings: ceilings.map(({ mode, r }) => ({ mode, ...r, perNode: r.perNode.map((w, i) => ({ node: NAMES[i], appendsPerS: w.status201 / w.durationS, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.non2xx + w.socketErrors })) })),
   };
   const jsRow =
     js === null
@@ -417,12 +423,14 @@ async function main(): Promise<number> {
       : [
           `| peer: NATS JetStream R3 (3 × ${opts.connections} in flight, ${opts.duration} s) | ${fmtInt(js.rate)} | ${js.perServer.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${js.perServer.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(js.perServer.reduce((s, p) => s + p.acked, 0))} acknowledged (no fsync), ${js.perServer.reduce((s, p) => s + p.errors, 0)} errors; servers CPU ${Math.round(js.serverCpuPct)}%, publishers ${Math.round(js.genCpuPct)}% |`,
         ];
-  const ceilingRow =
-    ceiling === null
-      ? []
-      : [
-          `| reference: bare uWS + NATS ceiling (bench/cluster-ceiling-server.ts, 3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(ceiling.rate)} | ${ceiling.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${ceiling.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | fdatasync on 2 of 3 before the ack, no Raft, state machine or forwarding; ${ceiling.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(ceiling.serverCpuPct)}%, wrk ${Math.round(ceiling.genCpuPct)}% |`,
-        ];
+  const ceilingWhat = {
+    direct: 'fdatasync on 2 of 3 before the ack, no Raft, state machine or forwarding',
+    forward: 'as above, but each conversation has one leader node and an append reaching another node is forwarded to it and answered back',
+  };
+  const ceilingRows = ceilings.map(
+    ({ mode, r }) =>
+      `| reference: bare uWS + NATS ceiling, ${mode} (bench/cluster-ceiling-server.ts, 3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(r.rate)} | ${r.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${r.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | ${ceilingWhat[mode]}; ${r.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(r.serverCpuPct)}%, wrk ${Math.round(r.genCpuPct)}% |`,
+  );
   const md = [
     '## Cluster: 3 nodes on one machine',
     '',
@@ -433,10 +441,10 @@ async function main(): Promise<number> {
     '|---|---:|---:|---:|---|',
     `| burst (3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
     ...jsRow,
-    ...ceilingRow,
+    ...ceilingRows,
     `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained); nodes + NATS CPU ${fixedCpuPct.toFixed(0)}% |`,
     '',
-    `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}${ceiling === null ? '' : ` Ours / the bare ceiling: ${(burstRate / ceiling.rate).toFixed(2)}×.`}`,
+    `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}${ceilings.map(({ mode, r }) => ` Ours / the bare ceiling (${mode}): ${(burstRate / r.rate).toFixed(2)}×.`).join('')}`,
     '',
     `Failover after kill -9 (${opts.kills} kills, 60 conversations appended through the survivors until each answers 201): slowest conversation back after p50 ${fmtMs(report.failover.p50Ms)}, p99 ${fmtMs(report.failover.p99Ms)}, max ${fmtMs(report.failover.maxMs)}; the killed node was ready again after ${kills.map((k) => fmtMs(k.restartMs)).join(', ')}.`,
     '',
