@@ -502,8 +502,8 @@ export class PartitionDriver {
   tick(): void {
     for (const g of this.groups.values()) {
       if (g.stopped !== null || g.quiesced) continue;
-      if (g.voters.length > 1 && this.maybeQuiesce(g)) continue;
       try {
+        if (g.voters.length > 1 && this.maybeQuiesce(g)) continue;
         g.core.tick();
       } catch (err) {
         this.stopGroup(g, err);
@@ -520,7 +520,9 @@ export class PartitionDriver {
    * or read wakes a group; a dead leader node wakes its groups (peersDown).
    */
   private maybeQuiesce(g: Group): boolean {
-    if (g.core.hasReady()) {
+    // Not while a Ready's writes are in flight either (a slow disk): the
+    // tick's heartbeats wait in the core, and its messages would overtake them.
+    if (g.core.hasReady() || g.core.readyOutstanding()) {
       g.idleTicks = 0;
       return false;
     }

@@ -408,6 +408,11 @@ export class RaftCore {
     return this.msgs.length > 0;
   }
 
+  /** A Ready was handed out and not advanced yet (its writes are in flight; hasReady() is false meanwhile). */
+  readyOutstanding(): boolean {
+    return this.outstanding !== null;
+  }
+
   hasReady(): boolean {
     if (this.outstanding !== null) return false;
     return (

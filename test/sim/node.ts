@@ -638,7 +638,7 @@ export class SimNode {
 
   /** A leader with nothing to do for a few ticks, whose followers have everything, stops ticking and tells them. */
   private maybeQuiesce(r: Replica): boolean {
-    if (r.core.hasReady()) {
+    if (r.core.hasReady() || r.core.readyOutstanding()) {
       r.idleTicks = 0;
       return false;
     }
@@ -693,7 +693,7 @@ export class SimNode {
     for (const [r, rd] of turn.readies) {
       const why = snapshotAssertion(r, rd);
       if (why !== null) {
-        // runtime/driver.ts asserts it: the group stops and the supervisor restarts the worker from disk.
+        // runtime/driver.ts asserts it: the group stops.
         this.kill();
         this.env.stopped(this, `group ${r.group}: ${why}`);
         return;

@@ -13,6 +13,8 @@ import { systemClock } from '../../runtime/clock.js';
 import { mulberry32 } from '../../runtime/prng.js';
 import { groupOf } from '../../runtime/placement.js';
 import { type Reply, ReplyKind } from '../../runtime/replies.js';
+import { decodeMessage, encodeMessageBytes } from '../../runtime/raft/codec.js';
+import { nodeOf, replicaIdOf } from '../../runtime/membership.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -184,6 +186,169 @@ test('driver - after a crash between a state write and its checkpoint, replay sk
     assert.deepEqual(h.stopped, []);
     await h.d.close();
     await h.store.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * Drivers wired by their links (messages through the wire codec), all hosting group
+ * `gid`: nodes `a` and `c` found it (replicas named by their node), `b`
+ * hosts nothing until a leader writes to a replica of it (one the
+ * coordinator added, named by node and incarnation). Nobody keeps log
+ * entries behind the applied index, so a replica that is behind needs a
+ * snapshot.
+ */
+async function openNodes(dir: string, gid: number) {
+  const byNode = new Map<string, PartitionDriver>();
+  // Messages travel in batches, every 2 ms, like a node pair's NATS messages:
+  // a leader steps several peers' answers in one turn.
+  let inTransit: Uint8Array[] = [];
+  const deliver = () => {
+    const batch = inTransit;
+    inTransit = [];
+    for (const bytes of batch) {
+      const m = decodeMessage(bytes);
+      byNode.get(nodeOf(m.to))?.step(m);
+    }
+  };
+  const open = async (node: string, incarnation: string, hosted: boolean) => {
+    fs.mkdirSync(path.join(dir, node));
+    const store = await PartitionStore.open(0, path.join(dir, node, 'state'));
+    const replies = new Map<number, Reply>();
+    const stopped: string[] = [];
+    const d = new PartitionDriver(
+      store,
+      node,
+      systemClock,
+      (reqId, r) => replies.set(reqId, r),
+      mulberry32(byNode.size + 1),
+      1000,
+      1 << 20,
+      4 << 20,
+      (g, reason) => stopped.push(`${g}: ${reason}`),
+      { has: () => false, emit: () => {}, emitContext: () => {} },
+      {
+        voters: () => ['a', 'c'],
+        mayHost: (replica) => replica.startsWith(`${replicaIdOf(node, incarnation)}.`),
+        send: (m) => {
+          if (inTransit.length === 0) setTimeout(deliver, 2);
+          inTransit.push(encodeMessageBytes(m));
+        },
+        leaderChanged: () => {},
+        retainEntries: 0,
+        flush: () => {},
+      },
+    );
+    byNode.set(node, d);
+    await d.open(new Map(hosted ? [[gid, node]] : []), new Map(), path.join(dir, node, 'wal'));
+    return { d, store, replies, stopped };
+  };
+  const nodes = { a: await open('a', 'i1', true), b: await open('b', 'i2', false), c: await open('c', 'i3', true) };
+  // The shard's Raft clock, faster: elections, resends and probes ride on ticks.
+  const ticker = setInterval(() => byNode.forEach((d) => d.tick()), 10);
+  return { ...nodes, stopTicking: () => clearInterval(ticker) };
+}
+
+test('driver - a replica caught up by snapshot while its leader applies gets all acknowledged state', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
+  const gid = groupOf('c');
+  try {
+    const { a, b, c, stopTicking } = await openNodes(dir, gid);
+    await until(() => a.d.leads(gid) || c.d.leads(gid), 'a leader');
+    const [leader, other] = a.d.leads(gid) ? [a, c] : [c, a];
+    leader.d.propose(1, gid, put('c'));
+    await until(() => leader.replies.has(1), 'put');
+    // From now on the leader's state writes take 30 ms and loading a
+    // conversation 10 ms (apply rounds that load run between turns): a
+    // snapshot must hold exactly the state as of the index it names, while
+    // entries keep being applied around it.
+    const write = leader.store.db.write.bind(leader.store.db);
+    leader.store.db.write = async (ops, sync) => {
+      await sleep(30);
+      return write(ops, sync);
+    };
+    const load = leader.store.loadConversation.bind(leader.store);
+    leader.store.loadConversation = async (g, id) => {
+      await sleep(10);
+      return load(g, id);
+    };
+    const fresh: string[] = [];
+    for (let k = 0; fresh.length < 400; k++) if (groupOf(`conv-${k}`) === gid) fresh.push(`conv-${k}`);
+    const created: string[] = [];
+    let next = 2;
+    const appending = setInterval(() => {
+      for (let k = 0; k < 4; k++, next++) leader.d.propose(next, gid, appendTo('c', next));
+      const id = fresh[created.length];
+      created.push(id);
+      leader.d.propose(next++, gid, put(id));
+    }, 5);
+    try {
+      await sleep(50);
+      leader.d.changeConf(1000, gid, ['a', 'c'], ['a', replicaIdOf('b', 'i2'), 'c']);
+      await until(() => leader.replies.has(1000), 'the membership change to be proposed');
+      assert.equal(leader.replies.get(1000)?.kind, ReplyKind.Ok, leader.replies.get(1000)?.body);
+      await until(() => b.d.groups.has(gid) && b.d.groups.get(gid)!.applied > 0, 'b to install a snapshot');
+      await sleep(50);
+    } finally {
+      clearInterval(appending);
+    }
+    const sent = next - 1;
+    await until(() => leader.replies.size === sent + 1, 'every append answered');
+    const acked = [...leader.replies.entries()].filter(([id, r]) => id > 1 && id !== 1000 && r.kind === ReplyKind.Created).length;
+    assert.equal(acked, sent - 1 - created.length, 'every append acknowledged');
+    const applied = leader.d.groups.get(gid)!.applied;
+    await until(() => b.d.groups.get(gid)!.applied === applied && other.d.groups.get(gid)!.applied === applied, 'every replica to apply it all');
+    await Promise.all([a.d.stateWritten(), b.d.stateWritten(), c.d.stateWritten()]);
+    for (const r of [b, other]) {
+      const texts = (await r.store.readMessages(gid, 'c', 1, 100_000)).map((m) => JSON.parse(m.toString()).parts[0].text);
+      assert.equal(texts.length, acked, 'every acknowledged message');
+      assert.deepEqual(await r.store.readRecord('c'), await leader.store.readRecord('c'));
+      for (const id of created) assert.deepEqual(await r.store.readRecord(id), await leader.store.readRecord(id), `record of ${id}`);
+    }
+    stopTicking();
+    for (const h of [a, b, c]) {
+      assert.deepEqual(h.stopped, []);
+      await h.d.close();
+      await h.store.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('driver - an idle leader does not quiesce while a turn\'s writes are in flight (a slow disk), and does once they land', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
+  const gid = groupOf('c');
+  try {
+    const { a, b, c, stopTicking } = await openNodes(dir, gid);
+    await until(() => a.d.leads(gid) || c.d.leads(gid), 'a leader');
+    const leader = a.d.leads(gid) ? a : c;
+    leader.d.propose(1, gid, put('c'));
+    await until(() => leader.replies.has(1), 'put');
+    // The next apply's state write takes 150 ms, fifteen ticks: the leader
+    // is idle meanwhile, its Ready still outstanding and each tick's
+    // heartbeats waiting in the core.
+    const write = leader.store.db.write.bind(leader.store.db);
+    leader.store.db.write = async (ops, sync) => {
+      await sleep(150);
+      return write(ops, sync);
+    };
+    leader.d.propose(2, gid, appendTo('c', 2));
+    await until(() => leader.replies.has(2), 'the append');
+    const g = leader.d.groups.get(gid)!;
+    await sleep(60);
+    assert.equal(g.quiesced, false, 'no quiesce while the write is in flight');
+    await until(() => g.quiesced, 'the leader to quiesce once the write landed');
+    leader.d.propose(3, gid, appendTo('c', 3));
+    await until(() => leader.replies.has(3), 'an append waking the group');
+    assert.equal(leader.replies.get(3)?.kind, ReplyKind.Created, leader.replies.get(3)?.body);
+    stopTicking();
+    for (const h of [a, b, c]) {
+      assert.deepEqual(h.stopped, []);
+      await h.d.close();
+      await h.store.close();
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
