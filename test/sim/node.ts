@@ -693,7 +693,7 @@ export class SimNode {
     for (const [r, rd] of turn.readies) {
       const why = snapshotAssertion(r, rd);
       if (why !== null) {
-        // runtime/driver.ts asserts it: the group stops.
+        // runtime/driver.ts asserts it: the group stops and the supervisor restarts the worker from disk.
         this.kill();
         this.env.stopped(this, `group ${r.group}: ${why}`);
         return;
