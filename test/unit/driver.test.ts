@@ -192,9 +192,9 @@ test('driver - after a crash between a state write and its checkpoint, replay sk
 });
 
 /**
- * Drivers wired by their links (messages through the wire codec), all hosting group
- * `gid`: nodes `a` and `c` found it (replicas named by their node), `b`
- * hosts nothing until a leader writes to a replica of it (one the
+ * Three drivers wired by their links (messages through the wire codec) for
+ * group `gid`: nodes `a` and `c` found it (replicas named by their node),
+ * `b` hosts nothing until a leader writes to a replica of it (one the
  * coordinator added, named by node and incarnation). Nobody keeps log
  * entries behind the applied index, so a replica that is behind needs a
  * snapshot.
