@@ -20,8 +20,8 @@
 //             uWS + NATS, fdatasync on 2 of 3, no Raft or state machine),
 //             same load as the burst, twice: each node leading what reaches
 //             it (direct), and each conversation led by one node, the others
-//             forwarding to it as ours do (forward). --skip-ceiling leaves
-//             both out.
+//             forwarding to it as ours do (forward); each also at the fixed
+//             rate. --skip-ceiling leaves both out.
 //   peer:     a 3-server NATS JetStream cluster with an R3 file stream over
 //             `conv.>` (a subject per conversation), the same message body,
 //             3 × bench/js-publisher.js with 21 publishes in flight (--connections), one per
@@ -290,7 +290,12 @@ async function benchJetStream(opts: Options, tmp: string, natsBin: string): Prom
  * Raft or state machine; `forward`: appends go to their conversation's
  * leader node first), under the same load as the burst.
  */
-async function benchCeiling(opts: Options, tmp: string, natsBin: string, mode: 'direct' | 'forward'): Promise<{ rate: number; perNode: WrkParsed[]; serverCpuPct: number; genCpuPct: number }> {
+async function benchCeiling(
+  opts: Options,
+  tmp: string,
+  natsBin: string,
+  mode: 'direct' | 'forward',
+): Promise<{ rate: number; perNode: WrkParsed[]; serverCpuPct: number; genCpuPct: number; fixed: OpenLoopOut[]; fixedCpuPct: number }> {
   const natsPort = await freePort();
   const nats = spawnTracked('ceiling-nats', natsBin, ['-a', '127.0.0.1', '-p', String(natsPort)], { logFile: path.join(tmp, 'ceiling-nats.log') });
   const procs: Tracked[] = [nats];
@@ -310,11 +315,17 @@ async function benchCeiling(opts: Options, tmp: string, natsBin: string, mode: '
     const t0 = performance.now();
     const runs = await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.duration, opts.conversations, tmp)));
     const wallS = (performance.now() - t0) / 1000;
+    const serverCpuPct = ((cpu() - cpu0) / wallS) * 100;
+    const fixedCpu0 = cpu();
+    const fixedT0 = performance.now();
+    const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, opts.connections, tmp)));
     return {
       rate: runs.reduce((s, r) => s + r.w.status201 / r.w.durationS, 0),
       perNode: runs.map((r) => r.w),
-      serverCpuPct: ((cpu() - cpu0) / wallS) * 100,
+      serverCpuPct,
       genCpuPct: (runs.reduce((s, r) => s + r.cpuS, 0) / wallS) * 100,
+      fixed,
+      fixedCpuPct: ((cpu() - fixedCpu0) / ((performance.now() - fixedT0) / 1000)) * 100,
     };
   } finally {
     await Promise.all(procs.map((t) => stopTracked(t)));
@@ -427,10 +438,13 @@ async function main(): Promise<number> {
     direct: 'fdatasync on 2 of 3 before the ack, no Raft, state machine or forwarding',
     forward: 'as above, but each conversation has one leader node and an append reaching another node is forwarded to it and answered back',
   };
-  const ceilingRows = ceilings.map(
-    ({ mode, r }) =>
-      `| reference: bare uWS + NATS ceiling, ${mode} (bench/cluster-ceiling-server.ts, 3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(r.rate)} | ${r.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${r.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | ${ceilingWhat[mode]}; ${r.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(r.serverCpuPct)}%, wrk ${Math.round(r.genCpuPct)}% |`,
-  );
+  /** A fixed-rate phase's row: achieved rate, p50 / p99 per entry node, errors, what was left unanswered. */
+  const fixedRow = (what: string, f: OpenLoopOut[], cpuPct: number, cpuOf: string) =>
+    `| ${what} | ${fmtInt(f.reduce((s, x) => s + x.achievedRate, 0))} | ${f.map((x) => lat(x.latencyMs.p50)).join(' / ')} | ${f.map((x) => lat(x.latencyMs.p99)).join(' / ')} | ${f.reduce((s, x) => s + x.errors, 0)} errors; ${fmtInt(f.reduce((s, x) => s + x.unanswered, 0))} of ${fmtInt(f.reduce((s, x) => s + x.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained); ${cpuOf} CPU ${cpuPct.toFixed(0)}% |`;
+  const ceilingRows = ceilings.flatMap(({ mode, r }) => [
+    `| reference: bare uWS + NATS ceiling, ${mode} (bench/cluster-ceiling-server.ts, 3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(r.rate)} | ${r.perNode.map((w) => fmtMs(w.p50Ms)).join(' / ')} | ${r.perNode.map((w) => fmtMs(w.p99Ms)).join(' / ')} | ${ceilingWhat[mode]}; ${r.perNode.reduce((s, w) => s + w.non2xx + w.socketErrors, 0)} errors; servers + NATS CPU ${Math.round(r.serverCpuPct)}%, wrk ${Math.round(r.genCpuPct)}% |`,
+    fixedRow(`reference: ceiling, ${mode}, fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s)`, r.fixed, r.fixedCpuPct, 'servers + NATS'),
+  ]);
   const md = [
     '## Cluster: 3 nodes on one machine',
     '',
@@ -440,9 +454,9 @@ async function main(): Promise<number> {
     '| phase | appends/s | p50 | p99 | notes |',
     '|---|---:|---:|---:|---|',
     `| burst (3 × wrk -c${opts.connections}, ${opts.duration} s) | ${fmtInt(burstRate)} | ${report.burst.perNode.map((p) => fmtMs(p.p50Ms)).join(' / ')} | ${report.burst.perNode.map((p) => fmtMs(p.p99Ms)).join(' / ')} | ${fmtInt(acked)} acknowledged, ${non2xx} errors; nodes + NATS CPU ${Math.round(serverCpuPct)}%, wrk ${Math.round(genCpuPct)}% (of 200%) |`,
+    fixedRow(`fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s)`, fixed, fixedCpuPct, 'nodes + NATS'),
     ...jsRow,
     ...ceilingRows,
-    `| fixed ${fmtInt(opts.rate)}/s (open loop, ${opts.fixedDuration} s) | ${fmtInt(fixed.reduce((s, f) => s + f.achievedRate, 0))} | ${fixed.map((f) => lat(f.latencyMs.p50)).join(' / ')} | ${fixed.map((f) => lat(f.latencyMs.p99)).join(' / ')} | ${fixed.reduce((s, f) => s + f.errors, 0)} errors; ${fmtInt(fixed.reduce((s, f) => s + f.unanswered, 0))} of ${fmtInt(fixed.reduce((s, f) => s + f.scheduled, 0))} scheduled still unanswered at the end (∞ = the rate was not sustained); nodes + NATS CPU ${fixedCpuPct.toFixed(0)}% |`,
     '',
     `p50 / p99 per node the load entered through (n1 / n2 / n3).${js === null ? '' : ` Ours / JetStream R3 in the same run: ${(burstRate / js.rate).toFixed(2)}×.`}${ceilings.map(({ mode, r }) => ` Ours / the bare ceiling (${mode}): ${(burstRate / r.rate).toFixed(2)}×.`).join('')}`,
     '',
