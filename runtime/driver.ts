@@ -522,7 +522,7 @@ export class PartitionDriver {
   private maybeQuiesce(g: Group): boolean {
     // Not while a Ready's writes are in flight either (a slow disk): the
     // tick's heartbeats wait in the core, and its messages would overtake them.
-    if (g.core.hasReady() || g.core.readyOutstanding()) {
+    if (g.core.busy()) {
       g.idleTicks = 0;
       return false;
     }

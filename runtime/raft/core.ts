@@ -408,9 +408,13 @@ export class RaftCore {
     return this.msgs.length > 0;
   }
 
-  /** A Ready was handed out and not advanced yet (its writes are in flight; hasReady() is false meanwhile). */
-  readyOutstanding(): boolean {
-    return this.outstanding !== null;
+  /**
+   * A Ready is waiting, or one was handed out and not advanced yet (its
+   * writes are in flight; hasReady() is false meanwhile, while ticks and
+   * steps keep adding to the next one).
+   */
+  busy(): boolean {
+    return this.outstanding !== null || this.hasReady();
   }
 
   hasReady(): boolean {

@@ -638,7 +638,7 @@ export class SimNode {
 
   /** A leader with nothing to do for a few ticks, whose followers have everything, stops ticking and tells them. */
   private maybeQuiesce(r: Replica): boolean {
-    if (r.core.hasReady() || r.core.readyOutstanding()) {
+    if (r.core.busy()) {
       r.idleTicks = 0;
       return false;
     }
