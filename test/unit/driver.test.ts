@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { StreamEvent } from '../../actors/events.js';
-import { PartitionDriver } from '../../runtime/driver.js';
+import { PartitionDriver, type EventSink, type RaftLinks } from '../../runtime/driver.js';
 import { PartitionStore, appliedPut } from '../../storage/partition-store.js';
 import { Op, encodeCommand } from '../../actors/commands.js';
 import { systemClock } from '../../runtime/clock.js';
@@ -26,27 +26,44 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   }
 }
 
-async function openDriver(dir: string, loadDelayMs: number) {
-  const store = await PartitionStore.open(0, path.join(dir, 'state'));
-  const load = store.loadConversation.bind(store);
-  store.loadConversation = async (g, id) => {
-    await sleep(loadDelayMs);
-    return load(g, id);
-  };
+/** Makes an async method of `obj` wait `ms` before each call: a slow disk where a race would hide. */
+function delay<T extends object>(obj: T, name: keyof T, ms: number): void {
+  const f = (obj[name] as (...a: unknown[]) => Promise<unknown>).bind(obj);
+  obj[name] = (async (...a: unknown[]) => {
+    await sleep(ms);
+    return f(...a);
+  }) as T[keyof T];
+}
+
+/** A driver of node `node` on `store`; its replies and stopped groups are recorded. */
+function newDriver(store: PartitionStore, node: string, seed: number, events: EventSink, links: RaftLinks) {
   const replies = new Map<number, Reply>();
   const stopped: string[] = [];
-  const streamed = new Set(['c']);
-  const events: StreamEvent[] = [];
   const d = new PartitionDriver(
     store,
-    'n1',
+    node,
     systemClock,
     (reqId, r) => replies.set(reqId, r),
-    mulberry32(1),
+    mulberry32(seed),
     1000,
     1 << 20,
     4 << 20,
     (g, reason) => stopped.push(`${g}: ${reason}`),
+    events,
+    links,
+  );
+  return { d, store, replies, stopped };
+}
+
+async function openDriver(dir: string, loadDelayMs: number) {
+  const store = await PartitionStore.open(0, path.join(dir, 'state'));
+  delay(store, 'loadConversation', loadDelayMs);
+  const streamed = new Set(['c']);
+  const events: StreamEvent[] = [];
+  const { d, replies, stopped } = newDriver(
+    store,
+    'n1',
+    1,
     { has: (id) => streamed.has(id), emit: (ev) => events.push(ev), emitContext: () => assert.fail('no context here') },
     {
       voters: () => ['n1'],
@@ -214,35 +231,20 @@ async function openNodes(dir: string, gid: number) {
   };
   const open = async (node: string, incarnation: string, hosted: boolean) => {
     fs.mkdirSync(path.join(dir, node));
-    const store = await PartitionStore.open(0, path.join(dir, node, 'state'));
-    const replies = new Map<number, Reply>();
-    const stopped: string[] = [];
-    const d = new PartitionDriver(
-      store,
-      node,
-      systemClock,
-      (reqId, r) => replies.set(reqId, r),
-      mulberry32(byNode.size + 1),
-      1000,
-      1 << 20,
-      4 << 20,
-      (g, reason) => stopped.push(`${g}: ${reason}`),
-      { has: () => false, emit: () => {}, emitContext: () => {} },
-      {
-        voters: () => ['a', 'c'],
-        mayHost: (replica) => replica.startsWith(`${replicaIdOf(node, incarnation)}.`),
-        send: (m) => {
-          if (inTransit.length === 0) setTimeout(deliver, 2);
-          inTransit.push(encodeMessageBytes(m));
-        },
-        leaderChanged: () => {},
-        retainEntries: 0,
-        flush: () => {},
+    const h = newDriver(await PartitionStore.open(0, path.join(dir, node, 'state')), node, byNode.size + 1, { has: () => false, emit: () => {}, emitContext: () => {} }, {
+      voters: () => ['a', 'c'],
+      mayHost: (replica) => replica.startsWith(`${replicaIdOf(node, incarnation)}.`),
+      send: (m) => {
+        if (inTransit.length === 0) setTimeout(deliver, 2);
+        inTransit.push(encodeMessageBytes(m));
       },
-    );
-    byNode.set(node, d);
-    await d.open(new Map(hosted ? [[gid, node]] : []), new Map(), path.join(dir, node, 'wal'));
-    return { d, store, replies, stopped };
+      leaderChanged: () => {},
+      retainEntries: 0,
+      flush: () => {},
+    });
+    byNode.set(node, h.d);
+    await h.d.open(new Map(hosted ? [[gid, node]] : []), new Map(), path.join(dir, node, 'wal'));
+    return h;
   };
   const nodes = { a: await open('a', 'i1', true), b: await open('b', 'i2', false), c: await open('c', 'i3', true) };
   // The shard's Raft clock, faster: elections, resends and probes ride on ticks.
@@ -250,29 +252,46 @@ async function openNodes(dir: string, gid: number) {
   return { ...nodes, stopTicking: () => clearInterval(ticker) };
 }
 
-test('driver - a replica caught up by snapshot while its leader applies gets all acknowledged state', async () => {
+type Node = Awaited<ReturnType<typeof openNodes>>['a'];
+
+/**
+ * Runs `body` on the three nodes once group `gid` (that of conversation `c`)
+ * has a leader and `c` exists; afterwards no group may have stopped. The
+ * ticks stop and the drivers close whatever happens.
+ */
+async function withNodes(body: (n: { gid: number; a: Node; b: Node; c: Node; leader: Node; other: Node }) => Promise<void>): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
   const gid = groupOf('c');
   try {
-    const { a, b, c, stopTicking } = await openNodes(dir, gid);
-    await until(() => a.d.leads(gid) || c.d.leads(gid), 'a leader');
-    const [leader, other] = a.d.leads(gid) ? [a, c] : [c, a];
-    leader.d.propose(1, gid, put('c'));
-    await until(() => leader.replies.has(1), 'put');
+    const nodes = await openNodes(dir, gid);
+    const all = [nodes.a, nodes.b, nodes.c];
+    try {
+      await until(() => nodes.a.d.leads(gid) || nodes.c.d.leads(gid), 'a leader');
+      const [leader, other] = nodes.a.d.leads(gid) ? [nodes.a, nodes.c] : [nodes.c, nodes.a];
+      leader.d.propose(1, gid, put('c'));
+      await until(() => leader.replies.has(1), 'put');
+      await body({ gid, ...nodes, leader, other });
+      for (const h of all) assert.deepEqual(h.stopped, []);
+    } finally {
+      nodes.stopTicking();
+      for (const h of all) {
+        await h.d.close();
+        await h.store.close();
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('driver - a replica caught up by snapshot while its leader applies gets all acknowledged state', () =>
+  withNodes(async ({ gid, a, b, c, leader, other }) => {
     // From now on the leader's state writes take 30 ms and loading a
     // conversation 10 ms (apply rounds that load run between turns): a
     // snapshot must hold exactly the state as of the index it names, while
     // entries keep being applied around it.
-    const write = leader.store.db.write.bind(leader.store.db);
-    leader.store.db.write = async (ops, sync) => {
-      await sleep(30);
-      return write(ops, sync);
-    };
-    const load = leader.store.loadConversation.bind(leader.store);
-    leader.store.loadConversation = async (g, id) => {
-      await sleep(10);
-      return load(g, id);
-    };
+    delay(leader.store.db, 'write', 30);
+    delay(leader.store, 'loadConversation', 10);
     const fresh: string[] = [];
     for (let k = 0; fresh.length < 400; k++) if (groupOf(`conv-${k}`) === gid) fresh.push(`conv-${k}`);
     const created: string[] = [];
@@ -306,34 +325,14 @@ test('driver - a replica caught up by snapshot while its leader applies gets all
       assert.deepEqual(await r.store.readRecord('c'), await leader.store.readRecord('c'));
       for (const id of created) assert.deepEqual(await r.store.readRecord(id), await leader.store.readRecord(id), `record of ${id}`);
     }
-    stopTicking();
-    for (const h of [a, b, c]) {
-      assert.deepEqual(h.stopped, []);
-      await h.d.close();
-      await h.store.close();
-    }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('driver - an idle leader does not quiesce while a turn\'s writes are in flight (a slow disk), and does once they land', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetlm-driver-'));
-  const gid = groupOf('c');
-  try {
-    const { a, b, c, stopTicking } = await openNodes(dir, gid);
-    await until(() => a.d.leads(gid) || c.d.leads(gid), 'a leader');
-    const leader = a.d.leads(gid) ? a : c;
-    leader.d.propose(1, gid, put('c'));
-    await until(() => leader.replies.has(1), 'put');
+test('driver - an idle leader does not quiesce while a turn\'s writes are in flight (a slow disk), and does once they land', () =>
+  withNodes(async ({ gid, leader }) => {
     // The next apply's state write takes 150 ms, fifteen ticks: the leader
     // is idle meanwhile, its Ready still outstanding and each tick's
     // heartbeats waiting in the core.
-    const write = leader.store.db.write.bind(leader.store.db);
-    leader.store.db.write = async (ops, sync) => {
-      await sleep(150);
-      return write(ops, sync);
-    };
+    delay(leader.store.db, 'write', 150);
     leader.d.propose(2, gid, appendTo('c', 2));
     await until(() => leader.replies.has(2), 'the append');
     const g = leader.d.groups.get(gid)!;
@@ -343,13 +342,4 @@ test('driver - an idle leader does not quiesce while a turn\'s writes are in fli
     leader.d.propose(3, gid, appendTo('c', 3));
     await until(() => leader.replies.has(3), 'an append waking the group');
     assert.equal(leader.replies.get(3)?.kind, ReplyKind.Created, leader.replies.get(3)?.body);
-    stopTicking();
-    for (const h of [a, b, c]) {
-      assert.deepEqual(h.stopped, []);
-      await h.d.close();
-      await h.store.close();
-    }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
