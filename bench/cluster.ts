@@ -283,6 +283,38 @@ async function benchJetStream(opts: Options, tmp: string, natsBin: string): Prom
   };
 }
 
+/** One wrk run per node, as the JSON report has it. */
+function perNodeJson(runs: WrkParsed[]) {
+  return runs.map((w, i) => ({ node: NAMES[i], appendsPerS: w.status201 / w.durationS, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.non2xx + w.socketErrors }));
+}
+
+/** Runs `phase`; also what the servers used meanwhile (`cpuS`: their CPU seconds so far), in % of one core. */
+async function measured<T>(cpuS: () => number, phase: () => Promise<T>): Promise<{ out: T; wallS: number; cpuPct: number }> {
+  const cpu0 = cpuS();
+  const t0 = performance.now();
+  const out = await phase();
+  const wallS = (performance.now() - t0) / 1000;
+  return { out, wallS, cpuPct: ((cpuS() - cpu0) / wallS) * 100 };
+}
+
+/** The warm-up, then the burst: one wrk per port, --connections each. */
+async function burstOn(ports: number[], opts: Options, tmp: string, cpuS: () => number) {
+  await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.warmup, opts.conversations, tmp)));
+  const { out: runs, wallS, cpuPct } = await measured(cpuS, () => Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.duration, opts.conversations, tmp))));
+  return {
+    perNode: runs.map((r) => r.w),
+    rate: runs.reduce((s, r) => s + r.w.status201 / r.w.durationS, 0),
+    serverCpuPct: cpuPct,
+    genCpuPct: (runs.reduce((s, r) => s + r.cpuS, 0) / wallS) * 100,
+  };
+}
+
+/** The fixed-rate phase: one open-loop generator per port at a third of --rate. */
+async function fixedOn(ports: number[], opts: Options, tmp: string, cpuS: () => number) {
+  const { out, cpuPct } = await measured(cpuS, () => Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, opts.connections, tmp))));
+  return { fixed: out, cpuPct };
+}
+
 /**
  * The stack's ceiling for this load: bench/cluster-ceiling-server.ts on 3
  * processes + one nats-server (bare uWS + NATS, each append sent to both
@@ -309,24 +341,10 @@ async function benchCeiling(
       procs.push(t);
       await waitHttpReady(ports[i], '/health/ready', 30_000, t);
     }
-    await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.warmup, opts.conversations, tmp)));
-    const cpu = () => procs.reduce((s, t) => s + treeCpuSeconds(t.pid), 0);
-    const cpu0 = cpu();
-    const t0 = performance.now();
-    const runs = await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.duration, opts.conversations, tmp)));
-    const wallS = (performance.now() - t0) / 1000;
-    const serverCpuPct = ((cpu() - cpu0) / wallS) * 100;
-    const fixedCpu0 = cpu();
-    const fixedT0 = performance.now();
-    const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, opts.connections, tmp)));
-    return {
-      rate: runs.reduce((s, r) => s + r.w.status201 / r.w.durationS, 0),
-      perNode: runs.map((r) => r.w),
-      serverCpuPct,
-      genCpuPct: (runs.reduce((s, r) => s + r.cpuS, 0) / wallS) * 100,
-      fixed,
-      fixedCpuPct: ((cpu() - fixedCpu0) / ((performance.now() - fixedT0) / 1000)) * 100,
-    };
+    const cpuS = () => procs.reduce((s, t) => s + treeCpuSeconds(t.pid), 0);
+    const burst = await burstOn(ports, opts, tmp, cpuS);
+    const { fixed, cpuPct } = await fixedOn(ports, opts, tmp, cpuS);
+    return { ...burst, fixed, fixedCpuPct: cpuPct };
   } finally {
     await Promise.all(procs.map((t) => stopTracked(t)));
   }
@@ -360,24 +378,14 @@ async function main(): Promise<number> {
   });
 
   // Burst: 3 × --connections in flight, a third through each node.
-  log(`warm-up ${opts.warmup} s`);
-  await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.warmup, opts.conversations, tmp)));
-  log(`burst ${opts.duration} s`);
-  const cpu0 = cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
-  const t0 = performance.now();
-  const burst = await Promise.all(ports.map((p) => wrkOn(p, opts.connections, opts.duration, opts.conversations, tmp)));
-  const wallS = (performance.now() - t0) / 1000;
-  const serverCpuPct = ((cluster.cpuSeconds() + treeCpuSeconds(nats.pid) - cpu0) / wallS) * 100;
-  const acked = burst.reduce((s, b) => s + b.w.status201, 0);
-  const burstRate = burst.reduce((s, b) => s + b.w.status201 / b.w.durationS, 0);
-  const genCpuPct = (burst.reduce((s, b) => s + b.cpuS, 0) / wallS) * 100;
-  const non2xx = burst.reduce((s, b) => s + b.w.non2xx + b.w.socketErrors, 0);
+  const cpuS = () => cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
+  log(`warm-up ${opts.warmup} s, then burst ${opts.duration} s`);
+  const { perNode: burst, rate: burstRate, serverCpuPct, genCpuPct } = await burstOn(ports, opts, tmp, cpuS);
+  const acked = burst.reduce((s, w) => s + w.status201, 0);
+  const non2xx = burst.reduce((s, w) => s + w.non2xx + w.socketErrors, 0);
 
   log(`fixed ${opts.rate}/s for ${opts.fixedDuration} s`);
-  const fixedCpu0 = cluster.cpuSeconds() + treeCpuSeconds(nats.pid);
-  const fixedT0 = performance.now();
-  const fixed = await Promise.all(ports.map((p) => openLoopOn(p, Math.round(opts.rate / 3), opts.fixedDuration, opts.conversations, opts.connections, tmp)));
-  const fixedCpuPct = ((cluster.cpuSeconds() + treeCpuSeconds(nats.pid) - fixedCpu0) / ((performance.now() - fixedT0) / 1000)) * 100;
+  const { fixed, cpuPct: fixedCpuPct } = await fixedOn(ports, opts, tmp, cpuS);
 
   log(`failover: ${opts.kills} kills`);
   const kills: { victim: string; slowestMs: number; errors: number; restartMs: number }[] = [];
@@ -417,7 +425,7 @@ async function main(): Promise<number> {
     burst: {
       acked,
       appendsPerS: burstRate,
-      perNode: burst.map((b, i) => ({ node: NAMES[i], appendsPerS: b.w.status201 / b.w.durationS, p50Ms: b.w.p50Ms, p99Ms: b.w.p99Ms })),
+      perNode: perNodeJson(burst),
       serverCpuPct,
       generatorCpuPct: genCpuPct,
       errors: non2xx,
@@ -426,7 +434,7 @@ async function main(): Promise<number> {
     fixedServerCpuPct: fixedCpuPct,
     failover: { kills, p50Ms: percentileSorted(slowest, 50), p99Ms: percentileSorted(slowest, 99), maxMs: slowest.at(-1) },
     jetstream: js,
-    ceilings: ceilings.map(({ mode, r }) => ({ mode, ...r, perNode: r.perNode.map((w, i) => ({ node: NAMES[i], appendsPerS: w.status201 / w.durationS, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.non2xx + w.socketErrors })) })),
+    ceilings: ceilings.map(({ mode, r }) => ({ mode, ...r, perNode: perNodeJson(r.perNode) })),
   };
   const jsRow =
     js === null
