@@ -9,7 +9,7 @@
 // with what the peers sent, then the acks leave in one message per peer.
 //
 // Mode `direct`: each node takes the appends that reach it as their leader.
-// Mode `forward`: each conversation has one leader node (a hash of its id),
+// Mode `forward`: each conversation has one leader node (by its group),
 // as in ours; an append reaching another node goes to its leader in that
 // turn's NATS message for it, and the answer comes back the same way — the
 // least a forwarding hop costs on this stack.
@@ -20,6 +20,7 @@
 import fs from 'node:fs';
 import { connect } from '@nats-io/transport-node';
 import { answer, number, serveAppends, type PendingAppend } from './ceiling-app.js';
+import { groupOf } from '../runtime/placement.js';
 
 const [portArg, natsUrl, self, peersArg, file, modeArg] = process.argv.slice(2);
 const port = Number(portArg);
@@ -93,10 +94,9 @@ function header(kind: number, id: number, bodyBytes: number): Uint8Array {
   return out;
 }
 
+/** The conversation's leader node: its group (ours' placement hash), spread over the nodes. */
 function leaderOf(id: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
-  return nodes[(h >>> 0) % nodes.length];
+  return nodes[groupOf(id) % nodes.length];
 }
 
 function queue(out: Map<string, Uint8Array[]>, peer: string, rec: Uint8Array): void {
